@@ -1,0 +1,78 @@
+"""The application factory: `create_app(settings)` wires routes,
+dependencies, middleware and the error table; `app_from_env()` is what the
+server runs (`granian --factory api.app:app_from_env`)."""
+
+from __future__ import annotations
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.auth import Principal
+from api.conversations import ConversationsController
+from api.errors import exception_handlers
+from api.health import HealthController
+from api.middleware import EdgeMiddleware
+from api.services import Services, lifespan
+from api.users import UsersController
+from api.utterances import UtterancesController
+from cql.logs import configure_logging
+from cql.settings import Settings
+
+API_VERSION = "1.0.0"
+
+
+def _services(state: State) -> Services:
+    return state.services
+
+
+def _principal(request: Request) -> Principal:
+    return request.state.principal
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="utterstream",
+        version=API_VERSION,
+        description="Stream-processing analytics for conversational language-learning data.",
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin(path="/swagger"), ScalarRenderPlugin(path="/")],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http", scheme="bearer", description="An utterstream API key"
+                )
+            }
+        ),
+        security=[{"bearer": []}],
+    )
+
+
+def create_app(settings: Settings) -> Litestar:
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            UsersController,
+            ConversationsController,
+            UtterancesController,
+        ],
+        dependencies={
+            "services": Provide(_services, sync_to_thread=False),
+            "principal": Provide(_principal, sync_to_thread=False),
+        },
+        middleware=[EdgeMiddleware()],
+        exception_handlers=exception_handlers(),
+        lifespan=[lifespan],
+        openapi_config=openapi_config(),
+        request_max_body_size=settings.api.max_body_bytes,
+        state=State({"settings": settings}),
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    configure_logging()
+    return create_app(Settings.from_env())

@@ -1,0 +1,53 @@
+"""Liveness and readiness: /health says the process answers; /ready says
+Cassandra and Redis both answer within a short deadline."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Controller, Response, get
+
+from api.errors import problem
+from api.services import Services
+from cql.aio import execute
+
+READY_DEADLINE_S = 1.0
+
+
+class HealthController(Controller):
+    tags = ["operations"]
+
+    @get("/health", operation_id="health", summary="Liveness")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/ready", operation_id="ready", summary="Readiness: Cassandra and Redis reachable")
+    async def ready(self, services: Services) -> Response:
+        checks = await asyncio.gather(_cassandra(services), _redis(services))
+        state = dict(zip(("cassandra", "redis"), checks, strict=True))
+        if all(checks):
+            return Response({"status": "ready", "cassandra": "ok", "redis": "ok"})
+        down = ", ".join(name for name, ok in state.items() if not ok)
+        return problem(
+            503,
+            "not-ready",
+            "Not ready",
+            f"Not reachable within {READY_DEADLINE_S}s: {down}.",
+            headers={"Retry-After": "1"},
+            checks={name: "ok" if ok else "down" for name, ok in state.items()},
+        )
+
+
+async def _cassandra(services: Services) -> bool:
+    try:
+        await asyncio.wait_for(execute(services.db.session, services.store.ping), READY_DEADLINE_S)
+    except Exception:
+        return False
+    return True
+
+
+async def _redis(services: Services) -> bool:
+    try:
+        return bool(await asyncio.wait_for(services.redis.ping(), READY_DEADLINE_S))
+    except Exception:
+        return False

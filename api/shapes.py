@@ -1,0 +1,111 @@
+"""Request and response shapes of the v1 API: what a client sends (`...In`)
+and what it gets back, with the limits that make bad input a 400 naming the
+field. Unknown fields are rejected, so a typo never passes silently.
+
+Schema evolution: new fields get defaults and go last; types never change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+Id = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$",
+        description="1-128 characters: letters, digits and . _ : @ -, starting with a letter or digit",
+    ),
+]
+Label = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
+AwareTime = Annotated[
+    datetime, Meta(tz=True, description="RFC 3339 with an offset, e.g. 2026-01-31T09:30:00+05:30")
+]
+
+
+class Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    pass
+
+
+class UserIn(Struct):
+    email: Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    user_id: Id | None = None
+
+
+class User(Struct):
+    user_id: str
+    email: str
+    name: str
+    created_at: datetime
+
+
+class ConversationIn(Struct):
+    user_id: Id
+    conversation_id: Id | None = None
+    title: Annotated[str, Meta(max_length=200)] | None = None
+    started_at: AwareTime | None = None
+
+
+class Conversation(Struct):
+    conversation_id: str
+    user_id: str
+    title: str | None
+    started_at: datetime
+
+
+class ErrorPoint(Struct):
+    category: Label
+    subcategory: Label
+
+
+class UtteranceIn(Struct):
+    conversation_id: Id
+    user_id: Id
+    text: Annotated[str, Meta(min_length=1, max_length=10_000)]
+    timestamp: AwareTime
+    errors: Annotated[list[ErrorPoint], Meta(max_length=100)] = []
+    words_learned: Annotated[int, Meta(ge=0, le=100_000)] = 0
+    utterance_id: Id | None = None
+
+
+class Accepted(Struct):
+    utterance_id: str
+    status: Literal["pending"] = "pending"
+    duplicate: bool = False
+
+
+class BatchIn(Struct):
+    utterances: Annotated[list[UtteranceIn], Meta(min_length=1, max_length=1000)]
+
+
+class ItemResult(Struct):
+    index: int
+    status: int
+    utterance_id: str | None = None
+    duplicate: bool = False
+    error: str | None = None
+    detail: str | None = None
+
+
+class BatchResult(Struct):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[ItemResult]
+
+
+class Utterance(Struct):
+    utterance_id: str
+    user_id: str
+    conversation_id: str
+    text: str
+    timestamp: datetime
+    errors: list[ErrorPoint]
+    words_learned: int
+    received_at: datetime
+    status: Literal["pending", "processing", "completed", "failed"]
+    status_reason: str | None = None

@@ -1,0 +1,186 @@
+"""The API's reads and writes: every statement prepared once at start-up,
+each operation one awaited round trip (or a bounded few).
+
+Lightweight transactions settle an unknown outcome (a CAS write timeout) with
+a SERIAL read of the same row, never by sending the insert again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+from cassandra import ConsistencyLevel, WriteTimeout
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
+
+from api.errors import ServiceUnavailable
+from cql.aio import execute
+from cql.feed import CHANGE_FEED, FeedEntry
+from cql.session import Db
+from cql.table import Table
+from cql.tables import (
+    API_KEYS,
+    CONVERSATIONS,
+    IDEMPOTENCY_KEYS,
+    USERS,
+    UTTERANCE_CLAIMS,
+    UTTERANCES,
+    ApiKeyRow,
+    ConversationRow,
+    IdempotencyRow,
+    UserRow,
+    UtteranceClaimRow,
+    UtteranceRow,
+)
+
+
+class Store:
+    def __init__(self, db: Db, max_in_flight: int) -> None:
+        self.db = db
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._conversations: OrderedDict[tuple[str, str], ConversationRow] = OrderedDict()
+        p = db.prepare
+        self.ping = db.session.prepare("SELECT release_version FROM system.local")
+        self._api_key = p(API_KEYS.select(), idempotent=True)
+        self._insert_user = p(USERS.insert(if_not_exists=True))
+        self._user = p(USERS.select(), idempotent=True)
+        self._insert_conversation = p(CONVERSATIONS.insert(if_not_exists=True))
+        self._conversation = p(CONVERSATIONS.select(), idempotent=True)
+        self._insert_utterance = p(UTTERANCES.insert(), idempotent=True)
+        self._utterance = p(UTTERANCES.select(), idempotent=True)
+        self._insert_feed = p(CHANGE_FEED.insert(), idempotent=True)
+        self._claim_utterance = p(UTTERANCE_CLAIMS.insert(if_not_exists=True))
+        self._utterance_claim = p(UTTERANCE_CLAIMS.select(), idempotent=True)
+        self._claim_key = p(IDEMPOTENCY_KEYS.insert(if_not_exists=True))
+        self._idem_key = p(IDEMPOTENCY_KEYS.select(), idempotent=True)
+        self._take_over_key = p(
+            IDEMPOTENCY_KEYS.update(["owner", "started_at"], condition="owner = ?")
+        )
+        self._finish_key = p(
+            IDEMPOTENCY_KEYS.update(["state", "status_code", "response"]), idempotent=True
+        )
+        self._release_key = p(
+            f"DELETE FROM {IDEMPOTENCY_KEYS.name} WHERE {IDEMPOTENCY_KEYS.key_where()} IF owner = ?"
+        )
+
+    async def _run(self, statement: PreparedStatement, params: tuple) -> list[tuple]:
+        async with self._slots:
+            result = await execute(self.db.session, statement, params)
+            return result.current_rows
+
+    async def _one(self, statement: PreparedStatement, params: tuple) -> tuple | None:
+        rows = await self._run(statement, params)
+        return rows[0] if rows else None
+
+    async def _cas(
+        self, table: Table, row: Any, insert: PreparedStatement, read: PreparedStatement
+    ) -> Any | None:
+        """Run an LWT insert of `row`; None when it applied, else the row that
+        was there. On a CAS write timeout the outcome is unknown, and a SERIAL
+        read tells: finding our own row means the insert did apply."""
+        key = tuple(getattr(row, c) for c in table.partition_key)
+        try:
+            async with self._slots:
+                result = await execute(self.db.session, insert, table.values(row))
+        except WriteTimeout as exc:
+            if str(exc.write_type) not in {"CAS", "WriteType.CAS"}:
+                raise
+            found = await self._serial_read(read, key)
+            return None if found == table.values(row) else table.from_row(found)
+        first = result.current_rows[0]
+        if first[0]:
+            return None
+        # A not-applied LWT returns the existing row in schema order, so map by name.
+        return table.from_mapping(dict(zip(result.column_names, first, strict=True)))
+
+    async def _serial_read(self, statement: PreparedStatement, key: tuple) -> tuple:
+        bound = statement.bind(key)
+        bound.consistency_level = ConsistencyLevel.SERIAL
+        async with self._slots:
+            result = await execute(self.db.session, bound)
+        if not result.current_rows:
+            raise ServiceUnavailable(
+                "The write's outcome is unknown and could not be read back; retry.", retry_after_s=1
+            )
+        return tuple(result.current_rows[0])
+
+    # ---- keys, learners, conversations
+
+    async def api_key(self, digest: bytes) -> ApiKeyRow | None:
+        row = await self._one(self._api_key, (digest,))
+        return API_KEYS.from_row(row) if row else None
+
+    async def create_user(self, user: UserRow) -> UserRow | None:
+        """None when created; the existing learner when the id is taken."""
+        return await self._cas(USERS, user, self._insert_user, self._user)
+
+    async def user(self, tenant: str, user_id: str) -> UserRow | None:
+        row = await self._one(self._user, (tenant, user_id))
+        return USERS.from_row(row) if row else None
+
+    async def create_conversation(self, conversation: ConversationRow) -> ConversationRow | None:
+        return await self._cas(
+            CONVERSATIONS, conversation, self._insert_conversation, self._conversation
+        )
+
+    async def conversation(self, tenant: str, conversation_id: str) -> ConversationRow | None:
+        """Conversations never change once created, so found ones are cached."""
+        key = (tenant, conversation_id)
+        if (cached := self._conversations.get(key)) is not None:
+            self._conversations.move_to_end(key)
+            return cached
+        row = await self._one(self._conversation, key)
+        if row is None:
+            return None
+        found = CONVERSATIONS.from_row(row)
+        self._conversations[key] = found
+        if len(self._conversations) > 50_000:
+            self._conversations.popitem(last=False)
+        return found
+
+    # ---- utterances and the change feed
+
+    async def claim_utterance(self, claim: UtteranceClaimRow) -> UtteranceClaimRow | None:
+        return await self._cas(
+            UTTERANCE_CLAIMS, claim, self._claim_utterance, self._utterance_claim
+        )
+
+    async def utterance(self, tenant: str, utterance_id: str) -> UtteranceRow | None:
+        row = await self._one(self._utterance, (tenant, utterance_id))
+        return UTTERANCES.from_row(row) if row else None
+
+    async def write_utterance(self, utterance: UtteranceRow, entry: FeedEntry) -> None:
+        """The utterance and its feed entry in one logged batch: once this
+        returns, both exist; if it fails, the batch log still lands both or
+        neither, and a retry rewrites the same utterance row."""
+        batch = BatchStatement(batch_type=BatchType.LOGGED)
+        batch.add(self._insert_utterance, UTTERANCES.values(utterance))
+        batch.add(self._insert_feed, CHANGE_FEED.values(entry))
+        async with self._slots:
+            await execute(self.db.session, batch)
+
+    # ---- idempotency keys
+
+    async def claim_key(self, row: IdempotencyRow) -> IdempotencyRow | None:
+        return await self._cas(IDEMPOTENCY_KEYS, row, self._claim_key, self._idem_key)
+
+    async def take_over_key(
+        self, tenant: str, key: str, old_owner: uuid.UUID, owner: uuid.UUID, now: datetime
+    ) -> bool:
+        try:
+            row = await self._one(self._take_over_key, (owner, now, tenant, key, old_owner))
+        except WriteTimeout:
+            current = IDEMPOTENCY_KEYS.from_row(
+                await self._serial_read(self._idem_key, (tenant, key))
+            )
+            return current.owner == owner
+        return bool(row[0])
+
+    async def finish_key(self, tenant: str, key: str, status: int, response: bytes) -> None:
+        await self._run(self._finish_key, ("done", status, response, tenant, key))
+
+    async def release_key(self, tenant: str, key: str, owner: uuid.UUID) -> None:
+        await self._run(self._release_key, (tenant, key, owner))

@@ -1,0 +1,108 @@
+"""POST /v1/utterances, POST /v1/utterances/batch, GET /v1/utterances/{id}."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+
+from api import idempotency, ingest
+from api.auth import Principal
+from api.errors import NotFound
+from api.services import Services
+from api.shapes import Accepted, BatchIn, BatchResult, ErrorPoint, Utterance, UtteranceIn
+from cql.tables import from_stored_time
+
+_encoder = msgspec.json.Encoder()
+BATCH_CONCURRENCY = 64
+
+
+class UtterancesController(Controller):
+    path = "/v1/utterances"
+    tags = ["utterances"]
+
+    @post("/", operation_id="acceptUtterance", status_code=202, summary="Accept one utterance")
+    async def accept(
+        self, request: Request, data: UtteranceIn, principal: Principal, services: Services
+    ) -> Response[Accepted]:
+        key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
+        tenant = principal.tenant
+        utterance_id = data.utterance_id or _new_id(tenant, key, 0)
+
+        async def work() -> idempotency.Answer:
+            done = await ingest.accept(
+                services.store, services.settings.feed, tenant, data, utterance_id
+            )
+            return 202, _encoder.encode(done)
+
+        return await idempotency.run(
+            services.store,
+            tenant=tenant,
+            key=key,
+            digest=idempotency.request_hash("POST", request.url.path, data),
+            in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
+            work=work,
+        )
+
+    @post(
+        "/batch",
+        operation_id="acceptUtteranceBatch",
+        status_code=202,
+        summary="Accept up to 1,000 utterances, with a result per item",
+    )
+    async def accept_batch(
+        self, request: Request, data: BatchIn, principal: Principal, services: Services
+    ) -> Response[BatchResult]:
+        key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
+        tenant = principal.tenant
+        items = [
+            (item, item.utterance_id or _new_id(tenant, key, i))
+            for i, item in enumerate(data.utterances)
+        ]
+
+        async def work() -> idempotency.Answer:
+            results = await ingest.accept_batch(
+                services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY
+            )
+            rejected = sum(r.status >= 400 for r in results)
+            duplicates = sum(r.duplicate for r in results)
+            summary = BatchResult(
+                len(results) - rejected - duplicates, duplicates, rejected, results
+            )
+            return 202, _encoder.encode(summary)
+
+        return await idempotency.run(
+            services.store,
+            tenant=tenant,
+            key=key,
+            digest=idempotency.request_hash("POST", request.url.path, data),
+            in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
+            work=work,
+        )
+
+    @get(
+        "/{utterance_id:str}",
+        operation_id="getUtterance",
+        summary="An utterance and its processing status",
+    )
+    async def read(self, utterance_id: str, principal: Principal, services: Services) -> Utterance:
+        row = await services.store.utterance(principal.tenant, utterance_id)
+        if row is None:
+            raise NotFound(f"utterance {utterance_id!r} does not exist.")
+        return Utterance(
+            utterance_id=row.utterance_id,
+            user_id=row.user_id,
+            conversation_id=row.conversation_id,
+            text=row.text,
+            timestamp=from_stored_time(row.ts),
+            errors=[ErrorPoint(c, s) for c, s in row.errors or []],
+            words_learned=row.words_learned,
+            received_at=from_stored_time(row.received_at),
+            status=row.status,
+            status_reason=row.status_reason,
+        )
+
+
+def _new_id(tenant: str, key: str | None, index: int) -> str:
+    return idempotency.derived_id(tenant, key, index) if key else str(uuid.uuid4())

@@ -1,0 +1,65 @@
+"""Connecting to Cassandra: one Cluster and Session per process, opened at
+start-up (connect() blocks), with token-aware, DC-aware routing.
+
+No statement is retried or speculatively executed by the driver unless it is
+marked idempotent; lightweight transactions never are, because a CAS timeout
+is an unknown outcome that only a SERIAL read can settle.
+"""
+
+from __future__ import annotations
+
+from cassandra import ConsistencyLevel, ProtocolVersion
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
+from cassandra.query import PreparedStatement, tuple_factory
+
+from cql.settings import CassandraSettings
+
+
+def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
+        retry_policy=RetryPolicy(),
+        consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+        serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+        request_timeout=settings.request_timeout_s,
+        # Rows as plain tuples: Table.from_row builds the Struct positionally.
+        row_factory=tuple_factory,
+    )
+    cluster = Cluster(
+        contact_points=list(settings.hosts),
+        port=settings.port,
+        protocol_version=ProtocolVersion.V5,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=settings.connect_timeout_s,
+        idle_heartbeat_interval=10,
+    )
+    session = cluster.connect()
+    return cluster, session
+
+
+class Db:
+    """The session plus the keyspace every statement is prepared in.
+
+    Statements name tables without a keyspace and carry it per statement
+    (protocol v5), so no session ever needs `USE`.
+    """
+
+    def __init__(self, cluster: Cluster, session: Session, keyspace: str) -> None:
+        self.cluster = cluster
+        self.session = session
+        self.keyspace = keyspace
+
+    @classmethod
+    def open(cls, settings: CassandraSettings) -> Db:
+        cluster, session = connect(settings)
+        return cls(cluster, session, settings.keyspace)
+
+    def prepare(self, cql: str, *, idempotent: bool = False) -> PreparedStatement:
+        statement = self.session.prepare(cql, keyspace=self.keyspace)
+        # Only idempotent statements may be retried by the driver; LWTs never are.
+        statement.is_idempotent = idempotent
+        return statement
+
+    def close(self) -> None:
+        self.cluster.shutdown()

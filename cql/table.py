@@ -1,0 +1,65 @@
+"""One definition of each table: its CQL file, and a row Struct whose fields
+are the table's columns in order. `Table` derives every statement's column
+list from that Struct, so the Python side never spells the schema twice; a
+test compares each Struct with the live schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+
+class Table(Generic[R]):
+    def __init__(
+        self,
+        name: str,
+        row: type[R],
+        partition_key: Sequence[str],
+        clustering: Sequence[str] = (),
+    ) -> None:
+        self.name = name
+        self.row = row
+        self.columns: tuple[str, ...] = row.__struct_fields__
+        self.partition_key = tuple(partition_key)
+        self.clustering = tuple(clustering)
+        unknown = set(self.partition_key + self.clustering) - set(self.columns)
+        if unknown:
+            raise ValueError(f"{name}: key columns {sorted(unknown)} are not fields of {row}")
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return self.partition_key + self.clustering
+
+    def insert(self, *, if_not_exists: bool = False, columns: Iterable[str] | None = None) -> str:
+        cols = tuple(columns) if columns is not None else self.columns
+        marks = ", ".join("?" for _ in cols)
+        cql = f"INSERT INTO {self.name} ({', '.join(cols)}) VALUES ({marks})"
+        return cql + (" IF NOT EXISTS" if if_not_exists else "")
+
+    def select(self, where: str | None = None, *, columns: Iterable[str] | None = None) -> str:
+        """SELECT the row's columns (all, in field order, unless named) from
+        one partition: `where` defaults to equality on the partition key."""
+        cols = ", ".join(columns) if columns is not None else ", ".join(self.columns)
+        return f"SELECT {cols} FROM {self.name} WHERE {where or self.key_where()}"
+
+    def update(self, assignments: Iterable[str], *, condition: str | None = None) -> str:
+        sets = ", ".join(f"{c} = ?" for c in assignments)
+        cql = f"UPDATE {self.name} SET {sets} WHERE {self.key_where(self.primary_key)}"
+        return cql + (f" IF {condition}" if condition else "")
+
+    def key_where(self, key: Sequence[str] | None = None) -> str:
+        return " AND ".join(f"{c} = ?" for c in (key or self.partition_key))
+
+    def values(self, row: R) -> tuple[Any, ...]:
+        return msgspec.structs.astuple(row)
+
+    def from_row(self, values: Sequence[Any]) -> R:
+        return self.row(*values)
+
+    def from_mapping(self, values: Mapping[str, Any]) -> R:
+        return self.row(**{c: values[c] for c in self.columns})

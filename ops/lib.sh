@@ -1,0 +1,44 @@
+# Shared paths and helpers for the ops/ scripts. Sourced, never run.
+# Everything a run creates lives in .local/ (gitignored) or the user cache,
+# so a fresh clone has nothing from an earlier machine.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOCAL="${UTTERSTREAM_LOCAL:-$ROOT/.local}"
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/utterstream"
+CASSANDRA_VERSION="$(sed -n 's:.*<cassandra.version>\(.*\)</cassandra.version>.*:\1:p' "$ROOT/ops/cassandra/pom.xml")"
+CASSANDRA_LIB="$CACHE/cassandra-$CASSANDRA_VERSION/lib"
+CASSANDRA_PORT="${CASSANDRA_PORT:-9042}"
+REDIS_PORT="${REDIS_PORT:-6379}"
+API_PORT="${API_PORT:-8000}"
+mkdir -p "$LOCAL/run" "$LOCAL/log"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# pid_alive NAME: the process recorded in .local/run/NAME.pid is running.
+pid_alive() {
+  local f="$LOCAL/run/$1.pid"
+  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# wait_for WHAT DEADLINE_S LOGFILE CMD...: retry CMD until it succeeds or the
+# deadline passes, then fail naming the log to read.
+wait_for() {
+  local what=$1 deadline=$2 logfile=$3; shift 3
+  local start=$SECONDS
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS - start > deadline )); then
+      die "$what not ready after ${deadline}s; see $logfile"
+    fi
+    sleep 1
+  done
+  log "$what ready after $((SECONDS - start))s"
+}
+
+ensure_uv() {
+  command -v uv >/dev/null 2>&1 && return
+  log "installing uv from PyPI"
+  python3 -m pip install --quiet --user uv
+  export PATH="$HOME/.local/bin:$PATH"
+  command -v uv >/dev/null 2>&1 || die "uv is not on PATH after pip install"
+}
