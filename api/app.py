@@ -13,8 +13,11 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.auth import Principal
 from api.conversations import ConversationsController
+from api.error_counts import ErrorCountsController
 from api.errors import exception_handlers
 from api.health import HealthController
+from api.learning import LearningController
+from api.metrics import MetricsController
 from api.middleware import EdgeMiddleware
 from api.services import Services, lifespan
 from api.users import UsersController
@@ -55,9 +58,12 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[
             HealthController,
+            MetricsController,
             UsersController,
             ConversationsController,
             UtterancesController,
+            ErrorCountsController,
+            LearningController,
         ],
         dependencies={
             "services": Provide(_services, sync_to_thread=False),

@@ -6,11 +6,12 @@ import uuid
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.params import JSONBody
 
 from api import idempotency
-from api.auth import Principal
-from api.errors import Conflict, NotFound
-from api.services import Services
+from api.body import StrictBody
+from api.errors import POSTED, Conflict, NotFound, problem_responses
+from api.services import PrincipalDep, ServicesDep
 from api.shapes import Conversation, ConversationIn
 from cql.tables import ConversationRow, from_stored_time, to_stored_time, utc_now
 
@@ -21,9 +22,21 @@ class ConversationsController(Controller):
     path = "/v1/conversations"
     tags = ["conversations"]
 
-    @post("/", operation_id="createConversation", status_code=201, summary="Start a conversation")
+    @post(
+        "/",
+        operation_id="createConversation",
+        status_code=201,
+        dto=StrictBody[ConversationIn],
+        return_dto=None,
+        summary="Start a conversation",
+        responses=problem_responses(*POSTED, 404),
+    )
     async def create(
-        self, request: Request, data: ConversationIn, principal: Principal, services: Services
+        self,
+        request: Request,
+        data: JSONBody[ConversationIn],
+        principal: PrincipalDep,
+        services: ServicesDep,
     ) -> Response[Conversation]:
         key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
         tenant = principal.tenant

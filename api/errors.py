@@ -24,6 +24,10 @@ from cassandra import (
 from cassandra.cluster import NoHostAvailable
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
+
+from api.metrics import CASSANDRA_ERRORS
+from api.shapes import Problem
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://utterstream.dev/problems/"
@@ -40,12 +44,14 @@ class ApiError(Exception):
         field: str | None = None,
         retry_after_s: float | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
         self.retry_after_s = retry_after_s
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 class BadRequest(ApiError): ...
@@ -105,6 +111,36 @@ CASSANDRA_UNAVAILABLE = (
 )
 
 
+# What each error status means to a client, for the OpenAPI document.
+_DOCUMENTED = {
+    400: "The request is not valid; `field` names what to fix",
+    401: "No API key, or an unknown or revoked one (with WWW-Authenticate)",
+    404: "Not found, or not this API key's tenant's",
+    409: "Conflicts with what is stored, or the same Idempotency-Key is still in flight (Retry-After)",
+    413: "The body is larger than the limit",
+    422: "The Idempotency-Key was used with another body, or the request cannot be carried out",
+    429: "Over this API key's rate limit (Retry-After and RateLimit-* headers)",
+    503: "Cassandra or Redis cannot serve this now; retry after Retry-After",
+}
+# Every keyed route may answer these.
+KEYED = (401, 429, 503)
+# And every POST with a body and an Idempotency-Key these.
+POSTED = (*KEYED, 400, 409, 413, 422)
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The `responses=` of a route: each status documented as a problem document."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description=_DOCUMENTED[status],
+            generate_examples=False,
+        )
+        for status in sorted(set(statuses))
+    }
+
+
 def problem(
     status: int,
     slug: str,
@@ -140,7 +176,7 @@ def problem_body(exc: ApiError) -> tuple[int, dict[str, Any], dict[str, str]]:
     if exc.field:
         body["field"] = exc.field
     body.update(exc.extra)
-    headers = {}
+    headers = dict(exc.headers)
     if exc.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     return status, body, headers
@@ -154,6 +190,7 @@ def handle_api_error(request: Request, exc: ApiError) -> Response[Any]:
 
 def handle_cassandra_unavailable(request: Request, exc: Exception) -> Response[Any]:
     log.warning("cassandra_unavailable", error=type(exc).__name__, path=request.url.path)
+    CASSANDRA_ERRORS.labels(type(exc).__name__).inc()
     retry_after = request.app.state.settings.api.retry_after_s
     return problem(
         503,
@@ -181,7 +218,14 @@ def handle_validation(request: Request, exc: ValidationException) -> Response[An
     if field == "data":
         field = None
     detail = f"{field}: {message}" if field else message
-    return problem(400, "invalid-body", "The request body is not valid", detail, instance=request.url.path, field=field)
+    return problem(
+        400,
+        "invalid-body",
+        "The request body is not valid",
+        detail,
+        instance=request.url.path,
+        field=field,
+    )
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response[Any]:
@@ -192,9 +236,12 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response[Any]
         detail = f"The request body is larger than the limit of {limit} bytes; split it into smaller requests."
     elif status == 400:
         detail = f"The body is not valid JSON ({exc.detail}); send one JSON object."
-    slug = {400: "malformed-body", 404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(
-        status, "http-error"
-    )
+    slug = {
+        400: "malformed-body",
+        404: "not-found",
+        405: "method-not-allowed",
+        413: "body-too-large",
+    }.get(status, "http-error")
     return problem(
         status, slug, exc.detail or "Error", detail, instance=request.url.path, headers=exc.headers
     )

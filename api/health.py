@@ -7,8 +7,8 @@ import asyncio
 
 from litestar import Controller, Response, get
 
-from api.errors import problem
-from api.services import Services
+from api.errors import problem, problem_responses
+from api.services import ServicesDep
 from cql.aio import execute
 
 READY_DEADLINE_S = 1.0
@@ -21,8 +21,13 @@ class HealthController(Controller):
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", operation_id="ready", summary="Readiness: Cassandra and Redis reachable")
-    async def ready(self, services: Services) -> Response:
+    @get(
+        "/ready",
+        operation_id="ready",
+        summary="Readiness: Cassandra and Redis reachable",
+        responses=problem_responses(503),
+    )
+    async def ready(self, services: ServicesDep) -> Response:
         checks = await asyncio.gather(_cassandra(services), _redis(services))
         state = dict(zip(("cassandra", "redis"), checks, strict=True))
         if all(checks):
@@ -38,7 +43,7 @@ class HealthController(Controller):
         )
 
 
-async def _cassandra(services: Services) -> bool:
+async def _cassandra(services: ServicesDep) -> bool:
     try:
         await asyncio.wait_for(execute(services.db.session, services.store.ping), READY_DEADLINE_S)
     except Exception:
@@ -46,7 +51,7 @@ async def _cassandra(services: Services) -> bool:
     return True
 
 
-async def _redis(services: Services) -> bool:
+async def _redis(services: ServicesDep) -> bool:
     try:
         return bool(await asyncio.wait_for(services.redis.ping(), READY_DEADLINE_S))
     except Exception:

@@ -40,6 +40,7 @@ from api.errors import (
     ServiceUnavailable,
     problem_body,
 )
+from api.metrics import IDEMPOTENCY
 from api.store import Store
 from cql.tables import IdempotencyRow, utc_now
 
@@ -95,7 +96,11 @@ async def run(
     if existing is not None:
         replay = await _resolve_existing(store, existing, claim, in_flight_timeout_s)
         if replay is not None:
+            IDEMPOTENCY.labels("replayed").inc()
             return replay
+        IDEMPOTENCY.labels("taken_over").inc()
+    else:
+        IDEMPOTENCY.labels("applied").inc()
     try:
         status, body = await _answer(work)
     except (*CASSANDRA_UNAVAILABLE, ServiceUnavailable):
@@ -112,6 +117,7 @@ async def _resolve_existing(
 ) -> Response[Any] | None:
     """A replayed answer, an error, or None when this request took the key over."""
     if existing.request_hash != claim.request_hash:
+        IDEMPOTENCY.labels("reused").inc()
         raise IdempotencyKeyReused(
             f"This {HEADER} was first used with a different request body; use a new key for a new request.",
             field=HEADER,
@@ -121,6 +127,7 @@ async def _resolve_existing(
         return _respond(status, bytes(body), media=media, replayed=True)
     age = (claim.started_at - existing.started_at).total_seconds()
     if age < timeout_s:
+        IDEMPOTENCY.labels("in_flight").inc()
         raise RequestInFlight(
             "A request with this Idempotency-Key is still being carried out; retry after the delay.",
             retry_after_s=max(1.0, min(timeout_s - age, 5.0)),

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     made = commands.add_parser("create", help="issue a key for a tenant")
     made.add_argument("--tenant", required=True)
-    made.add_argument("--rate", type=float, default=settings.api.default_rate, help="requests per second")
+    made.add_argument(
+        "--rate", type=float, default=settings.api.default_rate, help="requests per second"
+    )
     made.add_argument("--burst", type=int, default=settings.api.default_burst)
     gone = commands.add_parser("revoke", help="revoke a key")
     gone.add_argument("key")

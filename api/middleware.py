@@ -15,7 +15,15 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Principal, bearer_key, key_hash, verified
-from api.errors import ApiError, Unauthorized, problem_body
+from api.errors import (
+    CASSANDRA_UNAVAILABLE,
+    ApiError,
+    ServiceUnavailable,
+    Unauthorized,
+    problem_body,
+)
+from api.limits import ITEMS, charge
+from api.metrics import CASSANDRA_ERRORS, RATE_LIMITED, REQUEST_SECONDS
 from api.services import Services
 
 log = structlog.get_logger("api.access")
@@ -48,19 +56,42 @@ class EdgeMiddleware(ASGIMiddleware):
                 services: Services = scope["app"].state.services
                 principal = await authenticate(services, headers.get("authorization"))
                 tenant = principal.tenant
-                scope.setdefault("state", {})["principal"] = principal
+                state = scope.setdefault("state", {})
+                state["principal"] = principal
+                # The batch handler charges per item and adds its headers here.
+                state["rate_headers"] = extra_headers
+                if scope["route_handler"].opt.get("rate_cost") != ITEMS:
+                    extra_headers.update(await charge(services, principal, 1))
             await next_app(scope, receive, send_with_headers)
         except ApiError as exc:
             await _send_problem(exc, scope, send_with_headers)
+        except CASSANDRA_UNAVAILABLE as exc:
+            # The key lookup could not be served. Answered here, not by the
+            # app's outer handler, so the 503 keeps its request id and the
+            # access log and metrics record 503 rather than the default 500.
+            CASSANDRA_ERRORS.labels(type(exc).__name__).inc()
+            services = scope["app"].state.services
+            unavailable = ServiceUnavailable(
+                "The API key cannot be checked right now because the database is unavailable; "
+                "retry after the Retry-After delay.",
+                retry_after_s=services.settings.api.retry_after_s,
+            )
+            await _send_problem(unavailable, scope, send_with_headers)
         finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
+            if status == 429:
+                RATE_LIMITED.inc()
             log.info(
                 "request",
                 request_id=request_id,
                 method=scope["method"],
                 path=scope["path"],
+                route=route,
                 status=status,
                 tenant=tenant,
-                ms=round((time.perf_counter() - started) * 1000, 2),
+                ms=round(elapsed * 1000, 2),
             )
 
 

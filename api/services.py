@@ -11,9 +11,14 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import structlog
 from litestar import Litestar
+from litestar.di import NamedDependency
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from api.auth import KeyCache
+from api.auth import KeyCache, Principal
+from api.served import ServedReads
 from api.store import Store
+from cql.ratelimit import RedisRateLimiter
 from cql.session import Db
 from cql.settings import Settings
 
@@ -27,21 +32,34 @@ class Services:
     store: Store
     redis: aioredis.Redis
     keys: KeyCache
+    limiter: RedisRateLimiter
+    served: ServedReads
+
+
+# Handler parameters injected by name (wired in api.app.create_app).
+ServicesDep = NamedDependency[Services]
+PrincipalDep = NamedDependency[Principal]
 
 
 def open_services(settings: Settings) -> Services:
     """Connect and prepare every statement; blocking, so run off the loop."""
     db = Db.open(settings.cassandra)
+    client = aioredis.Redis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=settings.redis.socket_timeout_s,
+        # Every request waits on Redis for its rate limit: one quick retry,
+        # not redis-py's default ten with backoff (seconds when it is down).
+        retry=Retry(NoBackoff(), retries=1),
+    )
     return Services(
         settings=settings,
         db=db,
         store=Store(db, settings.cassandra.max_in_flight),
-        redis=aioredis.Redis.from_url(
-            settings.redis.url,
-            socket_timeout=settings.redis.socket_timeout_s,
-            socket_connect_timeout=settings.redis.socket_timeout_s,
-        ),
+        redis=client,
         keys=KeyCache(),
+        limiter=RedisRateLimiter(client),
+        served=ServedReads(db),
     )
 
 

@@ -7,7 +7,7 @@ Schema evolution: new fields get defaults and go last; types never change.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -109,3 +109,84 @@ class Utterance(Struct):
     received_at: datetime
     status: Literal["pending", "processing", "completed", "failed"]
     status_reason: str | None = None
+
+
+# ---- served GET endpoints: errors, errors/top, learning
+
+AsOf = Annotated[
+    datetime | None,
+    Meta(
+        description="The dataflow's watermark: every utterance accepted before it is counted "
+        "(null until the dataflow has recorded its progress)"
+    ),
+]
+LateEvents = Annotated[
+    int,
+    Meta(description="Events counted here that arrived after their window or bucket had closed"),
+]
+
+
+class ErrorCount(Struct):
+    category: str
+    subcategory: str
+    count: int
+
+
+class ErrorWindow(Struct):
+    window_start: datetime
+    window_end: datetime
+    counts: list[ErrorCount]
+    late_events: LateEvents
+    as_of: Annotated[datetime, Meta(description="When this window was last counted")]
+
+
+class ErrorWindows(Struct):
+    user_id: str
+    window: Literal["minute", "hour", "day"]
+    range_from: datetime = msgspec.field(name="from")
+    to: datetime
+    as_of: AsOf
+    windows: list[ErrorWindow]
+
+
+class TopErrors(Struct):
+    user_id: str
+    since: Annotated[date | None, Meta(description="First UTC day counted; null for all time")]
+    as_of: AsOf
+    errors: list[ErrorCount]
+
+
+class LearningPeriod(Struct):
+    period_start: datetime
+    period_end: datetime
+    entries: int
+    total_words: int
+    average_words: Annotated[
+        float, Meta(description="total_words / entries, rounded to 2 decimals; 0 without entries")
+    ]
+    late_events: LateEvents
+
+
+class Learning(Struct):
+    user_id: str
+    granularity: Literal["day", "week", "month"]
+    tz: str
+    range_from: datetime = msgspec.field(name="from")
+    to: datetime
+    as_of: AsOf
+    periods: list[LearningPeriod]
+
+
+# ---- errors
+
+
+class Problem(msgspec.Struct):
+    """An RFC 9457 problem document: every error answer (documentation only;
+    api/errors.py builds them)."""
+
+    type: Annotated[str, Meta(description="A URL naming the kind of problem")]
+    title: str
+    status: int
+    detail: Annotated[str, Meta(description="What went wrong and what to do about it")]
+    instance: Annotated[str | None, Meta(description="The request's path")] = None
+    field: Annotated[str | None, Meta(description="The field or header at fault")] = None

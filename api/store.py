@@ -13,7 +13,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from cassandra import ConsistencyLevel, WriteTimeout
+from cassandra import ConsistencyLevel, WriteTimeout, WriteType
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from api.errors import ServiceUnavailable
@@ -86,7 +86,7 @@ class Store:
             async with self._slots:
                 result = await execute(self.db.session, insert, table.values(row))
         except WriteTimeout as exc:
-            if str(exc.write_type) not in {"CAS", "WriteType.CAS"}:
+            if exc.write_type != WriteType.CAS:
                 raise
             found = await self._serial_read(read, key)
             return None if found == table.values(row) else table.from_row(found)

@@ -6,11 +6,12 @@ import uuid
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.params import JSONBody
 
 from api import idempotency
-from api.auth import Principal
-from api.errors import Conflict
-from api.services import Services
+from api.body import StrictBody
+from api.errors import POSTED, Conflict, problem_responses
+from api.services import PrincipalDep, ServicesDep
 from api.shapes import User, UserIn
 from cql.tables import UserRow, from_stored_time, utc_now
 
@@ -21,9 +22,21 @@ class UsersController(Controller):
     path = "/v1/users"
     tags = ["learners"]
 
-    @post("/", operation_id="createUser", status_code=201, summary="Create a learner")
+    @post(
+        "/",
+        operation_id="createUser",
+        status_code=201,
+        dto=StrictBody[UserIn],
+        return_dto=None,
+        summary="Create a learner",
+        responses=problem_responses(*POSTED),
+    )
     async def create(
-        self, request: Request, data: UserIn, principal: Principal, services: Services
+        self,
+        request: Request,
+        data: JSONBody[UserIn],
+        principal: PrincipalDep,
+        services: ServicesDep,
     ) -> Response[User]:
         key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
 

@@ -6,11 +6,12 @@ import uuid
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, JSONBody
 
-from api import idempotency, ingest
-from api.auth import Principal
-from api.errors import NotFound
-from api.services import Services
+from api import idempotency, ingest, limits
+from api.body import StrictBody
+from api.errors import KEYED, POSTED, NotFound, problem_responses
+from api.services import PrincipalDep, ServicesDep
 from api.shapes import Accepted, BatchIn, BatchResult, ErrorPoint, Utterance, UtteranceIn
 from cql.tables import from_stored_time
 
@@ -22,9 +23,21 @@ class UtterancesController(Controller):
     path = "/v1/utterances"
     tags = ["utterances"]
 
-    @post("/", operation_id="acceptUtterance", status_code=202, summary="Accept one utterance")
+    @post(
+        "/",
+        operation_id="acceptUtterance",
+        status_code=202,
+        dto=StrictBody[UtteranceIn],
+        return_dto=None,
+        summary="Accept one utterance",
+        responses=problem_responses(*POSTED, 404),
+    )
     async def accept(
-        self, request: Request, data: UtteranceIn, principal: Principal, services: Services
+        self,
+        request: Request,
+        data: JSONBody[UtteranceIn],
+        principal: PrincipalDep,
+        services: ServicesDep,
     ) -> Response[Accepted]:
         key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
         tenant = principal.tenant
@@ -48,12 +61,23 @@ class UtterancesController(Controller):
     @post(
         "/batch",
         operation_id="acceptUtteranceBatch",
+        dto=StrictBody[BatchIn],
+        return_dto=None,
+        opt={"rate_cost": limits.ITEMS},
         status_code=202,
         summary="Accept up to 1,000 utterances, with a result per item",
+        responses=problem_responses(*POSTED),
     )
     async def accept_batch(
-        self, request: Request, data: BatchIn, principal: Principal, services: Services
+        self,
+        request: Request,
+        data: JSONBody[BatchIn],
+        principal: PrincipalDep,
+        services: ServicesDep,
     ) -> Response[BatchResult]:
+        request.state.rate_headers.update(
+            await limits.charge(services, principal, len(data.utterances))
+        )
         key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
         tenant = principal.tenant
         items = [
@@ -85,8 +109,11 @@ class UtterancesController(Controller):
         "/{utterance_id:str}",
         operation_id="getUtterance",
         summary="An utterance and its processing status",
+        responses=problem_responses(*KEYED, 400, 404),
     )
-    async def read(self, utterance_id: str, principal: Principal, services: Services) -> Utterance:
+    async def read(
+        self, utterance_id: FromPath[str], principal: PrincipalDep, services: ServicesDep
+    ) -> Utterance:
         row = await services.store.utterance(principal.tenant, utterance_id)
         if row is None:
             raise NotFound(f"utterance {utterance_id!r} does not exist.")

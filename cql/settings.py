@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import datetime
 
 import msgspec
 
@@ -79,6 +80,15 @@ class DataflowSettings(msgspec.Struct, frozen=True):
     window_wait_s: float = 10.0
     # An event whose feed write is this long after its window's end is late.
     late_after_s: float = 60.0
+    # Each poll of a feed shard re-reads this much before its position and
+    # drops ids it already emitted, so a write that lands up to this late is
+    # still read once. Must be at least feed.reader_lag_s.
+    feed_overlap_s: float = 5.0
+    # Where a dataflow without recovery state starts reading the feed
+    # (default: the feed's TTL ago, so nothing is skipped), and where it stops
+    # and exits (default: never). Both are RFC 3339 instants.
+    start_at: datetime | None = None
+    stop_at: datetime | None = None
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -11,6 +11,10 @@ CASSANDRA_PORT="${CASSANDRA_PORT:-9042}"
 REDIS_PORT="${REDIS_PORT:-6379}"
 API_PORT="${API_PORT:-8000}"
 mkdir -p "$LOCAL/run" "$LOCAL/log"
+# API workers and dataflows write their Prometheus samples here; the API's
+# /metrics serves them all. ops/down empties it.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$LOCAL/metrics}"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -1,0 +1,112 @@
+"""Bad input gets a 4xx problem document naming the field, and nothing
+malformed reaches Cassandra or the change feed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.helpers import feed_entries, learner, utterance
+
+PROBLEM = "application/problem+json"
+
+
+def _cases(user_id: str, conversation_id: str) -> list[tuple[str, object, int, str | None]]:
+    ok = utterance(user_id, conversation_id)
+    future = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    return [
+        ("no offset", ok | {"timestamp": "2026-01-01T10:00:00"}, 400, "timestamp"),
+        ("not a time", ok | {"timestamp": "yesterday"}, 400, "timestamp"),
+        ("negative words", ok | {"words_learned": -1}, 400, "words_learned"),
+        ("words as text", ok | {"words_learned": "3"}, 400, "words_learned"),
+        ("unknown field", ok | {"sentiment": 1}, 400, "sentiment"),
+        ("missing text", {k: v for k, v in ok.items() if k != "text"}, 400, None),
+        ("empty text", ok | {"text": ""}, 400, "text"),
+        ("huge text", ok | {"text": "a" * 10_001}, 400, "text"),
+        ("error point without subcategory", ok | {"errors": [{"category": "grammar"}]}, 400, "errors[0]"),
+        ("error point as string", ok | {"errors": ["grammar"]}, 400, "errors[0]"),
+        ("error point unknown field", ok | {"errors": [{"category": "a", "subcategory": "b", "x": 1}]}, 400, "errors[0].x"),
+        ("blank category", ok | {"errors": [{"category": " ", "subcategory": "b"}]}, 400, "errors[0].category"),
+        ("too many error points", ok | {"errors": [{"category": "a", "subcategory": "b"}] * 101}, 400, "errors"),
+        ("bad utterance id", ok | {"utterance_id": "has spaces"}, 400, "utterance_id"),
+        ("array body", [ok], 400, None),
+        ("far future", ok | {"timestamp": future}, 400, "timestamp"),
+        ("unknown conversation", ok | {"conversation_id": "nope"}, 404, "conversation_id"),
+        ("someone else's conversation", ok | {"user_id": "someone-else"}, 422, "user_id"),
+    ]
+
+
+async def test_each_malformed_utterance_is_refused_and_writes_nothing(client, tenant, db, settings) -> None:
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    for name, body, status, field in _cases(user_id, conversation_id):
+        r = await client.post("/v1/utterances", json=body, headers=tenant.headers)
+        assert r.status_code == status, (name, r.text)
+        assert r.headers["content-type"].startswith(PROBLEM), name
+        problem = r.json()
+        assert problem["status"] == status and problem["detail"], name
+        assert problem.get("field") == field, (name, problem)
+    assert feed_entries(db, settings.feed, tenant.name, started) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [(b'{"conversation_id": ', "application/json"), (b"\xff\xfe", "application/json"), (b"", "application/json")],
+)
+async def test_malformed_json_is_400(client, tenant, raw: bytes, content_type: str) -> None:
+    r = await client.post("/v1/utterances", content=raw, headers=tenant.headers | {"content-type": content_type})
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_oversized_body_is_413(client, tenant, settings) -> None:
+    raw = b'{"text": "' + b"a" * (settings.api.max_body_bytes + 1) + b'"}'
+    r = await client.post("/v1/utterances", content=raw, headers=tenant.headers | {"content-type": "application/json"})
+    assert r.status_code == 413
+    assert str(settings.api.max_body_bytes) in r.json()["detail"]
+
+
+async def test_oversized_batch_is_400_naming_the_field(client, tenant) -> None:
+    user_id, conversation_id = await learner(client, tenant.headers)
+    items = [utterance(user_id, conversation_id, text="x")] * 1001
+    r = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=tenant.headers)
+    assert r.status_code == 400
+    assert r.json()["field"] == "utterances"
+
+
+async def test_batch_reports_each_item(client, tenant) -> None:
+    user_id, conversation_id = await learner(client, tenant.headers)
+    same = utterance(user_id, conversation_id, utterance_id="b-1")
+    items = [same, utterance(user_id, "no-such-conversation"), same, same | {"text": "Not the same."}]
+    r = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=tenant.headers)
+    assert r.status_code == 202, r.text
+    result = r.json()
+    statuses = [i["status"] for i in result["results"]]
+    # The two copies of b-1 race inside the batch: one stores it, the other
+    # finds it stored (or finishes the same write); either way it is stored once.
+    assert sorted([statuses[0], statuses[2]]) in ([200, 201], [201, 201])
+    assert statuses[1] == 404 and statuses[3] == 409
+    assert result["results"][3]["error"].endswith("/conflict")
+    assert result["rejected"] == 2
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [(None, 401), ("Basic abc", 401), ("Bearer nope", 401), ("Bearer us_unknown_key", 401)],
+)
+async def test_missing_or_unknown_key_is_401(client, header: str | None, status: int) -> None:
+    headers = {"Authorization": header} if header else {}
+    r = await client.post("/v1/utterances", json={}, headers=headers)
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith(PROBLEM)
+    assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_idempotency_key_too_long_is_400(client, tenant) -> None:
+    user_id, conversation_id = await learner(client, tenant.headers)
+    r = await client.post(
+        "/v1/utterances", json=utterance(user_id, conversation_id), headers=tenant.headers | {"Idempotency-Key": "k" * 256}
+    )
+    assert r.status_code == 400
+    assert r.json()["field"] == "Idempotency-Key"

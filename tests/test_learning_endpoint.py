@@ -1,0 +1,377 @@
+"""GET /v1/users/{user_id}/learning against the real Cassandra, with the
+quarter-hour buckets seeded directly. Each expected answer is worked out
+here from the seeded events: an event's local date (and from it the ISO
+week or month) decides its period, with no bucket arithmetic at all."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.conftest import Tenant, new_tenant
+from tests.served_seed import Seeder, own_flows, utc
+
+WATERMARK = utc(2026, 11, 20)
+# (instant, words): one utterance each
+Event = tuple[datetime, int]
+
+
+@pytest.fixture
+def seed(db, tenant: Tenant) -> Seeder:
+    return Seeder(db, tenant.name)
+
+
+async def learning(
+    client: httpx.AsyncClient, tenant: Tenant, user_id: str, **params: Any
+) -> httpx.Response:
+    params = {("from" if k == "from_" else k): v for k, v in params.items()}
+    return await client.get(f"/v1/users/{user_id}/learning", params=params, headers=tenant.headers)
+
+
+def seed_events(seed: Seeder, user_id: str, events: list[Event]) -> None:
+    """What the learning flow would write: per quarter hour, the number of
+    utterances and their words."""
+    buckets: dict[datetime, list[int]] = {}
+    for moment, words in events:
+        utc_moment = moment.astimezone(UTC)
+        start = utc_moment.replace(
+            minute=utc_moment.minute - utc_moment.minute % 15, second=0, microsecond=0
+        )
+        entries_words = buckets.setdefault(start, [0, 0])
+        entries_words[0] += 1
+        entries_words[1] += words
+    for start, (entries, words) in buckets.items():
+        seed.learning_bucket(user_id, start, entries, words)
+
+
+def period_key(moment: datetime, zone: ZoneInfo, granularity: str) -> date:
+    local = moment.astimezone(zone).date()
+    if granularity == "week":
+        year, week, _ = local.isocalendar()
+        return date.fromisocalendar(year, week, 1)
+    if granularity == "month":
+        return local.replace(day=1)
+    return local
+
+
+def expected_totals(
+    events: list[Event], zone: ZoneInfo, granularity: str
+) -> dict[date, tuple[int, int]]:
+    entries: Counter[date] = Counter()
+    words: Counter[date] = Counter()
+    for moment, n in events:
+        key = period_key(moment, zone, granularity)
+        entries[key] += 1
+        words[key] += n
+    return {key: (entries[key], words[key]) for key in entries}
+
+
+def check_periods(
+    body: dict[str, Any], events: list[Event], zone: ZoneInfo, granularity: str, starts: list[str]
+) -> None:
+    """The listed periods start exactly at `starts` (local times with their
+    offsets) and hold the events' totals; the others are zero."""
+    assert [p["period_start"] for p in body["periods"]] == starts
+    totals = expected_totals(events, zone, granularity)
+    for period in body["periods"]:
+        key = datetime.fromisoformat(period["period_start"]).date()
+        entries, words = totals.pop(key, (0, 0))
+        assert (period["entries"], period["total_words"]) == (entries, words), period
+        assert period["average_words"] == (round(words / entries, 2) if entries else 0)
+    assert totals == {}, "events outside the listed periods"
+
+
+async def test_kolkata_days_across_a_month_end(client, tenant, db, seed) -> None:
+    own_flows(client, db, position=WATERMARK)
+    user_id = seed.learner()
+    kolkata = ZoneInfo("Asia/Kolkata")
+    events: list[Event] = [
+        (utc(2026, 1, 30, 18, 30), 4),  # 00:00 on the 31st in Kolkata
+        (utc(2026, 1, 31, 18, 29), 2),  # 23:59 on the 31st
+        (utc(2026, 1, 31, 18, 30), 5),  # 00:00 on 1 February, still January in UTC
+        (utc(2026, 2, 1, 3), 1),
+        (utc(2026, 2, 1, 3, 5), 2),
+    ]
+    seed_events(seed, user_id, events)
+    r = await learning(
+        client,
+        tenant,
+        user_id,
+        granularity="day",
+        from_="2026-01-30",
+        to="2026-02-03",
+        tz="Asia/Kolkata",
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["tz"], body["from"], body["to"]) == (
+        "Asia/Kolkata",
+        "2026-01-30T00:00:00+05:30",
+        "2026-02-03T00:00:00+05:30",
+    )
+    assert body["as_of"] == "2026-11-20T00:00:00Z"
+    check_periods(
+        body,
+        events,
+        kolkata,
+        "day",
+        [f"2026-{d}T00:00:00+05:30" for d in ("01-30", "01-31", "02-01", "02-02")],
+    )
+    assert [p["period_end"] for p in body["periods"]][-1] == "2026-02-03T00:00:00+05:30"
+    assert body["periods"][2]["average_words"] == 2.67
+
+
+async def test_kathmandu_quarter_hour_offset(client, tenant, db, seed) -> None:
+    own_flows(client, db, position=WATERMARK)
+    user_id = seed.learner()
+    events: list[Event] = [
+        (utc(2026, 6, 1, 18, 14), 3),  # 23:59 on 1 June at +05:45 (bucket 18:00 UTC)
+        (utc(2026, 6, 1, 18, 15), 7),  # 00:00 on 2 June
+    ]
+    seed_events(seed, user_id, events)
+    r = await learning(
+        client,
+        tenant,
+        user_id,
+        granularity="day",
+        from_="2026-06-01",
+        to="2026-06-03",
+        tz="Asia/Kathmandu",
+    )
+    assert r.status_code == 200, r.text
+    check_periods(
+        r.json(),
+        events,
+        ZoneInfo("Asia/Kathmandu"),
+        "day",
+        ["2026-06-01T00:00:00+05:45", "2026-06-02T00:00:00+05:45"],
+    )
+    assert [p["total_words"] for p in r.json()["periods"]] == [3, 7]
+
+
+@pytest.mark.parametrize(
+    ("day", "events", "starts", "hours"),
+    [
+        (
+            "2026-03-08",  # spring forward: 23 hours
+            [
+                (utc(2026, 3, 8, 4, 59), 1),
+                (utc(2026, 3, 8, 5), 2),
+                (utc(2026, 3, 9, 3, 45), 3),
+                (utc(2026, 3, 9, 4), 4),
+            ],
+            ["2026-03-07T00:00:00-05:00", "2026-03-08T00:00:00-05:00", "2026-03-09T00:00:00-04:00"],
+            [24, 23, 24],
+        ),
+        (
+            "2026-11-01",  # fall back: 25 hours, 01:30 happens twice
+            [
+                (utc(2026, 11, 1, 3, 59), 1),
+                (utc(2026, 11, 1, 5, 30), 2),
+                (utc(2026, 11, 1, 6, 30), 3),
+                (utc(2026, 11, 2, 4, 45), 4),
+                (utc(2026, 11, 2, 5), 5),
+            ],
+            ["2026-10-31T00:00:00-04:00", "2026-11-01T00:00:00-04:00", "2026-11-02T00:00:00-05:00"],
+            [24, 25, 24],
+        ),
+    ],
+)
+async def test_new_york_daylight_saving_days(
+    client, tenant, db, seed, day: str, events: list[Event], starts: list[str], hours: list[int]
+) -> None:
+    own_flows(client, db, position=WATERMARK)
+    user_id = seed.learner()
+    seed_events(seed, user_id, events)
+    middle = date.fromisoformat(day)
+    r = await learning(
+        client,
+        tenant,
+        user_id,
+        granularity="day",
+        tz="America/New_York",
+        from_=str(middle - timedelta(days=1)),
+        to=str(middle + timedelta(days=2)),
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    check_periods(body, events, ZoneInfo("America/New_York"), "day", starts)
+    lengths = [
+        (datetime.fromisoformat(p["period_end"]) - datetime.fromisoformat(p["period_start"]))
+        / timedelta(hours=1)
+        for p in body["periods"]
+    ]
+    assert lengths == hours
+
+
+async def test_iso_week_spanning_the_year_end(client, tenant, db, seed) -> None:
+    own_flows(client, db, position=WATERMARK)
+    user_id = seed.learner()
+    events: list[Event] = [
+        (utc(2026, 12, 27, 23), 1),  # Sunday: the week before
+        (utc(2026, 12, 28, 0), 2),  # Monday 00:00 UTC
+        (utc(2026, 12, 31, 23, 45), 3),  # UTC December partition
+        (utc(2027, 1, 1, 0), 4),  # UTC January partition, same ISO week 2026-W53
+        (utc(2027, 1, 3, 23, 59), 5),  # Sunday, last minute of the week
+        (utc(2027, 1, 4, 0), 6),  # the next week
+    ]
+    seed_events(seed, user_id, events)
+    r = await learning(
+        client, tenant, user_id, granularity="week", from_="2026-12-20", to="2027-01-10"
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tz"] == "UTC"
+    check_periods(
+        body,
+        events,
+        ZoneInfo("UTC"),
+        "week",
+        [
+            "2026-12-14T00:00:00Z",
+            "2026-12-21T00:00:00Z",
+            "2026-12-28T00:00:00Z",
+            "2027-01-04T00:00:00Z",
+        ],
+    )
+    assert body["periods"][2]["entries"] == 4
+    assert body["periods"][2]["period_end"] == "2027-01-04T00:00:00Z"
+
+
+async def test_local_months_in_new_york(client, tenant, db, seed) -> None:
+    own_flows(client, db, position=WATERMARK)
+    user_id = seed.learner()
+    events: list[Event] = [
+        (utc(2026, 2, 1, 4, 30), 3),  # 23:30 on 31 January in New York
+        (utc(2026, 2, 1, 5), 4),  # 00:00 on 1 February
+        (utc(2026, 3, 8, 12), 5),
+        (utc(2026, 4, 1, 3, 59), 6),  # 23:59 on 31 March (EDT)
+    ]
+    seed_events(seed, user_id, events)
+    r = await learning(
+        client,
+        tenant,
+        user_id,
+        granularity="month",
+        from_="2026-01-15",
+        to="2026-03-15",
+        tz="America/New_York",
+    )
+    assert r.status_code == 200, r.text
+    # March is listed whole (it overlaps the range), so its last evening counts.
+    check_periods(
+        r.json(),
+        events,
+        ZoneInfo("America/New_York"),
+        "month",
+        ["2026-01-01T00:00:00-05:00", "2026-02-01T00:00:00-05:00", "2026-03-01T00:00:00-05:00"],
+    )
+    assert r.json()["periods"][-1]["period_end"] == "2026-04-01T00:00:00-04:00"
+
+
+async def test_timestamps_as_bounds_and_empty_periods(client, tenant, db, seed) -> None:
+    own_flows(client, db, position=None)
+    user_id = seed.learner()
+    r = await learning(
+        client,
+        tenant,
+        user_id,
+        granularity="day",
+        from_="2026-05-10T12:00:00+02:00",
+        to="2026-05-12T00:00:00Z",
+        tz="Europe/Paris",
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["as_of"] is None
+    # 12:00 on the 10th to 02:00 on the 12th in Paris: three local days.
+    assert body["periods"] == [
+        {
+            "period_start": f"2026-05-{d}T00:00:00+02:00",
+            "period_end": f"2026-05-{d + 1}T00:00:00+02:00",
+            "entries": 0,
+            "total_words": 0,
+            "average_words": 0.0,
+            "late_events": 0,
+        }
+        for d in (10, 11, 12)
+    ]
+
+
+async def test_unknown_learner_is_404_and_tenants_are_apart(client, tenant, db, seed) -> None:
+    own_flows(client, db, position=WATERMARK)
+    user_id = seed.learner()
+    seed_events(seed, user_id, [(utc(2026, 5, 10, 12), 9)])
+    query = {"granularity": "day", "from_": "2026-05-10", "to": "2026-05-11"}
+    assert (await learning(client, tenant, "nobody", **query)).status_code == 404
+    other = new_tenant(db)
+    assert (await learning(client, other, user_id, **query)).status_code == 404
+    Seeder(db, other.name).learner(user_id)
+    assert (await learning(client, other, user_id, **query)).json()["periods"][0]["entries"] == 0
+    assert (await learning(client, tenant, user_id, **query)).json()["periods"][0]["entries"] == 1
+
+
+async def test_four_hundred_days_at_most(client, tenant, db, seed) -> None:
+    own_flows(client, db, position=None)
+    user_id = seed.learner()
+    r = await learning(
+        client,
+        tenant,
+        user_id,
+        granularity="month",
+        from_="2025-10-20",
+        to="2026-11-24",
+        tz="America/New_York",
+    )
+    assert r.status_code == 200, r.text
+    assert len(r.json()["periods"]) == 14
+    r = await learning(
+        client,
+        tenant,
+        user_id,
+        granularity="month",
+        from_="2025-10-20",
+        to="2026-11-25",
+        tz="America/New_York",
+    )
+    assert r.status_code == 400
+    assert r.json()["field"] == "to"
+    assert "400 days" in r.json()["detail"]
+
+
+GOOD = {"granularity": "day", "from": "2026-05-01", "to": "2026-05-08", "tz": "Asia/Kolkata"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"granularity": None}, "granularity"),
+        ({"granularity": "year"}, "granularity"),
+        ({"from": None}, "from"),
+        ({"from": "2026-05-01T00:00:00"}, "from"),
+        ({"from": "2026-5-1"}, "from"),
+        ({"from": "2026-02-30"}, "from"),
+        ({"to": None}, "to"),
+        ({"to": "2026-05-01"}, "to"),  # equal to `from`
+        ({"to": "2026-04-30"}, "to"),  # before `from`
+        ({"tz": "Mars/Olympus"}, "tz"),
+        ({"tz": "IST"}, "tz"),
+        ({"tz": ""}, "tz"),
+        ({"timezone": "UTC"}, "timezone"),
+    ],
+)
+async def test_bad_parameters_are_400_naming_the_parameter(
+    client, tenant, seed, changes: dict, field: str
+) -> None:
+    user_id = seed.learner()
+    params = {k: v for k, v in (GOOD | changes).items() if v is not None}
+    r = await client.get(f"/v1/users/{user_id}/learning", params=params, headers=tenant.headers)
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["field"] == field
+    assert f"`{field}`" in r.json()["detail"]
