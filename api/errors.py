@@ -9,7 +9,6 @@ driver's "Cassandra cannot take this now" errors into problem documents.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import structlog
@@ -203,25 +202,17 @@ def handle_cassandra_unavailable(request: Request, exc: Exception) -> Response[A
     )
 
 
-_UNKNOWN_FIELD = re.compile(r"unknown field `(?P<name>[^`]+)`")
-
-
 def handle_validation(request: Request, exc: ValidationException) -> Response[Any]:
-    """Litestar reports msgspec decoding errors as ValidationException with
-    the field's path as `key`; name it (`errors.0.category`) so the client
-    can fix it."""
+    """Litestar's own parameter validation (path, query, header); bodies are
+    decoded by api.body.StrictBody. Names the parameter so the client can fix it."""
     first = next((e for e in exc.extra or [] if isinstance(e, dict)), {})
     message = str(first.get("message") or exc.detail)
     field = first.get("key")
-    if unknown := _UNKNOWN_FIELD.search(message):
-        field = f"{field}.{unknown['name']}" if field and field != "data" else unknown["name"]
-    if field == "data":
-        field = None
     detail = f"{field}: {message}" if field else message
     return problem(
         400,
-        "invalid-body",
-        "The request body is not valid",
+        "invalid-request",
+        "The request is not valid",
         detail,
         instance=request.url.path,
         field=field,
