@@ -178,8 +178,8 @@ class ErrorCountsController(Controller):
         query.reject_unknown(request, ("limit", "since"))
         today = _now().date()
         asked = top_query(limit, since, today)
-        body = await top_errors(services, principal.tenant, user_id, asked, today)
-        return query.json_response(body)
+        top = await top_errors(services, principal.tenant, user_id, asked, today)
+        return query.json_response(_encoder.encode(top))
 
 
 # ---- the parameters
@@ -258,7 +258,7 @@ async def error_windows(
 
 async def top_errors(
     services: Services, tenant: str, user_id: str, asked: TopQuery, today: date
-) -> bytes:
+) -> TopErrors:
     served = services.served
     if asked.since is None:
         counts = served.error_totals(tenant, user_id)
@@ -272,7 +272,7 @@ async def top_errors(
         asked.limit, (p for p in pairs if p[2] > 0), key=lambda p: (-p[2], p[0], p[1])
     )
     errors = [ErrorCount(category, subcategory, n) for category, subcategory, n in top]
-    return _encoder.encode(TopErrors(user_id, asked.since, as_of, errors))
+    return TopErrors(user_id, asked.since, as_of, errors)
 
 
 async def _counts_since(

@@ -18,11 +18,13 @@ from redis.backoff import NoBackoff
 from api.auth import KeyCache, Principal
 from api.served import ServedReads
 from api.store import Store
+from cql.llm.client import LlmClient
 from cql.ratelimit import RedisRateLimiter
 from cql.session import Db
 from cql.settings import Settings
 
 log = structlog.get_logger("api")
+LLM_DEADLINE_S = 30.0
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Services:
     redis: aioredis.Redis
     keys: KeyCache
     limiter: RedisRateLimiter
+    llm: LlmClient
     served: ServedReads
 
 
@@ -59,6 +62,9 @@ def open_services(settings: Settings) -> Services:
         redis=client,
         keys=KeyCache(),
         limiter=RedisRateLimiter(client),
+        # A person waits on the exercises endpoint: bound a model call to
+        # LLM_DEADLINE_S, retries included, instead of attempts x timeout.
+        llm=LlmClient(settings.llm, client, deadline_s=LLM_DEADLINE_S),
         served=ServedReads(db),
     )
 
@@ -72,5 +78,6 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await services.llm.aclose()
         await services.redis.aclose()
         await asyncio.to_thread(services.db.close)

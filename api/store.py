@@ -11,14 +11,15 @@ import asyncio
 import uuid
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from cassandra import ConsistencyLevel, WriteTimeout, WriteType
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from api.errors import ServiceUnavailable
-from cql.aio import execute
+from cql.aio import execute, fetch_all
 from cql.feed import CHANGE_FEED, FeedEntry
+from cql.insights import INSIGHTS, INSIGHTS_BY_HOUR, INSIGHTS_BY_USER, InsightRow
 from cql.session import Db
 from cql.table import Table
 from cql.tables import (
@@ -42,6 +43,7 @@ class Store:
         self.db = db
         self._slots = asyncio.Semaphore(max_in_flight)
         self._conversations: OrderedDict[tuple[str, str], ConversationRow] = OrderedDict()
+        self._users: OrderedDict[tuple[str, str], UserRow] = OrderedDict()
         p = db.prepare
         self.ping = db.session.prepare("SELECT release_version FROM system.local")
         self._api_key = p(API_KEYS.select(), idempotent=True)
@@ -65,6 +67,12 @@ class Store:
         self._release_key = p(
             f"DELETE FROM {IDEMPOTENCY_KEYS.name} WHERE {IDEMPOTENCY_KEYS.key_where()} IF owner = ?"
         )
+        self._insight = p(INSIGHTS.select(), idempotent=True)
+        self._insight_slices = {
+            (by, topic): p(_insight_slice(table, topic), idempotent=True)
+            for by, table in (("hour", INSIGHTS_BY_HOUR), ("user", INSIGHTS_BY_USER))
+            for topic in (False, True)
+        }
 
     async def _run(self, statement: PreparedStatement, params: tuple) -> list[tuple]:
         async with self._slots:
@@ -118,8 +126,15 @@ class Store:
         return await self._cas(USERS, user, self._insert_user, self._user)
 
     async def user(self, tenant: str, user_id: str) -> UserRow | None:
-        row = await self._one(self._user, (tenant, user_id))
-        return USERS.from_row(row) if row else None
+        """Learners are never deleted or changed, so found ones are cached."""
+        key = (tenant, user_id)
+        if (cached := self._users.get(key)) is not None:
+            self._users.move_to_end(key)
+            return cached
+        row = await self._one(self._user, key)
+        if row is None:
+            return None
+        return _remember(self._users, key, USERS.from_row(row))
 
     async def create_conversation(self, conversation: ConversationRow) -> ConversationRow | None:
         return await self._cas(
@@ -135,11 +150,7 @@ class Store:
         row = await self._one(self._conversation, key)
         if row is None:
             return None
-        found = CONVERSATIONS.from_row(row)
-        self._conversations[key] = found
-        if len(self._conversations) > 50_000:
-            self._conversations.popitem(last=False)
-        return found
+        return _remember(self._conversations, key, CONVERSATIONS.from_row(row))
 
     # ---- utterances and the change feed
 
@@ -184,3 +195,62 @@ class Store:
 
     async def release_key(self, tenant: str, key: str, owner: uuid.UUID) -> None:
         await self._run(self._release_key, (tenant, key, owner))
+
+    # ---- insights
+
+    async def insight(self, tenant: str, utterance_id: str) -> InsightRow | None:
+        row = await self._one(self._insight, (tenant, utterance_id))
+        return INSIGHTS.from_row(row) if row else None
+
+    async def insights_after(
+        self,
+        by: Literal["hour", "user"],
+        partition: tuple[Any, ...],
+        after: tuple[datetime, str],
+        before: datetime,
+        bounds: tuple[float, float, float],
+        topic: str | None,
+        limit: int,
+    ) -> list[tuple]:
+        """The first `limit` insights of one partition of insights_by_hour
+        (tenant, hour, shard) or insights_by_user_month (tenant, user_id,
+        month) after `after` = (ts, utterance_id) and before the instant
+        `before`, with confidence >= bounds[0] and sentiment in [bounds[1],
+        bounds[2]] (and the topic), in (ts, utterance_id) order: tuples of
+        INSIGHT_SLICE_COLUMNS."""
+        statement = self._insight_slices[(by, topic is not None)]
+        topics = () if topic is None else (topic,)
+        params = (*partition, *after, before, *bounds, *topics, limit)
+        async with self._slots:
+            # Every page, not just the first: a short page would look like
+            # the end of the partition.
+            return await fetch_all(self.db.session, statement, params, limit=limit)
+
+
+INSIGHT_SLICE_COLUMNS = (
+    "ts", "utterance_id", "user_id", "sentiment", "topics", "confidence", "reasoning",
+    "model", "prompt_version", "parse_status",
+)  # fmt: skip
+
+
+def _insight_slice(table: Table, topic: bool) -> str:
+    # Storage-attached indexes filter inside the one partition read; the
+    # tuple bounds are a clustering slice.
+    where = (
+        f"{table.key_where()} AND (ts, utterance_id) > (?, ?) AND (ts) < (?)"
+        " AND confidence >= ? AND sentiment >= ? AND sentiment <= ?"
+        + (" AND topics CONTAINS ?" if topic else "")
+    )
+    return table.select(where, columns=INSIGHT_SLICE_COLUMNS) + " LIMIT ?"
+
+
+_CACHED_ROWS = 50_000
+
+
+def _remember(cache: OrderedDict[tuple[str, str], Any], key: tuple[str, str], row: Any) -> Any:
+    """Least-recently-used, bounded: a process never holds more than
+    _CACHED_ROWS of a kind."""
+    cache[key] = row
+    if len(cache) > _CACHED_ROWS:
+        cache.popitem(last=False)
+    return row

@@ -120,6 +120,15 @@ def parse_reply(text: str) -> ParsedReply:
     return ParsedReply(analysis, "repaired", repairs=tuple(repairs))
 
 
+def json_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object in a reply (whole, fenced or inside prose), or None
+    and why not. For replies to other prompts than the insight."""
+    try:
+        return _json_object(_encodable(text), []), None
+    except _Unsafe as unsafe:
+        return None, str(unsafe)
+
+
 def _repaired(text: str, repairs: list[str]) -> Analysis:
     fields = _json_object(text, repairs)
     return _canonical(

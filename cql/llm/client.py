@@ -111,6 +111,15 @@ class InsightResult(msgspec.Struct, frozen=True):
     reason: str | None = None
 
 
+class ChatReply(msgspec.Struct, frozen=True):
+    """The text of a reply, or why there is none."""
+
+    text: str | None
+    model: str
+    attempts: int
+    failure: str | None = None
+
+
 class _Fault(msgspec.Struct, frozen=True):
     """Why one attempt got no completion."""
 
@@ -216,6 +225,24 @@ class LlmClient:
                 outcome.failure,
             )
         return self._read(outcome.completion, outcome.attempts, started)
+
+    @property
+    def online(self) -> bool:
+        """A model is configured (else answers come from offline code)."""
+        return self._openai is not None
+
+    async def chat(self, messages: list[dict[str, str]]) -> ChatReply:
+        """One JSON-mode completion for a prompt other than the insight (the
+        exercises), under the same rate limit, retries and deadline. Needs a
+        model: check `online` first."""
+        started = time.monotonic()
+        outcome = await self._call(messages, started + self._deadline_s)
+        if outcome.completion is None:
+            LLM_FAILURES.labels(outcome.failure_kind).inc()
+            return ChatReply(None, self._settings.model, outcome.attempts, outcome.failure)
+        choice = outcome.completion.choices[0] if outcome.completion.choices else None
+        text = (choice.message.content if choice else None) or ""
+        return ChatReply(text, outcome.completion.model or self._settings.model, outcome.attempts)
 
     def _read(self, completion: ChatCompletion, attempts: int, started: float) -> InsightResult:
         choice = completion.choices[0] if completion.choices else None

@@ -63,6 +63,8 @@ class Behaviour(msgspec.Struct, frozen=True):
     # it, and OpenAI's finer retry-after-ms.
     retry_after_s: int | None = None
     retry_after_ms: int | None = None
+    # For "valid": this exact reply text instead of an analysis (other prompts).
+    content: str | None = None
 
 
 class Arrival(msgspec.Struct, frozen=True):
@@ -254,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
                     param="response_format",
                 )
             case kind:
-                self._completion(body, _content(kind, body))
+                self._completion(body, behaviour.content or _content(kind, body))
 
     def _rate_limited(self, behaviour: Behaviour) -> None:
         headers = {}

@@ -1,0 +1,309 @@
+"""`ops/bench [--quick] [options]`: every benchmark section once, one report.
+
+    ops/bench                  # the full run, about 6-8 minutes on 2 cores
+    ops/bench --quick          # a smoke run, about 2 minutes
+    ops/bench --only limit,ingest --duration 20
+
+Writes bench/results/<stamp>.{json,md,png} and bench/results/latest.md.
+A section that fails is recorded in the report and the others still run;
+the exit status is 1 when any section failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import common, dataflow, ingest, limit, loadgen, memory, profile, reads, report
+
+SECTIONS = ("limit", "ingest", "reads", "profile", "dataflow")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ops/bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
+    p.add_argument(
+        "--sweep",
+        type=_ints,
+        help="concurrencies for raw Cassandra and single POSTs (default 8,32,128; quick 8,32)",
+    )
+    p.add_argument(
+        "--batch-sweep", type=_ints, help="batch requests in flight (default 1,4,16; quick 1,4)"
+    )
+    p.add_argument("--batch-size", type=int, default=100, help="utterances per batch request")
+    p.add_argument(
+        "--duration", type=float, help="seconds measured per point (default 12; quick 3)"
+    )
+    p.add_argument("--warmup", type=float, help="seconds of warm-up per point (default 3; quick 1)")
+    p.add_argument("--workers", type=int, default=2, help="API worker processes")
+    p.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 2, help="driver processes for section 1"
+    )
+    p.add_argument("--read-concurrency", type=int, default=8)
+    p.add_argument(
+        "--generator", choices=("auto", "wrk", "httpx"), default="auto", help="HTTP load generator"
+    )
+    p.add_argument("--only", help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
+    p.add_argument("--results", type=Path, default=common.RESULTS)
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.sweep = args.sweep or ([8, 32] if quick else [8, 32, 128])
+    args.batch_sweep = args.batch_sweep or ([1, 4] if quick else [1, 4, 16])
+    args.duration = args.duration or (3.0 if quick else 12.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
+    args.only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    if unknown := args.only - set(SECTIONS):
+        p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    if args.generator == "auto":
+        args.generator = "wrk" if common.has_wrk() else "httpx"
+    return args
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[{datetime.now().strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = common.bench_settings()
+    tag = common.run_id()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run: dict[str, Any] = {"stamp": stamp, "machine": common.machine(), "errors": {}}
+
+    from cql.migrate import migrate
+
+    log(f"bench keyspace {settings.cassandra.keyspace}: applying the schema")
+    migrate(settings.cassandra)
+    run["versions"] = common.versions(settings)
+    run["config"] = {
+        "mode": "quick" if args.quick else "full",
+        "note": "Figures are only comparable within this run (same machine, same moment).",
+        "keyspace": settings.cassandra.keyspace,
+        "api_workers": args.workers,
+        "sweep": args.sweep,
+        "batch_sweep": args.batch_sweep,
+        "batch_size": args.batch_size,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "driver_processes": args.processes,
+        "read_concurrency": args.read_concurrency,
+        "generator": args.generator,
+        "api_max_in_flight": settings.cassandra.max_in_flight,
+        "feed_shards": settings.feed.shards,
+    }
+
+    def section(name: str, fn: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return fn()
+        except Exception as exc:
+            run["errors"][name] = f"{type(exc).__name__}: {exc}"
+            log(f"{name} failed: {exc}\n{traceback.format_exc()}")
+            return None
+        finally:
+            log(f"{name} took {time.monotonic() - started:.0f}s")
+
+    if "limit" in args.only:
+        run["limit"] = (
+            section(
+                "limit",
+                lambda: limit.run(
+                    settings, args.sweep, args.processes, args.warmup, args.duration, tag, log
+                ),
+            )
+            or []
+        )
+
+    api_sections = args.only & {"ingest", "reads", "profile"}
+    if api_sections:
+        _api_sections(args, settings, tag, run, section)
+
+    if "dataflow" in args.only:
+        run["dataflow"] = section(
+            "dataflow", lambda: dataflow.run(args.quick, timeout_s=300 if args.quick else 900)
+        )
+    run["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    paths = report.write(run, args.results)
+    for kind, path in paths.items():
+        log(f"{kind}: {path}")
+    return 1 if run["errors"] else 0
+
+
+def _api_sections(
+    args: argparse.Namespace, settings: Any, tag: str, run: dict[str, Any], section: Any
+) -> None:
+    log(
+        f"starting the API: granian, {args.workers} workers, keyspace {settings.cassandra.keyspace}"
+    )
+    api = common.ApiServer(settings, args.workers)
+    samples = [memory.sample("start (ready, idle)", api.worker_pids())]
+    try:
+        key = common.create_key(settings, "bench")
+        pairs = common.make_learners(api.url, key, 50, tag)
+        log(f"API on {api.url}, 50 learners ready")
+
+        if "ingest" in args.only:
+            generators = [args.generator] + (["httpx"] if args.generator == "wrk" else [])
+            run["generator_ceiling"] = (
+                section(
+                    "generator_ceiling",
+                    lambda: ingest.generator_ceiling(
+                        api.url, key, 32, min(args.duration, 5.0), generators, tag, log
+                    ),
+                )
+                or []
+            )
+            samples.append(memory.sample("after warm-up (/health load)", api.worker_pids()))
+            points = []
+            for mode, sweep in (("single", args.sweep), ("batch", args.batch_sweep)):
+                points += (
+                    section(
+                        f"ingest_{mode}",
+                        lambda mode=mode, sweep=sweep: ingest.sweep(
+                            api.url,
+                            key,
+                            pairs,
+                            mode,
+                            sweep,
+                            args.batch_size,
+                            args.warmup,
+                            args.duration,
+                            args.generator,
+                            tag,
+                            log,
+                        ),
+                    )
+                    or []
+                )
+                samples.append(memory.sample(f"after {mode} sweep", api.worker_pids()))
+            run["ingest"] = points
+
+        if "reads" in args.only:
+            run["reads"] = (
+                section("reads", lambda: _reads(args, settings, api, key, pairs, tag, run)) or []
+            )
+            samples.append(memory.sample("after reads", api.worker_pids()))
+
+        if "profile" in args.only:
+            run["profiles"] = (
+                section("profile_pyspy", lambda: _pyspy(args, api, key, pairs, tag)) or []
+            )
+            samples.append(memory.sample("after py-spy load", api.worker_pids()))
+    finally:
+        api.stop()
+    baseline = "after warm-up (/health load)"
+    run["memory"] = {"samples": samples, "verdict": memory.verdict(samples, baseline)}
+    if "profile" in args.only:
+        prof = section("profile_pyinstrument", lambda: _pyinstrument(args, settings, run["stamp"]))
+        if prof:
+            run.setdefault("profiles", []).append(prof)
+
+
+def _reads(
+    args: argparse.Namespace,
+    settings: Any,
+    api: Any,
+    key: str,
+    pairs: Any,
+    tag: str,
+    run: dict[str, Any],
+) -> list[dict[str, Any]]:
+    ids = reads.seed(api.url, key, pairs, tag, 500)
+    c = args.read_concurrency
+    out = [
+        reads.http(
+            api.url,
+            key,
+            "GET /v1/utterances/{id}",
+            [f"/v1/utterances/{i}" for i in ids],
+            c,
+            args.duration,
+            args.warmup,
+            args.generator,
+            f"{tag}-read",
+        )
+    ]
+    for name, paths in reads.served_paths(api.url, key, pairs).items():
+        if paths[0].startswith("unusable"):
+            run.setdefault("reads_unusable", {})[name] = paths[0]
+            continue
+        endpoint = reads.ENDPOINTS[name].replace("{user_id}", "{id}")
+        out.append(
+            reads.http(
+                api.url,
+                key,
+                f"GET {endpoint}",
+                paths,
+                c,
+                args.duration,
+                args.warmup,
+                args.generator,
+                f"{tag}-{name}",
+            )
+        )
+    out.append(reads.raw(settings, "bench", ids, c, args.warmup, args.duration))
+    for r in out:
+        lat = r["latency_ms"]
+        log(
+            f"reads {r['endpoint']:<40} {r['req_per_s']:>8} req/s p50 {lat['p50']} p99 {lat['p99']} ms failures {r['failures']}"
+        )
+    return out
+
+
+def _pyspy(
+    args: argparse.Namespace, api: Any, key: str, pairs: Any, tag: str
+) -> list[dict[str, Any]]:
+    duration = 5.0 if args.quick else 10.0
+    with tempfile.TemporaryDirectory() as tmp:
+        started = profile.start_pyspy(api.worker_pids(), duration, Path(tmp))
+        if not started:
+            return [{"tool": "py-spy", "error": "not installed (uv tool install py-spy)"}]
+        w = loadgen.Workload(
+            mode="single",
+            url=api.url,
+            key=key,
+            run=f"{tag}-spy",
+            concurrency=32,
+            duration_s=duration + 1,
+            pairs=pairs,
+        )
+        load = loadgen.run(w, args.generator)
+        found = profile.finish_pyspy(started)
+    found["load"] = f"single POSTs, 32 in flight, {load['req_per_s']} req/s during sampling"
+    log(
+        f"py-spy: {found.get('samples', 0)} samples; top {[f['name'] for f in found.get('by_package', [])[:4]]}"
+    )
+    return [found]
+
+
+def _pyinstrument(args: argparse.Namespace, settings: Any, stamp: str) -> dict[str, Any]:
+    key = common.create_key(settings, "bench-profile")
+    singles, batches = (200, 4) if args.quick else (600, 12)
+    args.results.mkdir(parents=True, exist_ok=True)
+    found = profile.in_process(
+        settings,
+        key,
+        singles,
+        batches,
+        args.batch_size,
+        16,
+        args.results / f"{stamp}.pyinstrument.txt",
+    )
+    log(f"pyinstrument: top {[f['name'] for f in found['by_package'][:4]]}")
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

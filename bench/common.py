@@ -1,0 +1,328 @@
+"""What several benchmark sections share: the bench keyspace and its
+settings, a dedicated API server, a tenant key without a practical rate
+limit, learners to write for, latency summaries, and what the machine is."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cql.settings import CassandraSettings, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+LOG_DIR = ROOT / ".local" / "log"
+BENCH_KEYSPACE = os.environ.get("UTTERSTREAM_BENCH_KEYSPACE", "utterstream_bench")
+TEXT = "Yesterday I goed to the market and buyed three apples for my grandmother."
+ERRORS = [
+    {"category": "grammar", "subcategory": "past tense"},
+    {"category": "vocabulary", "subcategory": "word choice"},
+]
+
+
+def bench_settings() -> Settings:
+    """The environment's settings, but in a keyspace of the bench's own, so a
+    run never mixes with development or test data."""
+    base = Settings.from_env()
+    cassandra = CassandraSettings(
+        **{
+            **{f: getattr(base.cassandra, f) for f in base.cassandra.__struct_fields__},
+            "keyspace": BENCH_KEYSPACE,
+        }
+    )
+    return Settings(
+        cassandra=cassandra,
+        redis=base.redis,
+        feed=base.feed,
+        api=base.api,
+        llm=base.llm,
+        dataflow=base.dataflow,
+    )
+
+
+def summarize(latencies_ms: Sequence[float]) -> dict[str, float | None]:
+    """p50/p99/p99.9/max/mean of a list of latencies (nearest-rank)."""
+    if not latencies_ms:
+        return {"p50": None, "p99": None, "p999": None, "max": None, "mean": None}
+    ordered = sorted(latencies_ms)
+
+    def rank(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 3)
+
+    return {
+        "p50": rank(0.50),
+        "p99": rank(0.99),
+        "p999": rank(0.999),
+        "max": round(ordered[-1], 3),
+        "mean": round(sum(ordered) / len(ordered), 3),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_id() -> str:
+    return f"b{uuid.uuid4().hex[:10]}"
+
+
+class ApiServer:
+    """A granian server with `workers` worker processes, serving the bench
+    keyspace on a free port; its log goes to .local/log/bench-api-PORT.log."""
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.workers = workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"bench-api-{self.port}.log"
+        env = {
+            **os.environ,
+            "UTTERSTREAM_CASSANDRA_KEYSPACE": settings.cassandra.keyspace,
+            "API_PORT": str(self.port),
+        }
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        # granian itself, not `uv run`, so proc.pid is granian's main process
+        # and its children are the workers.
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "granian",
+                "--interface",
+                "asgi",
+                "--factory",
+                "api.app:app_from_env",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--backlog",
+                "2048",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, deadline_s: float = 60.0) -> None:
+        start = time.monotonic()
+        while time.monotonic() - start < deadline_s:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"API exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                # /ready is answered by one worker; wait until all have forked.
+                ready = httpx.get(self.url + "/ready", timeout=1).status_code == 200
+                if ready and len(self.worker_pids()) >= self.workers:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"API not ready after {deadline_s}s; see {self.log_path}")
+
+    def worker_pids(self) -> list[int]:
+        try:
+            import psutil
+        except ImportError:  # pragma: no cover - psutil comes with locust
+            out = subprocess.run(
+                ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+            )
+            return [int(p) for p in out.stdout.split()]
+        return sorted(c.pid for c in psutil.Process(self.proc.pid).children())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def create_key(settings: Settings, tenant: str) -> str:
+    """An API key for `tenant` whose rate limit never gets in a benchmark's way
+    (what `python -m api.keys create --rate 1000000 --burst 1000000` does)."""
+    from api.keys import create
+    from cql.session import Db
+
+    db = Db.open(settings.cassandra)
+    try:
+        return create(db, tenant, 1_000_000.0, 1_000_000)[1]
+    finally:
+        db.close()
+
+
+def make_learners(url: str, key: str, count: int, prefix: str) -> list[tuple[str, str]]:
+    """`count` learners with one conversation each, through the API, 16 at a
+    time; returns their (user_id, conversation_id) pairs."""
+    pairs = [(f"{prefix}-u{i}", f"{prefix}-c{i}") for i in range(count)]
+
+    async def create_all() -> None:
+        slots = asyncio.Semaphore(16)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+
+            async def one(user_id: str, conversation_id: str) -> None:
+                async with slots:
+                    user = {"user_id": user_id, "email": f"{user_id}@bench.invalid", "name": "B"}
+                    (await client.post("/v1/users", json=user)).raise_for_status()
+                    conversation = {"user_id": user_id, "conversation_id": conversation_id}
+                    (await client.post("/v1/conversations", json=conversation)).raise_for_status()
+
+            await asyncio.gather(*(one(u, c) for u, c in pairs))
+
+    asyncio.run(create_all())
+    return pairs
+
+
+def machine() -> dict[str, object]:
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def versions(settings: Settings) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for dist in (
+        "litestar",
+        "msgspec",
+        "granian",
+        "cassandra-driver",
+        "redis",
+        "httpx",
+        "locust",
+        "bytewax",
+    ):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "not installed"
+    try:
+        from cql.session import Db
+
+        db = Db.open(settings.cassandra)
+        try:
+            found["cassandra"] = db.session.execute(
+                "SELECT release_version FROM system.local"
+            ).one()[0]
+        finally:
+            db.close()
+    except Exception as exc:  # the report says so rather than failing the run
+        found["cassandra"] = f"unknown ({type(exc).__name__})"
+    try:
+        import redis
+
+        found["redis-server"] = redis.Redis.from_url(settings.redis.url).info()["redis_version"]
+    except Exception as exc:
+        found["redis-server"] = f"unknown ({type(exc).__name__})"
+    wrk = (
+        subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+        if has_wrk()
+        else None
+    )
+    found["wrk"] = (wrk.stdout or wrk.stderr).split("\n")[0].strip() if wrk else "not installed"
+    return found
+
+
+def has_wrk() -> bool:
+    from shutil import which
+
+    return which("wrk") is not None
+
+
+def drive(
+    session: Any,
+    next_request: Callable[[int], tuple[Any, Any]],
+    window: int,
+    warmup_s: float,
+    duration_s: float,
+) -> dict[str, Any]:
+    """Keep `window` driver requests in flight (async callbacks, no thread per
+    request) for warmup_s + duration_s; `next_request(n)` gives the n-th
+    (statement, params). Counts and latencies cover requests sent after the
+    warm-up; ops/s is those sent in the measured time over its length."""
+    lock = threading.Lock()
+    finished = threading.Event()
+    state: dict[str, Any] = {"n": 0, "in_flight": window, "ok": 0, "errors": 0, "kinds": {}}
+    latencies: list[float] = []
+    start = time.perf_counter()
+    measure_from, deadline = start + warmup_s, start + warmup_s + duration_s
+
+    def send() -> None:
+        with lock:
+            if time.perf_counter() >= deadline:
+                state["in_flight"] -= 1
+                if state["in_flight"] == 0:
+                    finished.set()
+                return
+            state["n"] += 1
+            n = state["n"]
+        statement, params = next_request(n)
+        sent = time.perf_counter()
+        future = session.execute_async(statement, params)
+        future.add_callbacks(ok, failed, callback_args=(sent,), errback_args=(sent,))
+
+    def ok(_rows: Any, sent: float) -> None:
+        done = time.perf_counter()
+        if sent >= measure_from:
+            with lock:
+                state["ok"] += 1
+                latencies.append((done - sent) * 1000)
+        send()
+
+    def failed(exc: BaseException, sent: float) -> None:
+        if sent >= measure_from:
+            with lock:
+                state["errors"] += 1
+                kind = type(exc).__name__
+                state["kinds"][kind] = state["kinds"].get(kind, 0) + 1
+        send()
+
+    for _ in range(window):
+        send()
+    finished.wait(warmup_s + duration_s + 60)
+    return {
+        "ok": state["ok"],
+        "errors": state["errors"],
+        "error_kinds": state["kinds"],
+        "latencies": latencies,
+    }

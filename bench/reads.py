@@ -1,0 +1,135 @@
+"""Section 5, "reads": latency of the API's GET endpoints next to a raw
+single-partition driver read of the same rows, at the same concurrency.
+
+- GET /v1/utterances/{id} against `SELECT ... FROM utterances_by_id WHERE
+  tenant = ? AND utterance_id = ?` (prepared, async, one process);
+- GET /v1/users/{id}/errors (hour windows over the last day) and
+  GET /v1/users/{id}/learning (days of the last week, in a DST zone), when
+  the API's OpenAPI document lists them. Their raw reference is the same
+  single-row read: they read a bounded set of partitions, so the ratio
+  says what the served path adds on top of one round trip.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from bench import loadgen
+from bench.common import ERRORS, TEXT, drive, summarize
+from bench.loadgen import Workload
+
+ENDPOINTS = {
+    "errors": "/v1/users/{user_id}/errors",
+    "learning": "/v1/users/{user_id}/learning",
+}
+
+
+def seed(url: str, key: str, pairs: list[tuple[str, str]], run: str, count: int) -> list[str]:
+    """`count` utterances to read back; returns their ids."""
+    ts = datetime.now(UTC).replace(microsecond=0).isoformat()
+    ids = [f"{run}-read-{i}" for i in range(count)]
+    items = [
+        {
+            "utterance_id": uid,
+            "user_id": pairs[i % len(pairs)][0],
+            "conversation_id": pairs[i % len(pairs)][1],
+            "text": TEXT,
+            "timestamp": ts,
+            "errors": ERRORS,
+            "words_learned": 2,
+        }
+        for i, uid in enumerate(ids)
+    ]
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for start in range(0, len(items), 500):
+            r = c.post("/v1/utterances/batch", json={"utterances": items[start : start + 500]})
+            r.raise_for_status()
+            if r.json()["rejected"]:
+                raise RuntimeError(f"seeding reads: {r.text[:300]}")
+    return ids
+
+
+def served_paths(url: str, key: str, pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """GET paths for each served endpoint the API documents, each checked once."""
+    try:
+        documented = set(httpx.get(url + "/schema/openapi.json", timeout=10).json()["paths"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        documented = set()
+    now = datetime.now(UTC).replace(microsecond=0)
+    day_ago = quote((now - timedelta(days=1)).isoformat())
+    queries = {
+        "errors": f"?window=hour&from={day_ago}&to={quote(now.isoformat())}",
+        "learning": f"?granularity=day&from={(now - timedelta(days=7)).date()}&to={now.date()}"
+        "&tz=Europe/Berlin",
+    }
+    found: dict[str, list[str]] = {}
+    for name, template in ENDPOINTS.items():
+        if template not in documented and template + "/" not in documented:
+            continue
+        paths = [template.format(user_id=u) + queries[name] for u, _ in pairs]
+        r = httpx.get(url + paths[0], headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        found[name] = (
+            paths if r.status_code == 200 else [f"unusable: HTTP {r.status_code} {r.text[:200]}"]
+        )
+    return found
+
+
+def http(
+    url: str,
+    key: str,
+    name: str,
+    paths: list[str],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    generator: str,
+    run: str,
+) -> dict[str, Any]:
+    w = Workload(
+        mode="get",
+        url=url,
+        key=key,
+        run=run,
+        concurrency=concurrency,
+        duration_s=warmup_s,
+        paths=paths,
+    )
+    if warmup_s > 0:
+        loadgen.run(w, generator)
+    w.duration_s = duration_s
+    result = loadgen.run(w, generator)
+    result["endpoint"] = name
+    return result
+
+
+def raw(
+    settings: Any, tenant: str, ids: list[str], concurrency: int, warmup_s: float, duration_s: float
+) -> dict[str, Any]:
+    from cql.session import Db
+    from cql.tables import UTTERANCES
+
+    db = Db.open(settings.cassandra)
+    try:
+        select = db.prepare(UTTERANCES.select(), idempotent=True)
+        got = drive(
+            db.session,
+            lambda n: (select, (tenant, ids[n % len(ids)])),
+            concurrency,
+            warmup_s,
+            duration_s,
+        )
+    finally:
+        db.close()
+    return {
+        "endpoint": "raw driver read (utterances_by_id)",
+        "generator": "cassandra-driver",
+        "concurrency": concurrency,
+        "requests": got["ok"] + got["errors"],
+        "failures": got["errors"],
+        "req_per_s": round(got["ok"] / duration_s, 1),
+        "latency_ms": summarize(got["latencies"]),
+    }
