@@ -15,7 +15,9 @@ from api.auth import Principal
 from api.conversations import ConversationsController
 from api.error_counts import ErrorCountsController
 from api.errors import exception_handlers
+from api.exercises import ExercisesController
 from api.health import HealthController
+from api.insights import InsightsController
 from api.learning import LearningController
 from api.metrics import MetricsController
 from api.middleware import EdgeMiddleware
@@ -64,6 +66,8 @@ def create_app(settings: Settings) -> Litestar:
             UtterancesController,
             ErrorCountsController,
             LearningController,
+            ExercisesController,
+            InsightsController,
         ],
         dependencies={
             "services": Provide(_services, sync_to_thread=False),

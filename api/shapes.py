@@ -109,6 +109,59 @@ class Utterance(Struct):
     received_at: datetime
     status: Literal["pending", "processing", "completed", "failed"]
     status_reason: str | None = None
+    insight: UtteranceInsight | None = None
+
+
+# ---- insights (GET /v1/utterances/{id} and GET /v1/insights)
+
+ParseStatus = Annotated[
+    Literal["strict", "repaired", "failed"],
+    Meta(
+        description="How the model's reply was read: as asked (strict), after safe repairs "
+        "(repaired), or not at all (failed)"
+    ),
+]
+
+
+class UtteranceInsight(Struct):
+    """The utterance's latest analysis with its provenance; the analysis
+    fields are null when it failed, and failure_reason says why."""
+
+    sentiment: float | None
+    topics: list[str] | None
+    confidence: float | None
+    reasoning: str | None
+    model: str
+    prompt_version: str
+    parse_status: ParseStatus
+    attempts: Annotated[int, Meta(description="HTTP calls made to the model")]
+    latency_ms: Annotated[int, Meta(description="Time to analyse, waits and retries included")]
+    failure_reason: str | None
+    analyzed_at: datetime
+
+
+class Insight(Struct):
+    utterance_id: str
+    user_id: str
+    timestamp: datetime
+    sentiment: float
+    topics: list[str]
+    confidence: float
+    reasoning: str
+    model: str
+    prompt_version: str
+    parse_status: ParseStatus
+
+
+class InsightPage(Struct):
+    insights: list[Insight]
+    next_page_token: Annotated[
+        str | None,
+        Meta(
+            description="Pass it as `page_token` (with the same filters) for the next page; "
+            "null once the range is exhausted. A page may be short, even empty, and still have one"
+        ),
+    ]
 
 
 # ---- served GET endpoints: errors, errors/top, learning

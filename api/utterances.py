@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import msgspec
@@ -12,7 +13,16 @@ from api import idempotency, ingest, limits
 from api.body import StrictBody
 from api.errors import KEYED, POSTED, NotFound, problem_responses
 from api.services import PrincipalDep, ServicesDep
-from api.shapes import Accepted, BatchIn, BatchResult, ErrorPoint, Utterance, UtteranceIn
+from api.shapes import (
+    Accepted,
+    BatchIn,
+    BatchResult,
+    ErrorPoint,
+    Utterance,
+    UtteranceIn,
+    UtteranceInsight,
+)
+from cql.insights import InsightRow
 from cql.tables import from_stored_time
 
 _encoder = msgspec.json.Encoder()
@@ -114,7 +124,10 @@ class UtterancesController(Controller):
     async def read(
         self, utterance_id: FromPath[str], principal: PrincipalDep, services: ServicesDep
     ) -> Utterance:
-        row = await services.store.utterance(principal.tenant, utterance_id)
+        row, insight = await asyncio.gather(
+            services.store.utterance(principal.tenant, utterance_id),
+            services.store.insight(principal.tenant, utterance_id),
+        )
         if row is None:
             raise NotFound(f"utterance {utterance_id!r} does not exist.")
         return Utterance(
@@ -128,7 +141,24 @@ class UtterancesController(Controller):
             received_at=from_stored_time(row.received_at),
             status=row.status,
             status_reason=row.status_reason,
+            insight=None if insight is None else _insight(insight),
         )
+
+
+def _insight(row: InsightRow) -> UtteranceInsight:
+    return UtteranceInsight(
+        sentiment=row.sentiment,
+        topics=row.topics,
+        confidence=row.confidence,
+        reasoning=row.reasoning,
+        model=row.model,
+        prompt_version=row.prompt_version,
+        parse_status=row.parse_status,
+        attempts=row.attempts,
+        latency_ms=row.latency_ms,
+        failure_reason=row.failure_reason,
+        analyzed_at=from_stored_time(row.analyzed_at),
+    )
 
 
 def _new_id(tenant: str, key: str | None, index: int) -> str:

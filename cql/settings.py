@@ -71,6 +71,9 @@ class LlmSettings(msgspec.Struct, frozen=True):
     # Calls per second across every worker and process together.
     rate_per_s: float = 10.0
     max_concurrency: int = 8
+    # Prefix of the shared rate bucket's Redis key: processes with the same
+    # prefix share one call rate (tests use their own).
+    limiter_prefix: str = "rl:"
 
 
 class DataflowSettings(msgspec.Struct, frozen=True):
@@ -89,6 +92,14 @@ class DataflowSettings(msgspec.Struct, frozen=True):
     # and exits (default: never). Both are RFC 3339 instants.
     start_at: datetime | None = None
     stop_at: datetime | None = None
+    # insights_by_hour splits each tenant's hour into this many partitions,
+    # all read by GET /v1/insights. The writer and the API must agree: a
+    # change needs insights_by_hour emptied and rebuilt by a replay.
+    insight_shards: int = 8
+    # The insights flow hands each worker's LLM client batches of up to this
+    # many utterances, or what came within the wait.
+    insight_batch_size: int = 32
+    insight_batch_wait_s: float = 0.5
 
 
 class Settings(msgspec.Struct, frozen=True):
