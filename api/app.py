@@ -21,7 +21,7 @@ from api.insights import InsightsController
 from api.learning import LearningController
 from api.metrics import MetricsController
 from api.middleware import EdgeMiddleware
-from api.services import Services, lifespan
+from api.services import Services, lifespan, services_of
 from api.users import UsersController
 from api.utterances import UtterancesController
 from cql.logs import configure_logging
@@ -30,8 +30,8 @@ from cql.settings import Settings
 API_VERSION = "1.0.0"
 
 
-def _services(state: State) -> Services:
-    return state.services
+def _services(request: Request) -> Services:
+    return services_of(request.app)
 
 
 def _principal(request: Request) -> Principal:

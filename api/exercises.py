@@ -16,7 +16,7 @@ from msgspec import Meta
 from api import idempotency
 from api.body import StrictBody
 from api.error_counts import TopQuery, top_errors
-from api.errors import BadRequest, ServiceUnavailable
+from api.errors import POSTED, BadRequest, ServiceUnavailable, problem_responses
 from api.services import PrincipalDep, Services, ServicesDep
 from api.shapes import ErrorCount, Struct
 from cql.llm import exercises as library
@@ -58,6 +58,7 @@ class ExercisesController(Controller):
         status_code=200,
         dto=StrictBody[ExercisesIn],
         return_dto=None,
+        responses=problem_responses(*POSTED, 404, 503),
     )
     async def create(
         self,

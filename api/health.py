@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 
 from api.errors import problem, problem_responses
-from api.services import ServicesDep
+from api.services import Services
 from cql.aio import execute
 
 READY_DEADLINE_S = 1.0
@@ -27,8 +27,14 @@ class HealthController(Controller):
         summary="Readiness: Cassandra and Redis reachable",
         responses=problem_responses(503),
     )
-    async def ready(self, services: ServicesDep) -> Response:
-        checks = await asyncio.gather(_cassandra(services), _redis(services))
+    async def ready(self, request: Request) -> Response:
+        # Not injected: while the worker is still connecting there are no
+        # services yet, and that is exactly "Cassandra down".
+        services: Services | None = request.app.state.get("services")
+        if services is None:
+            checks = [False, False]
+        else:
+            checks = await asyncio.gather(_cassandra(services), _redis(services))
         state = dict(zip(("cassandra", "redis"), checks, strict=True))
         if all(checks):
             return Response({"status": "ready", "cassandra": "ok", "redis": "ok"})
@@ -43,7 +49,7 @@ class HealthController(Controller):
         )
 
 
-async def _cassandra(services: ServicesDep) -> bool:
+async def _cassandra(services: Services) -> bool:
     try:
         await asyncio.wait_for(execute(services.db.session, services.store.ping), READY_DEADLINE_S)
     except Exception:
@@ -51,7 +57,7 @@ async def _cassandra(services: ServicesDep) -> bool:
     return True
 
 
-async def _redis(services: ServicesDep) -> bool:
+async def _redis(services: Services) -> bool:
     try:
         return bool(await asyncio.wait_for(services.redis.ping(), READY_DEADLINE_S))
     except Exception:

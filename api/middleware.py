@@ -24,7 +24,7 @@ from api.errors import (
 )
 from api.limits import ITEMS, charge
 from api.metrics import CASSANDRA_ERRORS, RATE_LIMITED, REQUEST_SECONDS
-from api.services import Services
+from api.services import Services, services_of
 
 log = structlog.get_logger("api.access")
 PUBLIC = ("/health", "/ready", "/metrics", "/schema")
@@ -53,7 +53,7 @@ class EdgeMiddleware(ASGIMiddleware):
 
         try:
             if not scope["path"].startswith(PUBLIC):
-                services: Services = scope["app"].state.services
+                services = services_of(scope["app"])
                 principal = await authenticate(services, headers.get("authorization"))
                 tenant = principal.tenant
                 state = scope.setdefault("state", {})
@@ -70,11 +70,10 @@ class EdgeMiddleware(ASGIMiddleware):
             # app's outer handler, so the 503 keeps its request id and the
             # access log and metrics record 503 rather than the default 500.
             CASSANDRA_ERRORS.labels(type(exc).__name__).inc()
-            services = scope["app"].state.services
             unavailable = ServiceUnavailable(
                 "The API key cannot be checked right now because the database is unavailable; "
                 "retry after the Retry-After delay.",
-                retry_after_s=services.settings.api.retry_after_s,
+                retry_after_s=scope["app"].state.settings.api.retry_after_s,
             )
             await _send_problem(unavailable, scope, send_with_headers)
         finally:

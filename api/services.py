@@ -16,6 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from api.auth import KeyCache, Principal
+from api.errors import ServiceUnavailable
 from api.served import ServedReads
 from api.store import Store
 from cql.llm.client import LlmClient
@@ -25,6 +26,7 @@ from cql.settings import Settings
 
 log = structlog.get_logger("api")
 LLM_DEADLINE_S = 30.0
+CONNECT_BACKOFF_S = (0.5, 5.0)
 
 
 @dataclass
@@ -69,15 +71,45 @@ def open_services(settings: Settings) -> Services:
     )
 
 
+def services_of(app: Litestar) -> Services:
+    """The process's services, or 503 while it is still connecting."""
+    services: Services | None = app.state.get("services")
+    if services is None:
+        raise ServiceUnavailable(
+            "The API is connecting to the database; retry after the Retry-After delay.",
+            retry_after_s=app.state.settings.api.retry_after_s,
+        )
+    return services
+
+
+async def _connect(app: Litestar) -> None:
+    """Open the services, retrying with a bounded backoff: a worker that
+    starts while Cassandra is down answers 503 until it can connect, instead
+    of exiting."""
+    settings: Settings = app.state.settings
+    delay = CONNECT_BACKOFF_S[0]
+    while True:
+        try:
+            app.state.services = await asyncio.to_thread(open_services, settings)
+        except Exception as exc:  # NoHostAvailable, DNS, auth: all retried, all logged
+            log.warning("api_connect_failed", error=repr(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CONNECT_BACKOFF_S[1])
+            continue
+        log.info("api_started", cassandra=settings.cassandra.hosts, redis=settings.redis.url)
+        return
+
+
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    services = await asyncio.to_thread(open_services, settings)
-    app.state.services = services
-    log.info("api_started", cassandra=settings.cassandra.hosts, redis=settings.redis.url)
+    app.state.services = None
+    connecting = asyncio.create_task(_connect(app))
     try:
         yield
     finally:
-        await services.llm.aclose()
-        await services.redis.aclose()
-        await asyncio.to_thread(services.db.close)
+        connecting.cancel()
+        services: Services | None = app.state.services
+        if services is not None:
+            await services.llm.aclose()
+            await services.redis.aclose()
+            await asyncio.to_thread(services.db.close)

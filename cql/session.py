@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from cassandra import ConsistencyLevel, ProtocolVersion
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    RetryPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.query import PreparedStatement, tuple_factory
 
 from cql.settings import CassandraSettings
@@ -33,6 +38,9 @@ def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=settings.connect_timeout_s,
         idle_heartbeat_interval=10,
+        # Back within seconds of Cassandra's return, not the default's
+        # doubling up to 10 minutes.
+        reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
     )
     session = cluster.connect()
     return cluster, session
