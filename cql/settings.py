@@ -100,6 +100,10 @@ class DataflowSettings(msgspec.Struct, frozen=True):
     # many utterances, or what came within the wait.
     insight_batch_size: int = 32
     insight_batch_wait_s: float = 0.5
+    # Most feed entries one poll of a shard emits. Bigger batches make a
+    # replay or a catch-up faster (each learner's windows are recounted once
+    # per batch rather than many times), at the cost of memory.
+    feed_batch_size: int = 5000
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -1,0 +1,56 @@
+"""The benchmark's reference: the same feed source into a sink that only
+counts, so the difference from a real flow's throughput is that flow's own
+cost (windows and Cassandra writes), not the cost of reading the feed.
+
+    python -m dataflows.replay passthrough --workers 2
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
+from prometheus_client import Counter
+
+from cql.logs import configure_logging
+from cql.settings import Settings
+from dataflows.feed_source import FeedItem, FeedSource
+
+FLOW = "passthrough"
+
+ITEMS_SEEN = Counter("utterstream_passthrough_items", "Feed items the passthrough sink counted")
+
+
+class CountingSink(DynamicSink[FeedItem]):
+    """Counts items into ITEMS_SEEN and drops them."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Counting:
+        return _Counting()
+
+
+class _Counting(StatelessSinkPartition[FeedItem]):
+    def write_batch(self, items: list[FeedItem]) -> None:
+        ITEMS_SEEN.inc(len(items))
+
+
+def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
+    """The change feed as this flow reads it (it holds nothing back)."""
+    return FeedSource(name, settings, **options)
+
+
+def get_flow(
+    source: Source[FeedItem] | None = None,
+    sink: Sink[FeedItem] | None = None,
+    settings: Settings | None = None,
+) -> Dataflow:
+    if settings is None:
+        configure_logging()
+        settings = Settings.from_env()
+    flow = Dataflow(FLOW)
+    items = op.input("read_feed", flow, source or feed_source(settings))
+    # FeedItem
+    op.output("count_items", items, sink or CountingSink())
+    return flow

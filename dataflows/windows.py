@@ -1,0 +1,121 @@
+"""UTC time buckets and the event-time clock the counting flows share.
+
+All datetimes here are naive UTC, as Cassandra stores them (see
+cql.tables.to_stored_time), except where Bytewax needs aware ones: its
+clocks and windowers compare with the aware system time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, TypeVar
+
+from bytewax.operators.windowing import EventClock, TumblingWindower
+
+from cql.feed import EPOCH
+from cql.settings import DataflowSettings
+
+T = TypeVar("T")
+
+MINUTE = timedelta(minutes=1)
+QUARTER_HOUR = timedelta(minutes=15)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+# Month rows all live in one partition per learner, whose bucket is this.
+MONTH_ROWS_BUCKET = EPOCH
+
+# A window whose close time is already in the past (a replay, or a client
+# that was offline) is re-checked this often rather than in a busy loop.
+_RECHECK = timedelta(seconds=1)
+_WRITE_ALLOWANCE = timedelta(seconds=5)
+
+
+def floor_to(moment: datetime, step: timedelta) -> datetime:
+    return moment - (moment - EPOCH) % step
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month(start: datetime) -> datetime:
+    return (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+def year_start(moment: datetime) -> datetime:
+    return moment.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+class Window(NamedTuple):
+    """One error-count window: its kind, the start of the partition span it
+    is stored in (`bucket`), and its [start, end)."""
+
+    kind: str
+    bucket: datetime
+    start: datetime
+    end: datetime
+
+
+def error_windows(ts: datetime) -> tuple[Window, Window, Window]:
+    """The minute, hour and day windows an event at `ts` counts in, each with
+    its error_counts_by_user bucket: minute rows by UTC day, hour rows by
+    UTC month, day rows by UTC year. (Called for every fact of every
+    recount, hence replace() rather than floor_to.)"""
+    minute = ts.replace(second=0, microsecond=0)
+    hour = minute.replace(minute=0)
+    day = hour.replace(hour=0)
+    month = day.replace(day=1)
+    return (
+        Window("minute", day, minute, minute + MINUTE),
+        Window("hour", month, hour, hour + HOUR),
+        Window("day", month.replace(month=1), day, day + DAY),
+    )
+
+
+def month_window(month: datetime) -> Window:
+    return Window("month", MONTH_ROWS_BUCKET, month, next_month(month))
+
+
+def tumbling(length: timedelta) -> TumblingWindower:
+    return TumblingWindower(length=length, align_to=EPOCH.replace(tzinfo=UTC))
+
+
+def event_clock(wait_s: float, event_time: Any) -> EventClock[Any]:
+    """Bytewax's event clock on `event_time(item)` (aware UTC).
+
+    A window [start, end) closes once the learner's watermark (latest event
+    time seen, minus the wait, plus system time elapsed since) passes `end`;
+    for live events that is about `end + wait` in system time, so that is
+    when the runtime is asked to wake up. Bytewax's default (`end` itself)
+    would wake it repeatedly until the wait is over; never earlier than
+    `_RECHECK` from now, for windows of old events.
+    """
+    wait = timedelta(seconds=wait_s)
+
+    def wake_at(close: datetime) -> datetime:
+        return max(close + wait, datetime.now(UTC) + _RECHECK)
+
+    return EventClock(ts_getter=event_time, wait_for_system_duration=wait, to_system_utc=wake_at)
+
+
+def window_hold(length: timedelta, settings: DataflowSettings) -> timedelta:
+    """How long after a feed entry is read the counting flows may take to
+    write it, at most: an event clock (above) starts a learner's watermark at
+    most `length + wait` behind the entry's window end and advances it with
+    system time; then up to one re-check, one poll, and the write itself
+    (an allowance, not a bound: a sink slower than that under load makes the
+    published watermark optimistic by the difference)."""
+    wait = timedelta(seconds=settings.window_wait_s)
+    poll = timedelta(seconds=settings.poll_interval_s)
+    return length + wait + _RECHECK + poll + _WRITE_ALLOWANCE
+
+
+def window_values(window: tuple[int, list[T]]) -> list[T]:
+    """A closed window's items, without its id: the sink recounts by time."""
+    return window[1]
+
+
+def late_value(late: tuple[int, T]) -> list[T]:
+    """An item that came after its window closed, as a batch of its own."""
+    return [late[1]]

@@ -1,0 +1,257 @@
+"""What the dataflow tests share: sending utterances through a real API
+process, simulating a retried request's second feed entry, running a flow to
+the end of the feed, and reading (or wiping) a tenant's served rows."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+import httpx
+import msgspec
+from bytewax.testing import cluster_main, run_main
+
+from api.store import Store
+from cql.feed import FeedEntry, new_position
+from cql.served import (
+    ERROR_COUNTS,
+    ERROR_POINTS,
+    ERROR_TOTALS,
+    LEARNING_BUCKETS,
+    LEARNING_EVENTS,
+)
+from cql.session import Db
+from cql.settings import Settings
+from cql.tables import UtteranceRow, utc_now
+from tests.conftest import ApiProcess
+from tests.oracle import ErrorKey
+
+PAIRS = [
+    ("grammar", "past tense"),
+    ("grammar", "articles"),
+    ("vocabulary", "word choice"),
+    ("spelling", "double letters"),
+]
+
+
+def flow_settings(settings: Settings) -> Settings:
+    """The test settings for flows run in this process: every write is
+    acknowledged before a flow starts, so the reader lag can be short."""
+    return msgspec.structs.replace(
+        settings,
+        feed=msgspec.structs.replace(settings.feed, reader_lag_s=0.2),
+        dataflow=msgspec.structs.replace(settings.dataflow, poll_interval_s=0.1),
+    )
+
+
+def run_to_end(flow: ModuleType, settings: Settings, start: datetime, workers: int = 1) -> None:
+    """Run a flow module's flow over the feed from `start` to now, until it ends."""
+    source = flow.feed_source(settings, start=start, stop_at=utc_now())
+    dataflow = flow.get_flow(source=source, settings=settings)
+    if workers == 1:
+        run_main(dataflow)
+    else:
+        cluster_main(dataflow, [], 0, worker_count_per_proc=workers)
+
+
+# ---- sending utterances
+
+
+class PatientApiProcess(ApiProcess):
+    """A real API process that waits longer to be ready (a CI machine running
+    Cassandra and other suites at once can take over 30 s to start one), and
+    stops the process if it never is, rather than leave it running."""
+
+    def wait_ready(self, deadline_s: float = 120.0) -> None:
+        try:
+            super().wait_ready(deadline_s)
+        except RuntimeError:
+            self.stop()
+            raise
+
+
+def create_learners(http: httpx.Client, n: int) -> list[tuple[str, str]]:
+    """n learners, each with a conversation: [(user_id, conversation_id)]."""
+    learners = []
+    for _ in range(n):
+        user_id = f"u-{uuid.uuid4().hex[:8]}"
+        r = http.post(
+            "/v1/users", json={"user_id": user_id, "email": f"{user_id}@example.com", "name": "Ana"}
+        )
+        assert r.status_code == 201, r.text
+        r = http.post("/v1/conversations", json={"user_id": user_id})
+        assert r.status_code == 201, r.text
+        learners.append((user_id, r.json()["conversation_id"]))
+    return learners
+
+
+def utterance(
+    learner: tuple[str, str], ts: datetime, errors: Iterable[tuple[str, str]], words: int
+) -> dict[str, Any]:
+    user_id, conversation_id = learner
+    return {
+        "utterance_id": f"utt-{uuid.uuid4().hex}",
+        "conversation_id": conversation_id,
+        "user_id": user_id,
+        "text": "Yesterday I goed to the market.",
+        "timestamp": ts.isoformat(),
+        "errors": [{"category": c, "subcategory": s} for c, s in errors],
+        "words_learned": words,
+    }
+
+
+def post_all(http: httpx.Client, items: list[dict[str, Any]], batch: int = 500) -> None:
+    for i in range(0, len(items), batch):
+        r = http.post("/v1/utterances/batch", json={"utterances": items[i : i + batch]})
+        assert r.status_code == 202, r.text
+        bad = [res for res in r.json()["results"] if res["status"] >= 400]
+        assert not bad, bad
+
+
+def random_utterances(
+    rng: random.Random, learners: list[tuple[str, str]], n: int, now: datetime
+) -> list[dict[str, Any]]:
+    """n utterances at times from a little ahead of now to three days old."""
+    items = []
+    for _ in range(n):
+        age = rng.choice([rng.uniform(-20, 180), rng.uniform(0, 7200), rng.uniform(0, 3 * 86400)])
+        errors = rng.choices(PAIRS, k=rng.randint(0, 3))
+        items.append(
+            utterance(
+                rng.choice(learners), now - timedelta(seconds=age), errors, rng.randint(0, 25)
+            )
+        )
+    return items
+
+
+def write_again_as_retry(db: Db, settings: Settings, tenant: str, utterance_ids: list[str]) -> None:
+    """What a request that died after writing leaves once its retry finishes:
+    the same utterance written again, with a fresh feed entry (see
+    cql/feed.py), through the API's own Store."""
+
+    async def rewrite() -> None:
+        store = Store(db, 16)
+        for utterance_id in utterance_ids:
+            row = await store.utterance(tenant, utterance_id)
+            assert row is not None
+            now = utc_now()
+            shard, bucket, feed_id = new_position(tenant, utterance_id, settings.feed, now)
+            entry = FeedEntry(
+                shard, bucket, feed_id, tenant, utterance_id, row.user_id, row.conversation_id,
+                row.text, row.ts, row.errors, row.words_learned,
+            )  # fmt: skip
+            retried = msgspec.structs.replace(row, received_at=now, status_at=now)
+            await store.write_utterance(retried, entry)
+
+    asyncio.run(rewrite())
+
+
+# ---- reading and wiping served rows
+
+
+def _partitions(utterances: Iterable[UtteranceRow]) -> dict[str, set[tuple[Any, ...]]]:
+    """Every partition key the flows can have written for these utterances."""
+    keys: dict[str, set[tuple[Any, ...]]] = {
+        "days": set(), "minute": set(), "hour": set(), "day": set(), "month": set(), "learner": set()
+    }  # fmt: skip
+    for u in utterances:
+        day = u.ts.replace(hour=0, minute=0, second=0, microsecond=0)
+        keys["days"].add((u.user_id, day))
+        keys["minute"].add((u.user_id, "minute", day))
+        keys["hour"].add((u.user_id, "hour", day.replace(day=1)))
+        keys["day"].add((u.user_id, "day", day.replace(month=1, day=1)))
+        keys["month"].add((u.user_id, "month", datetime(1970, 1, 1)))
+        keys["learner"].add((u.user_id,))
+    return keys
+
+
+def served_error_counts(
+    db: Db, tenant: str, utterances: list[UtteranceRow]
+) -> dict[ErrorKey, tuple[int, int]]:
+    return {
+        (r.user_id, r.window, r.bucket, r.window_start, r.category, r.subcategory): (
+            r.count,
+            r.late_events,
+        )
+        for r in _error_count_rows(db, tenant, utterances)
+    }
+
+
+def served_as_of(db: Db, tenant: str, utterances: list[UtteranceRow]) -> list[datetime]:
+    return [row.as_of for row in _error_count_rows(db, tenant, utterances)]
+
+
+def _error_count_rows(db: Db, tenant: str, utterances: list[UtteranceRow]) -> list[Any]:
+    statement = db.prepare(ERROR_COUNTS.select(), idempotent=True)
+    keys = _partitions(utterances)
+    return [
+        ERROR_COUNTS.from_row(values)
+        for kind in ("minute", "hour", "day", "month")
+        for key in keys[kind]
+        for values in db.session.execute(statement, (tenant, *key))
+    ]
+
+
+def served_error_totals(
+    db: Db, tenant: str, utterances: list[UtteranceRow]
+) -> dict[tuple[str, str, str], int]:
+    statement = db.prepare(ERROR_TOTALS.select(), idempotent=True)
+    return {
+        (row.user_id, row.category, row.subcategory): row.count
+        for (user_id,) in _partitions(utterances)["learner"]
+        for row in map(ERROR_TOTALS.from_row, db.session.execute(statement, (tenant, user_id)))
+    }
+
+
+def error_facts(db: Db, tenant: str, utterances: list[UtteranceRow]) -> set[tuple[str, str, int]]:
+    statement = db.prepare(ERROR_POINTS.select(), idempotent=True)
+    return {
+        (row.user_id, row.utterance_id, row.point)
+        for key in _partitions(utterances)["days"]
+        for row in map(ERROR_POINTS.from_row, db.session.execute(statement, (tenant, *key)))
+    }
+
+
+def served_quarter_hours(
+    db: Db, tenant: str, utterances: list[UtteranceRow]
+) -> dict[tuple[str, datetime, datetime], tuple[int, int, int]]:
+    statement = db.prepare(LEARNING_BUCKETS.select(), idempotent=True)
+    months = {(user_id, day.replace(day=1)) for user_id, day in _partitions(utterances)["days"]}
+    served = {}
+    for key in months:
+        for row in map(LEARNING_BUCKETS.from_row, db.session.execute(statement, (tenant, *key))):
+            assert row.as_of is not None
+            served[(row.user_id, row.month, row.bucket_start)] = (
+                row.entry_count,
+                row.words,
+                row.late_events,
+            )
+    return served
+
+
+def wipe(db: Db, tenant: str, utterances: list[UtteranceRow]) -> None:
+    """Delete every fact and served row the flows wrote for these utterances,
+    so a rerun starts from nothing."""
+    keys = _partitions(utterances)
+    deletes = [
+        (ERROR_POINTS, "days"), (LEARNING_EVENTS, "days"), (ERROR_TOTALS, "learner"),
+        *((ERROR_COUNTS, kind) for kind in ("minute", "hour", "day", "month")),
+    ]  # fmt: skip
+    for table, kind in deletes:
+        statement = db.prepare(f"DELETE FROM {table.name} WHERE {table.key_where()}")
+        for key in keys[kind]:
+            db.session.execute(statement, (tenant, *key))
+    statement = db.prepare(
+        f"DELETE FROM {LEARNING_BUCKETS.name} WHERE {LEARNING_BUCKETS.key_where()}"
+    )
+    for user_id, day in keys["days"]:
+        db.session.execute(statement, (tenant, user_id, day.replace(day=1)))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
