@@ -72,7 +72,10 @@ INSIGHTS_BY_HOUR = Table(
     "insights_by_hour", InsightByHourRow, ["tenant", "hour", "shard"], ["ts", "utterance_id"]
 )
 INSIGHTS_BY_USER = Table(
-    "insights_by_user_month", InsightByUserRow, ["tenant", "user_id", "month"], ["ts", "utterance_id"]
+    "insights_by_user_month",
+    InsightByUserRow,
+    ["tenant", "user_id", "month"],
+    ["ts", "utterance_id"],
 )
 FAILED_INSIGHTS = Table(
     "failed_insights_by_day", FailedInsightRow, ["day"], ["failed_at", "tenant", "utterance_id"]

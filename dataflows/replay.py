@@ -34,11 +34,11 @@ from prometheus_client import REGISTRY
 from cql.logs import configure_logging
 from cql.settings import Settings
 from cql.tables import utc_now
-from dataflows import error_counters, learning, passthrough
+from dataflows import error_counters, insights, learning, passthrough
 
 log = structlog.get_logger("dataflows.replay")
 
-FLOWS: dict[str, ModuleType] = {m.FLOW: m for m in (error_counters, learning, passthrough)}
+FLOWS: dict[str, ModuleType] = {m.FLOW: m for m in (error_counters, insights, learning, passthrough)}
 
 
 def replay(

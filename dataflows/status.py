@@ -26,10 +26,10 @@ from cql.served import DATAFLOW_PROGRESS, ProgressRow
 from cql.session import Db
 from cql.settings import Settings
 from cql.tables import utc_now
-from dataflows import error_counters, learning
+from dataflows import error_counters, insights, learning
 from dataflows.windows import MINUTE, QUARTER_HOUR, window_hold
 
-DEFAULT_FLOWS = (error_counters.FLOW, learning.FLOW)
+DEFAULT_FLOWS = (error_counters.FLOW, learning.FLOW, insights.FLOW)
 # Each counting flow's window: its step (as named in recovery snapshots) and length.
 WINDOWS = {
     error_counters.FLOW: ("batch_by_minute", MINUTE),
