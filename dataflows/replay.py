@@ -38,7 +38,9 @@ from dataflows import error_counters, insights, learning, passthrough
 
 log = structlog.get_logger("dataflows.replay")
 
-FLOWS: dict[str, ModuleType] = {m.FLOW: m for m in (error_counters, insights, learning, passthrough)}
+FLOWS: dict[str, ModuleType] = {
+    m.FLOW: m for m in (error_counters, insights, learning, passthrough)
+}
 
 
 def replay(

@@ -67,7 +67,9 @@ def migrated(settings: Settings) -> Settings:
     try:
         migrate(settings.cassandra)
     except Exception as exc:  # pragma: no cover - environment problem, said plainly
-        pytest.exit(f"Cassandra is not reachable ({exc!r}); run the tests with ops/test", returncode=2)
+        pytest.exit(
+            f"Cassandra is not reachable ({exc!r}); run the tests with ops/test", returncode=2
+        )
     return settings
 
 
@@ -125,15 +127,33 @@ def free_port() -> int:
 class ApiProcess:
     """A real API server (granian) in its own OS process."""
 
-    def __init__(self, settings: Settings, workers: int = 1, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, workers: int = 1, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**settings_env(settings), **(extra_env or {})}
         self.log = open(ROOT / ".local" / "log" / f"test-api-{self.port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "api.app:app_from_env",
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "granian",
+                "--interface",
+                "asgi",
+                "--factory",
+                "api.app:app_from_env",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.wait_ready()
 
@@ -141,7 +161,9 @@ class ApiProcess:
         start = time.monotonic()
         while time.monotonic() - start < deadline_s:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"API process exited with {self.proc.returncode}; see {self.log.name}")
+                raise RuntimeError(
+                    f"API process exited with {self.proc.returncode}; see {self.log.name}"
+                )
             try:
                 if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
                     return

@@ -28,7 +28,11 @@ def utterance(user_id: str, conversation_id: str, **overrides: Any) -> dict[str,
 async def learner(client: httpx.AsyncClient, headers: dict[str, str]) -> tuple[str, str]:
     """Create a learner and a conversation; return their ids."""
     user_id = f"u-{uuid.uuid4().hex[:8]}"
-    r = await client.post("/v1/users", json={"user_id": user_id, "email": f"{user_id}@example.com", "name": "Ana"}, headers=headers)
+    r = await client.post(
+        "/v1/users",
+        json={"user_id": user_id, "email": f"{user_id}@example.com", "name": "Ana"},
+        headers=headers,
+    )
     assert r.status_code == 201, r.text
     r = await client.post("/v1/conversations", json={"user_id": user_id}, headers=headers)
     assert r.status_code == 201, r.text
@@ -37,7 +41,11 @@ async def learner(client: httpx.AsyncClient, headers: dict[str, str]) -> tuple[s
 
 def learner_sync(client: httpx.Client, headers: dict[str, str]) -> tuple[str, str]:
     user_id = f"u-{uuid.uuid4().hex[:8]}"
-    r = client.post("/v1/users", json={"user_id": user_id, "email": f"{user_id}@example.com", "name": "Ana"}, headers=headers)
+    r = client.post(
+        "/v1/users",
+        json={"user_id": user_id, "email": f"{user_id}@example.com", "name": "Ana"},
+        headers=headers,
+    )
     assert r.status_code == 201, r.text
     r = client.post("/v1/conversations", json={"user_id": user_id}, headers=headers)
     assert r.status_code == 201, r.text

@@ -24,11 +24,31 @@ def _cases(user_id: str, conversation_id: str) -> list[tuple[str, object, int, s
         ("missing text", {k: v for k, v in ok.items() if k != "text"}, 400, None),
         ("empty text", ok | {"text": ""}, 400, "text"),
         ("huge text", ok | {"text": "a" * 10_001}, 400, "text"),
-        ("error point without subcategory", ok | {"errors": [{"category": "grammar"}]}, 400, "errors[0]"),
+        (
+            "error point without subcategory",
+            ok | {"errors": [{"category": "grammar"}]},
+            400,
+            "errors[0]",
+        ),
         ("error point as string", ok | {"errors": ["grammar"]}, 400, "errors[0]"),
-        ("error point unknown field", ok | {"errors": [{"category": "a", "subcategory": "b", "x": 1}]}, 400, "errors[0].x"),
-        ("blank category", ok | {"errors": [{"category": " ", "subcategory": "b"}]}, 400, "errors[0].category"),
-        ("too many error points", ok | {"errors": [{"category": "a", "subcategory": "b"}] * 101}, 400, "errors"),
+        (
+            "error point unknown field",
+            ok | {"errors": [{"category": "a", "subcategory": "b", "x": 1}]},
+            400,
+            "errors[0].x",
+        ),
+        (
+            "blank category",
+            ok | {"errors": [{"category": " ", "subcategory": "b"}]},
+            400,
+            "errors[0].category",
+        ),
+        (
+            "too many error points",
+            ok | {"errors": [{"category": "a", "subcategory": "b"}] * 101},
+            400,
+            "errors",
+        ),
         ("bad utterance id", ok | {"utterance_id": "has spaces"}, 400, "utterance_id"),
         ("array body", [ok], 400, None),
         ("far future", ok | {"timestamp": future}, 400, "timestamp"),
@@ -37,7 +57,9 @@ def _cases(user_id: str, conversation_id: str) -> list[tuple[str, object, int, s
     ]
 
 
-async def test_each_malformed_utterance_is_refused_and_writes_nothing(client, tenant, db, settings) -> None:
+async def test_each_malformed_utterance_is_refused_and_writes_nothing(
+    client, tenant, db, settings
+) -> None:
     started = datetime.now(UTC)
     user_id, conversation_id = await learner(client, tenant.headers)
     for name, body, status, field in _cases(user_id, conversation_id):
@@ -52,17 +74,25 @@ async def test_each_malformed_utterance_is_refused_and_writes_nothing(client, te
 
 @pytest.mark.parametrize(
     ("raw", "content_type"),
-    [(b'{"conversation_id": ', "application/json"), (b"\xff\xfe", "application/json"), (b"", "application/json")],
+    [
+        (b'{"conversation_id": ', "application/json"),
+        (b"\xff\xfe", "application/json"),
+        (b"", "application/json"),
+    ],
 )
 async def test_malformed_json_is_400(client, tenant, raw: bytes, content_type: str) -> None:
-    r = await client.post("/v1/utterances", content=raw, headers=tenant.headers | {"content-type": content_type})
+    r = await client.post(
+        "/v1/utterances", content=raw, headers=tenant.headers | {"content-type": content_type}
+    )
     assert r.status_code == 400
     assert r.headers["content-type"].startswith(PROBLEM)
 
 
 async def test_oversized_body_is_413(client, tenant, settings) -> None:
     raw = b'{"text": "' + b"a" * (settings.api.max_body_bytes + 1) + b'"}'
-    r = await client.post("/v1/utterances", content=raw, headers=tenant.headers | {"content-type": "application/json"})
+    r = await client.post(
+        "/v1/utterances", content=raw, headers=tenant.headers | {"content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert str(settings.api.max_body_bytes) in r.json()["detail"]
 
@@ -70,7 +100,9 @@ async def test_oversized_body_is_413(client, tenant, settings) -> None:
 async def test_oversized_batch_is_400_naming_the_field(client, tenant) -> None:
     user_id, conversation_id = await learner(client, tenant.headers)
     items = [utterance(user_id, conversation_id, text="x")] * 1001
-    r = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=tenant.headers)
+    r = await client.post(
+        "/v1/utterances/batch", json={"utterances": items}, headers=tenant.headers
+    )
     assert r.status_code == 400
     assert r.json()["field"] == "utterances"
 
@@ -78,8 +110,15 @@ async def test_oversized_batch_is_400_naming_the_field(client, tenant) -> None:
 async def test_batch_reports_each_item(client, tenant) -> None:
     user_id, conversation_id = await learner(client, tenant.headers)
     same = utterance(user_id, conversation_id, utterance_id="b-1")
-    items = [same, utterance(user_id, "no-such-conversation"), same, same | {"text": "Not the same."}]
-    r = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=tenant.headers)
+    items = [
+        same,
+        utterance(user_id, "no-such-conversation"),
+        same,
+        same | {"text": "Not the same."},
+    ]
+    r = await client.post(
+        "/v1/utterances/batch", json={"utterances": items}, headers=tenant.headers
+    )
     assert r.status_code == 202, r.text
     result = r.json()
     statuses = [i["status"] for i in result["results"]]
@@ -106,7 +145,9 @@ async def test_missing_or_unknown_key_is_401(client, header: str | None, status:
 async def test_idempotency_key_too_long_is_400(client, tenant) -> None:
     user_id, conversation_id = await learner(client, tenant.headers)
     r = await client.post(
-        "/v1/utterances", json=utterance(user_id, conversation_id), headers=tenant.headers | {"Idempotency-Key": "k" * 256}
+        "/v1/utterances",
+        json=utterance(user_id, conversation_id),
+        headers=tenant.headers | {"Idempotency-Key": "k" * 256},
     )
     assert r.status_code == 400
     assert r.json()["field"] == "Idempotency-Key"

@@ -62,7 +62,9 @@ def test_two_migrators_at_once_on_a_fresh_keyspace(settings: Settings) -> None:
     try:
         db.session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
         procs = [
-            subprocess.Popen([sys.executable, "-m", "cql.migrate"], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+            subprocess.Popen(
+                [sys.executable, "-m", "cql.migrate"], cwd=ROOT, env=env, stderr=subprocess.PIPE
+            )
             for _ in range(2)
         ]
         outcomes = [(p.wait(120), p.stderr.read().decode()) for p in procs]
