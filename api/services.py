@@ -82,7 +82,7 @@ def services_of(app: Litestar) -> Services:
     return services
 
 
-async def _connect(app: Litestar) -> None:
+async def _connect(app: Litestar, first_try: asyncio.Event) -> None:
     """Open the services, retrying with a bounded backoff: a worker that
     starts while Cassandra is down answers 503 until it can connect, instead
     of exiting."""
@@ -93,17 +93,23 @@ async def _connect(app: Litestar) -> None:
             app.state.services = await asyncio.to_thread(open_services, settings)
         except Exception as exc:  # NoHostAvailable, DNS, auth: all retried, all logged
             log.warning("api_connect_failed", error=repr(exc), retry_in_s=delay)
+            first_try.set()
             await asyncio.sleep(delay)
             delay = min(delay * 2, CONNECT_BACKOFF_S[1])
             continue
         log.info("api_started", cassandra=settings.cassandra.hosts, redis=settings.redis.url)
+        first_try.set()
         return
 
 
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.services = None
-    connecting = asyncio.create_task(_connect(app))
+    first_try = asyncio.Event()
+    connecting = asyncio.create_task(_connect(app, first_try))
+    # Start serving once the first attempt is over: connected, as usual, or
+    # failed, and then answering 503 while retrying in the background.
+    await first_try.wait()
     try:
         yield
     finally:

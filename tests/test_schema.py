@@ -60,7 +60,7 @@ def test_two_migrators_at_once_on_a_fresh_keyspace(settings: Settings) -> None:
     env = settings_env(settings) | {"UTTERSTREAM_CASSANDRA_KEYSPACE": keyspace}
     db = Db.open(settings.cassandra)
     try:
-        db.session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        db.session.execute("DROP KEYSPACE IF EXISTS utterstream_migrate_race", timeout=60)
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "cql.migrate"], cwd=ROOT, env=env, stderr=subprocess.PIPE
@@ -69,8 +69,8 @@ def test_two_migrators_at_once_on_a_fresh_keyspace(settings: Settings) -> None:
         ]
         outcomes = [(p.wait(120), p.stderr.read().decode()) for p in procs]
         assert all(rc == 0 for rc, _ in outcomes), outcomes
-        applied = db.session.execute(f"SELECT name FROM {keyspace}.schema_migrations")
+        applied = db.session.execute(db.session.prepare("SELECT name FROM schema_migrations", keyspace=keyspace))
         assert sorted(r[0] for r in applied) == [p.name for p in schema_files()]
     finally:
-        db.session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        db.session.execute("DROP KEYSPACE IF EXISTS utterstream_migrate_race", timeout=60)
         db.close()
