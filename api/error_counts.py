@@ -113,25 +113,8 @@ class ErrorCountsController(Controller):
             str | None,
             query.param("The window length", required=True, type=query.STRING, enum=list(WINDOWS)),
         ] = None,
-        from_: Annotated[
-            str | None,
-            query.param(
-                "Start of the range (inclusive): RFC 3339 with an offset",
-                name="from",
-                required=True,
-                type=query.STRING,
-                format="date-time",
-            ),
-        ] = None,
-        to: Annotated[
-            str | None,
-            query.param(
-                "End of the range (exclusive): RFC 3339 with an offset",
-                required=True,
-                type=query.STRING,
-                format="date-time",
-            ),
-        ] = None,
+        from_: query.TimeFrom = None,
+        to: query.TimeTo = None,
         category: Annotated[
             str | None, query.param("Only this category", type=query.STRING)
         ] = None,

@@ -135,25 +135,8 @@ class InsightsController(Controller):
         request: Request,
         principal: PrincipalDep,
         services: ServicesDep,
-        from_: Annotated[
-            str | None,
-            query.param(
-                "Start of the range (inclusive): RFC 3339 with an offset",
-                name="from",
-                required=True,
-                type=query.STRING,
-                format="date-time",
-            ),
-        ] = None,
-        to: Annotated[
-            str | None,
-            query.param(
-                "End of the range (exclusive): RFC 3339 with an offset",
-                required=True,
-                type=query.STRING,
-                format="date-time",
-            ),
-        ] = None,
+        from_: query.TimeFrom = None,
+        to: query.TimeTo = None,
         min_confidence: Annotated[
             str | None,
             query.param(

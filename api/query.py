@@ -8,7 +8,7 @@ OpenAPI document still states each parameter's real type, through `param`.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response
@@ -85,3 +85,25 @@ def json_response(body: bytes) -> Response[Any]:
 
 def _listed(names: Collection[str]) -> str:
     return ", ".join(f"`{n}`" for n in names)
+
+
+# The required RFC 3339 range of the errors and insights queries.
+TimeFrom = Annotated[
+    str | None,
+    param(
+        "Start of the range (inclusive): RFC 3339 with an offset",
+        name="from",
+        required=True,
+        type=STRING,
+        format="date-time",
+    ),
+]
+TimeTo = Annotated[
+    str | None,
+    param(
+        "End of the range (exclusive): RFC 3339 with an offset",
+        required=True,
+        type=STRING,
+        format="date-time",
+    ),
+]
