@@ -85,23 +85,35 @@ async def accept_batch(
     items: list[tuple[UtteranceIn, str]],
     concurrency: int,
 ) -> list[ItemResult]:
-    """One result per item, in order; items run concurrently, bounded."""
+    """One result per item, in order. Items run concurrently, bounded, except
+    that items sharing an utterance id run one after another in batch order:
+    the first copy stores it and a later clashing body gets 409, every time."""
     slots = asyncio.Semaphore(concurrency)
+    results: dict[int, ItemResult] = {}
+    by_id: dict[str, list[int]] = {}
+    for index, (_, utterance_id) in enumerate(items):
+        by_id.setdefault(utterance_id, []).append(index)
 
-    async def one(index: int, item: UtteranceIn, utterance_id: str) -> ItemResult:
-        async with slots:
-            try:
-                done = await accept(store, feed, tenant, item, utterance_id)
-            except ApiError as exc:
-                status, body, _ = problem_body(exc)
-                return ItemResult(
-                    index, status, item.utterance_id, error=body["type"], detail=exc.detail
-                )
-        return ItemResult(
-            index, 201 if not done.duplicate else 200, done.utterance_id, duplicate=done.duplicate
-        )
+    async def in_order(indexes: list[int]) -> None:
+        for index in indexes:
+            item, utterance_id = items[index]
+            async with slots:
+                results[index] = await _accept_item(store, feed, tenant, index, item, utterance_id)
 
-    return list(await asyncio.gather(*(one(i, item, uid) for i, (item, uid) in enumerate(items))))
+    await asyncio.gather(*(in_order(indexes) for indexes in by_id.values()))
+    return [results[index] for index in range(len(items))]
+
+
+async def _accept_item(
+    store: Store, feed: FeedSettings, tenant: str, index: int, item: UtteranceIn, utterance_id: str
+) -> ItemResult:
+    try:
+        done = await accept(store, feed, tenant, item, utterance_id)
+    except ApiError as exc:
+        status, body, _ = problem_body(exc)
+        return ItemResult(index, status, item.utterance_id, error=body["type"], detail=exc.detail)
+    status = 200 if done.duplicate else 201
+    return ItemResult(index, status, done.utterance_id, duplicate=done.duplicate)
 
 
 async def _check_conversation(store: Store, tenant: str, item: UtteranceIn) -> None:

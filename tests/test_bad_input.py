@@ -122,12 +122,24 @@ async def test_batch_reports_each_item(client, tenant) -> None:
     assert r.status_code == 202, r.text
     result = r.json()
     statuses = [i["status"] for i in result["results"]]
-    # The two copies of b-1 race inside the batch: one stores it, the other
-    # finds it stored (or finishes the same write); either way it is stored once.
-    assert sorted([statuses[0], statuses[2]]) in ([200, 201], [201, 201])
-    assert statuses[1] == 404 and statuses[3] == 409
+    # Items sharing an utterance id run in batch order: the first copy stores
+    # it, the second finds it stored, the clashing body is refused.
+    assert statuses == [201, 404, 200, 409]
     assert result["results"][3]["error"].endswith("/conflict")
     assert result["rejected"] == 2
+
+
+async def test_batch_first_copy_of_an_id_wins(client, tenant) -> None:
+    user_id, conversation_id = await learner(client, tenant.headers)
+    first = utterance(user_id, conversation_id, utterance_id="b-2", text="First.")
+    other = first | {"text": "Second."}
+    items = [first, other, first, other, first]
+    r = await client.post(
+        "/v1/utterances/batch", json={"utterances": items}, headers=tenant.headers
+    )
+    assert [i["status"] for i in r.json()["results"]] == [201, 409, 200, 409, 200]
+    stored = await client.get(f"/v1/utterances/{first['utterance_id']}", headers=tenant.headers)
+    assert stored.json()["text"] == "First."
 
 
 @pytest.mark.parametrize(
