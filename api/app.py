@@ -4,8 +4,8 @@ server runs (`granian --factory api.app:app_from_env`)."""
 
 from __future__ import annotations
 
-from litestar import Litestar, Request
-from litestar.datastructures import State
+from litestar import Litestar, Request, Router
+from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -19,8 +19,9 @@ from api.exercises import ExercisesController
 from api.health import HealthController
 from api.insights import InsightsController
 from api.learning import LearningController
+from api.limits import RATE_LIMIT_HEADERS
 from api.metrics import MetricsController
-from api.middleware import EdgeMiddleware
+from api.middleware import REQUEST_ID, EdgeMiddleware
 from api.services import Services, lifespan, services_of
 from api.users import UsersController
 from api.utterances import UtterancesController
@@ -57,10 +58,9 @@ def openapi_config() -> OpenAPIConfig:
 
 
 def create_app(settings: Settings) -> Litestar:
-    return Litestar(
+    keyed = Router(
+        path="/",
         route_handlers=[
-            HealthController,
-            MetricsController,
             UsersController,
             ConversationsController,
             UtterancesController,
@@ -68,6 +68,18 @@ def create_app(settings: Settings) -> Litestar:
             LearningController,
             ExercisesController,
             InsightsController,
+        ],
+        response_headers=RATE_LIMIT_HEADERS,
+    )
+    return Litestar(
+        route_handlers=[HealthController, MetricsController, keyed],
+        response_headers=[
+            ResponseHeader(
+                name=REQUEST_ID,
+                documentation_only=True,
+                description="The request's X-Request-ID if it sent one, else a new id; "
+                "every log line of the request carries it.",
+            )
         ],
         dependencies={
             "services": Provide(_services, sync_to_thread=False),

@@ -37,8 +37,9 @@ class ConversationsController(Controller):
         data: JSONBody[ConversationIn],
         principal: PrincipalDep,
         services: ServicesDep,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[Conversation]:
-        key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
+        key = idempotency.checked_key(idempotency_key)
         tenant = principal.tenant
 
         async def work() -> idempotency.Answer:

@@ -67,8 +67,9 @@ class ExercisesController(Controller):
         data: JSONBody[ExercisesIn],
         principal: PrincipalDep,
         services: ServicesDep,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[Exercises]:
-        key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
+        key = idempotency.checked_key(idempotency_key)
 
         async def work() -> idempotency.Answer:
             answer = await exercises_for(services, principal.tenant, user_id, data)

@@ -25,10 +25,11 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Response
+from litestar.params import Parameter
 
 from api.errors import (
     CASSANDRA_UNAVAILABLE,
@@ -47,6 +48,19 @@ from cql.tables import IdempotencyRow, utc_now
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
+
+# The header as a handler parameter, so the OpenAPI document shows it;
+# checked_key validates it (one message, naming the header).
+KeyHeader = Annotated[
+    str | None,
+    Parameter(
+        header=HEADER,
+        required=False,
+        description="Makes a retried POST safe: the same key with the same body "
+        "replays the first answer (Idempotent-Replayed: true); with another body, 422.",
+        schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    ),
+]
 
 # What a request produces: its status and JSON body (already encoded).
 Answer = tuple[int, bytes]

@@ -5,12 +5,34 @@ marked `opt={"rate_cost": "items"}` are skipped by the middleware)."""
 
 from __future__ import annotations
 
+from litestar.datastructures import ResponseHeader
+
 from api.auth import Principal
 from api.errors import RateLimited, ServiceUnavailable
 from api.services import Services
 from cql.ratelimit import RateLimiterUnavailable, decide, headers
 
 ITEMS = "items"
+
+# For the OpenAPI document of every keyed route. Absent only when Redis is
+# down and the configured policy lets requests through uncounted.
+RATE_LIMIT_HEADERS = [
+    ResponseHeader(
+        name="RateLimit-Limit",
+        documentation_only=True,
+        description="Tokens the API key's bucket holds when full (its burst).",
+    ),
+    ResponseHeader(
+        name="RateLimit-Remaining",
+        documentation_only=True,
+        description="Tokens left after this request; a batch costs one per item.",
+    ),
+    ResponseHeader(
+        name="RateLimit-Reset",
+        documentation_only=True,
+        description="Seconds until the bucket is full again.",
+    ),
+]
 
 
 async def charge(services: Services, principal: Principal, cost: int) -> dict[str, str]:

@@ -16,10 +16,12 @@ DEFAULT_PATH = Path(__file__).with_name("openapi.json")
 
 
 def document() -> str:
-    """The document as committed: the app's schema, indented, one trailing newline.
-    Building the app opens no connection (that happens in its lifespan)."""
+    """The document as committed: the app's schema, indented, keys sorted
+    (Litestar merges response headers through a set, so their order changes
+    from one process to the next), one trailing newline. Building the app
+    opens no connection (that happens in its lifespan)."""
     schema = create_app(Settings()).openapi_schema.to_schema()
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,8 +37,9 @@ class UsersController(Controller):
         data: JSONBody[UserIn],
         principal: PrincipalDep,
         services: ServicesDep,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[User]:
-        key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
+        key = idempotency.checked_key(idempotency_key)
 
         async def work() -> idempotency.Answer:
             user_id = data.user_id or (

@@ -48,8 +48,9 @@ class UtterancesController(Controller):
         data: JSONBody[UtteranceIn],
         principal: PrincipalDep,
         services: ServicesDep,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[Accepted]:
-        key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
+        key = idempotency.checked_key(idempotency_key)
         tenant = principal.tenant
         utterance_id = data.utterance_id or _new_id(tenant, key, 0)
 
@@ -84,11 +85,12 @@ class UtterancesController(Controller):
         data: JSONBody[BatchIn],
         principal: PrincipalDep,
         services: ServicesDep,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[BatchResult]:
         request.state.rate_headers.update(
             await limits.charge(services, principal, len(data.utterances))
         )
-        key = idempotency.checked_key(request.headers.get(idempotency.HEADER))
+        key = idempotency.checked_key(idempotency_key)
         tenant = principal.tenant
         items = [
             (item, item.utterance_id or _new_id(tenant, key, i))

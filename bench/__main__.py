@@ -1,6 +1,6 @@
 """`ops/bench [--quick] [options]`: every benchmark section once, one report.
 
-    ops/bench                  # the full run, about 6-8 minutes on 2 cores
+    ops/bench                  # the full run, about 20 minutes on 2 cores (10 of them the soak)
     ops/bench --quick          # a smoke run, about 2 minutes
     ops/bench --only limit,ingest --duration 20
 
@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import common, dataflow, ingest, limit, loadgen, memory, profile, reads, report
+from bench import common, dataflow, ingest, limit, loadgen, memory, profile, reads, report, soak
 
-SECTIONS = ("limit", "ingest", "reads", "profile", "dataflow")
+SECTIONS = ("limit", "ingest", "reads", "profile", "soak", "dataflow")
 
 
 def _ints(text: str) -> list[int]:
@@ -52,6 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--read-concurrency", type=int, default=8)
     p.add_argument(
+        "--soak-minutes",
+        type=int,
+        help="minutes of mixed load for the memory soak (default 10; quick 1)",
+    )
+    p.add_argument(
         "--generator", choices=("auto", "wrk", "httpx"), default="auto", help="HTTP load generator"
     )
     p.add_argument("--only", help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
@@ -62,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.batch_sweep = args.batch_sweep or ([1, 4] if quick else [1, 4, 16])
     args.duration = args.duration or (3.0 if quick else 12.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
+    args.soak_minutes = args.soak_minutes or (1 if quick else 10)
     args.only = set(args.only.split(",")) if args.only else set(SECTIONS)
     if unknown := args.only - set(SECTIONS):
         p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_s": args.warmup,
         "driver_processes": args.processes,
         "read_concurrency": args.read_concurrency,
+        "soak_minutes": args.soak_minutes if "soak" in args.only else 0,
         "generator": args.generator,
         "api_max_in_flight": settings.cassandra.max_in_flight,
         "feed_shards": settings.feed.shards,
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             or []
         )
 
-    api_sections = args.only & {"ingest", "reads", "profile"}
+    api_sections = args.only & {"ingest", "reads", "profile", "soak"}
     if api_sections:
         _api_sections(args, settings, tag, run, section)
 
@@ -201,6 +208,9 @@ def _api_sections(
                 section("profile_pyspy", lambda: _pyspy(args, api, key, pairs, tag)) or []
             )
             samples.append(memory.sample("after py-spy load", api.worker_pids()))
+
+        if "soak" in args.only:
+            run["soak"] = section("soak", lambda: _soak(args, api, key, pairs, tag))
     finally:
         api.stop()
     baseline = "after warm-up (/health load)"
@@ -260,6 +270,14 @@ def _reads(
             f"reads {r['endpoint']:<40} {r['req_per_s']:>8} req/s p50 {lat['p50']} p99 {lat['p99']} ms failures {r['failures']}"
         )
     return out
+
+
+def _soak(args: argparse.Namespace, api: Any, key: str, pairs: Any, tag: str) -> dict[str, Any]:
+    served = reads.served_paths(api.url, key, pairs)
+    usable = [paths for paths in served.values() if not paths[0].startswith("unusable")]
+    get_paths = [p for paths in usable for p in paths] or ["/health"]
+    log(f"soak: {args.soak_minutes} minutes of POSTs then GETs, 16 in flight")
+    return soak.run(api, key, pairs, get_paths, args.soak_minutes, 16, args.generator, tag, log)
 
 
 def _pyspy(

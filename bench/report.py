@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bench.soak import POST_SHARE
+
 
 def _ms(value: Any) -> str:
     return "" if value is None else f"{value:g}"
@@ -147,17 +149,12 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
         for s in mem["samples"]:
             per = ", ".join(_ms(x) for x in s["workers"].values())
             out.append(f"|{s['at']}|{per}|{s['total_mib']}|")
-        verdict = mem["verdict"]
-        word = {True: "flat", False: "NOT flat", None: "unknown"}[verdict.get("flat")]
-        out += [
-            "",
-            f"Verdict: **{word}** (±{int(verdict.get('tolerance', 0.1) * 100)}%): "
-            f"{verdict.get('change_since_baseline', 0):+.1%} since {verdict.get('baseline')}, "
-            f"{verdict.get('change_since_start', 0):+.1%} since start.",
-            "",
-        ]
+        out += ["", _verdict(mem["verdict"], "start"), ""]
     else:
         out += ["skipped", ""]
+
+    out += ["## 7. Soak: API memory over sustained mixed load", ""]
+    out += _soak(run.get("soak"))
 
     out += [
         "## Profile of the hot path",
@@ -206,6 +203,34 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
             + [""]
         )
     return "\n".join(out)
+
+
+def _soak(soak: dict[str, Any] | None) -> list[str]:
+    if not soak:
+        return ["skipped", ""]
+    out = [
+        f"Each minute: {60 * POST_SHARE:.0f} s of single POSTs, then {60 * (1 - POST_SHARE):.0f} s "
+        "of served GETs, "
+        f"{soak['concurrency']} in flight; RSS of all API workers after each minute.",
+        "",
+        "|Minute|POSTs|POST failures|GETs|GET failures|Total MiB|",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in soak["minutes"]:
+        out.append(
+            f"|{m['minute']}|{m['posts']}|{m['post_failures']}|{m['gets']}|{m['get_failures']}|{m['total_mib']}|"
+        )
+    out += ["", _verdict(soak["verdict"], "the soak's start"), ""]
+    return out
+
+
+def _verdict(verdict: dict[str, Any], start: str) -> str:
+    word = {True: "flat", False: "NOT flat", None: "unknown"}[verdict.get("flat")]
+    return (
+        f"Verdict: **{word}** (±{int(verdict.get('tolerance', 0.1) * 100)}%): "
+        f"{verdict.get('change_since_baseline', 0):+.1%} since {verdict.get('baseline')}, "
+        f"{verdict.get('change_since_start', 0):+.1%} since {start}."
+    )
 
 
 def chart(run: dict[str, Any], path: Path) -> bool:

@@ -51,6 +51,21 @@ def test_committed_openapi_document_is_the_served_one() -> None:
     assert committed == document(), "api/openapi.json is stale: run `python -m api.openapi_export`"
 
 
+def test_document_shows_the_protocol_headers() -> None:
+    """Clients and fuzzers learn the idempotency and rate-limit protocol from
+    the document: every POST takes Idempotency-Key, every success answer
+    carries X-Request-ID, and every keyed route's the RateLimit fields."""
+    paths = json.loads(document())["paths"]
+    for path, operations in paths.items():
+        for method, op in operations.items():
+            taken = {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
+            assert ("Idempotency-Key" in taken) == (method == "post"), (method, path)
+            success = next(r for s, r in op["responses"].items() if s.startswith("2"))
+            sent = set(success.get("headers", {}))
+            assert "X-Request-ID" in sent, (method, path)
+            assert ("RateLimit-Remaining" in sent) == path.startswith("/v1/"), (method, path)
+
+
 def _by_status() -> Counter[int]:
     totals: Counter[int] = Counter()
     for (_, status), n in SENT.items():
