@@ -7,6 +7,7 @@ from __future__ import annotations
 from litestar import Litestar, Request, Router
 from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -14,14 +15,14 @@ from litestar.openapi.spec import Components, SecurityScheme
 from api.auth import Principal
 from api.conversations import ConversationsController
 from api.error_counts import ErrorCountsController
-from api.errors import exception_handlers
+from api.errors import exception_handlers, handle_http_exception
 from api.exercises import ExercisesController
 from api.health import HealthController
 from api.insights import InsightsController
 from api.learning import LearningController
 from api.limits import RATE_LIMIT_HEADERS
 from api.metrics import MetricsController
-from api.middleware import REQUEST_ID, EdgeMiddleware
+from api.middleware import REQUEST_ID, EdgeMiddleware, unrouted
 from api.services import Services, lifespan, services_of
 from api.users import UsersController
 from api.utterances import UtterancesController
@@ -86,7 +87,7 @@ def create_app(settings: Settings) -> Litestar:
             "principal": Provide(_principal, sync_to_thread=False),
         },
         middleware=[EdgeMiddleware()],
-        exception_handlers=exception_handlers(),
+        exception_handlers=exception_handlers() | {HTTPException: unrouted(handle_http_exception)},
         lifespan=[lifespan],
         openapi_config=openapi_config(),
         request_max_body_size=settings.api.max_body_bytes,

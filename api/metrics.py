@@ -33,6 +33,11 @@ IDEMPOTENCY = Counter(
     "Idempotency-Key outcomes: applied (first use), replayed, reused (422), in_flight (409), taken_over",
     ["outcome"],
 )
+UNROUTED = Counter(
+    "utterstream_unrouted_requests",
+    "Requests that matched no route (404) or no method of one (405)",
+    ["method", "status"],
+)
 RATE_LIMITED = Counter("utterstream_rate_limited", "Requests refused with 429 by the rate limiter")
 CASSANDRA_ERRORS = Counter(
     "utterstream_cassandra_errors",

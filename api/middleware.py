@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import msgspec
 import structlog
+from litestar import Request, Response
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,7 +26,7 @@ from api.errors import (
     problem_body,
 )
 from api.limits import ITEMS, charge
-from api.metrics import CASSANDRA_ERRORS, RATE_LIMITED, REQUEST_SECONDS
+from api.metrics import CASSANDRA_ERRORS, RATE_LIMITED, REQUEST_SECONDS, UNROUTED
 from api.services import Services, services_of
 
 log = structlog.get_logger("api.access")
@@ -37,7 +40,7 @@ class EdgeMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         started = time.perf_counter()
         headers = MutableScopeHeaders(scope)
-        request_id = (headers.get(REQUEST_ID) or "")[:128] or uuid.uuid4().hex
+        request_id = _request_id(headers.get(REQUEST_ID))
         extra_headers: dict[str, str] = {REQUEST_ID: request_id}
         status = 500
         tenant = None
@@ -92,6 +95,36 @@ class EdgeMiddleware(ASGIMiddleware):
                 tenant=tenant,
                 ms=round(elapsed * 1000, 2),
             )
+
+
+def unrouted(handler: Callable[[Request, HTTPException], Response]) -> Callable[..., Response]:
+    """Litestar runs middleware per route, so a request that matches no route
+    (404) or no method of one (405) never passes EdgeMiddleware: its answer
+    gets the request id, the access-log line and a metric here instead."""
+
+    def handle(request: Request, exc: HTTPException) -> Response:
+        response = handler(request, exc)
+        if "route_handler" in request.scope:
+            return response
+        request_id = _request_id(request.headers.get(REQUEST_ID))
+        response.headers[REQUEST_ID] = request_id
+        UNROUTED.labels(request.method, str(response.status_code)).inc()
+        log.info(
+            "request",
+            request_id=request_id,
+            method=request.method,
+            path=request.url.path,
+            route="unmatched",
+            status=response.status_code,
+            tenant=None,
+        )
+        return response
+
+    return handle
+
+
+def _request_id(sent: str | None) -> str:
+    return (sent or "")[:128] or uuid.uuid4().hex
 
 
 async def authenticate(services: Services, authorization: str | None) -> Principal:

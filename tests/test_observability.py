@@ -114,6 +114,30 @@ def test_access_log_is_one_json_line_with_id_tenant_route_status_latency(server,
     assert line["level"] == "info" and line["timestamp"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"), [("GET", "/v2/nope", 404), ("PUT", "/health", 405)]
+)
+def test_a_request_no_route_matches_is_logged_and_counted(server, method, path, status) -> None:
+    request_id = f"obs-{uuid.uuid4().hex}"
+    with httpx.Client(base_url=server.url) as c:
+        before = _unrouted(c, method, status)
+        r = c.request(method, path, headers={REQUEST_ID: request_id})
+        assert r.status_code == status
+        assert r.headers[REQUEST_ID] == request_id
+        assert r.headers["content-type"] == "application/problem+json"
+        assert _unrouted(c, method, status) == before + 1
+    (line,) = _access_lines(server, request_id)
+    assert (line["route"], line["status"], line["path"]) == ("unmatched", status, path)
+
+
+def _unrouted(c: httpx.Client, method: str, status: int) -> float:
+    wanted = f'utterstream_unrouted_requests_total{{method="{method}",status="{status}"}}'
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith(wanted):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def test_access_log_records_a_refusal_at_the_edge(server) -> None:
     request_id = f"obs-{uuid.uuid4().hex}"
     with httpx.Client(base_url=server.url) as c:
