@@ -138,8 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         _api_sections(args, settings, tag, run, section)
 
     if "dataflow" in args.only:
+        # Freshness at half the best single-POST rate of this run, when measured.
+        singles = [p["items_per_s"] for p in run.get("ingest", []) if p["mode"] == "single"]
+        rate = round(max(singles) / 2, 1) if singles else None
+        run["config"]["freshness_rate"] = rate or "bench_dataflow default"
         run["dataflow"] = section(
-            "dataflow", lambda: dataflow.run(args.quick, timeout_s=300 if args.quick else 900)
+            "dataflow",
+            lambda: dataflow.run(args.quick, timeout_s=300 if args.quick else 900, rate=rate),
         )
     run["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     paths = report.write(run, args.results)

@@ -21,10 +21,15 @@ from bench.common import ROOT
 SCRIPT = ROOT / "ops" / "bench_dataflow.py"
 
 
-def run(quick: bool, timeout_s: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run(
+    quick: bool, timeout_s: float, rate: float | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """`rate`: POSTs/s for the freshness run (the script's default when None)."""
     if not SCRIPT.exists():
         return {"status": "not yet available", "why": f"{SCRIPT.relative_to(ROOT)} does not exist"}
     command = [sys.executable, str(SCRIPT), *(["--quick"] if quick else [])]
+    if rate:
+        command += ["--rate", f"{rate:g}"]
     try:
         done = subprocess.run(
             command,

@@ -112,7 +112,7 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
     for number, name in ((3, "freshness"), (4, "dataflow")):
         out += [f"## {number}. {name.capitalize()}", ""]
         if df.get("status") == "ok" and name in df:
-            out += ["```json", json.dumps(df[name], indent=2), "```", ""]
+            out += _FLOW_SECTIONS[name](df[name])
         elif df.get("status") == "ok":
             out += [
                 f"ops/bench_dataflow.py reported no `{name}` key; its whole answer is in the JSON report.",
@@ -231,6 +231,51 @@ def _verdict(verdict: dict[str, Any], start: str) -> str:
         f"{verdict.get('change_since_baseline', 0):+.1%} since {verdict.get('baseline')}, "
         f"{verdict.get('change_since_start', 0):+.1%} since {start}."
     )
+
+
+def _freshness(f: dict[str, Any]) -> list[str]:
+    seen = f["seconds_to_visible"]
+    cfg = f["settings"]
+    samples = f.get("flow_samples", [])
+    rss = [x["flow_rss_mib"] for x in samples]
+    keys = [x["open_window_keys"] for x in samples]
+    return [
+        f"Steady ingest of {f['rate_per_s']:g} POSTs/s for {f['seconds']:g} s over {f['learners']} "
+        f"learners (half the best single-POST rate of section 2 when it ran): "
+        f"{f['acknowledged']} acknowledged, {f['never_visible']} never visible.",
+        "",
+        "|Seconds from acknowledged POST to the count in GET /errors|p50|p99|p99.9|max|",
+        "|---|---|---|---|---|",
+        f"|{cfg['window']} windows, wait {cfg['window_wait_s']:g} s, reader lag {cfg['reader_lag_s']:g} s"
+        f"|{seen['p50']}|{seen['p99']}|{seen['p999']}|{seen['max']}|",
+        "",
+        f"The error-counter flow meanwhile: RSS {min(rss, default=0)}-{max(rss, default=0)} MiB; "
+        f"learners holding open window state at most {max(keys, default=0)}, "
+        f"{keys[-1] if keys else 'n/a'} once the stream ended.",
+        "",
+    ]
+
+
+def _dataflow(d: dict[str, Any]) -> list[str]:
+    rows = [("passthrough (reads the feed only)", d["passthrough"])]
+    rows.append(("error_counters", d["error_counters"]))
+    out = [
+        f"The same feed of {d['events_written']} events ({d['learners']} learners), read by each "
+        f"flow from fresh recovery state, {d['workers']} workers (passthrough: best of "
+        f"{len(d.get('passthrough_runs', [])) or 1}).",
+        "",
+        "|Flow|Entries|Seconds|Entries/s|vs passthrough|",
+        "|---|---|---|---|---|",
+    ]
+    base = d["passthrough"]["entries_per_s"]
+    for label, r in rows:
+        out.append(
+            f"|{label}|{r['entries']}|{r['seconds']}|{r['entries_per_s']}|{_ratio(r['entries_per_s'], base)}|"
+        )
+    return [*out, ""]
+
+
+_FLOW_SECTIONS = {"freshness": _freshness, "dataflow": _dataflow}
 
 
 def chart(run: dict[str, Any], path: Path) -> bool:
