@@ -21,7 +21,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import common, dataflow, ingest, limit, loadgen, memory, profile, reads, report, soak
+from bench import (
+    common,
+    cpu,
+    dataflow,
+    ingest,
+    limit,
+    loadgen,
+    memory,
+    profile,
+    reads,
+    report,
+    soak,
+)
 
 SECTIONS = ("limit", "ingest", "reads", "profile", "soak", "dataflow")
 
@@ -195,6 +207,7 @@ def _api_sections(
                             args.generator,
                             tag,
                             log,
+                            api.worker_pids(),
                         ),
                     )
                     or []
@@ -248,6 +261,7 @@ def _reads(
             args.warmup,
             args.generator,
             f"{tag}-read",
+            api.worker_pids(),
         )
     ]
     for name, paths in reads.served_paths(api.url, key, pairs).items():
@@ -266,9 +280,12 @@ def _reads(
                 args.warmup,
                 args.generator,
                 f"{tag}-{name}",
+                api.worker_pids(),
             )
         )
-    out.append(reads.raw(settings, "bench", ids, c, args.warmup, args.duration))
+    with cpu.Share(api.worker_pids()) as share:
+        out.append(reads.raw(settings, "bench", ids, c, args.warmup, args.duration))
+    out[-1]["cpu_percent"] = share.result
     for r in out:
         lat = r["latency_ms"]
         log(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import loadgen
+from bench import cpu, loadgen
 from bench.loadgen import Workload
 
 # Cassandra operations per accepted utterance (see the module docstring).
@@ -68,6 +68,7 @@ def sweep(
     generator: str,
     run: str,
     log: Any,
+    api_pids: list[int],
 ) -> list[dict[str, Any]]:
     results = []
     for c in concurrencies:
@@ -82,9 +83,11 @@ def sweep(
             # stops: measure for at least 5 latencies (at most 3x as long).
             p50_s = (warm["latency_ms"].get("p50") or 0) / 1000
             measured_s = min(max(duration_s, 5 * p50_s), 3 * duration_s)
-        r = loadgen.run(
-            Workload(run=f"{run}-{mode}-{c}", duration_s=measured_s, **common), generator
-        )
+        with cpu.Share(api_pids) as share:
+            r = loadgen.run(
+                Workload(run=f"{run}-{mode}-{c}", duration_s=measured_s, **common), generator
+            )
+        r["cpu_percent"] = share.result
         r["reliable"] = (r["latency_ms"].get("p50") or 0) / 1000 <= r["duration_s"] / 5
         r["batch_size"] = batch if mode == "batch" else 1
         r["utterances_in_flight"] = c * r["batch_size"]
@@ -92,7 +95,7 @@ def sweep(
         log(
             f"ingest {mode:>6} c={c:<4} {r['items_per_s']:>8.1f} utterances/s "
             f"({r['req_per_s']} req/s) p50 {lat['p50']} p99 {lat['p99']} p99.9 {lat['p999']} ms "
-            f"failures {r['failures']} {r['statuses']}"
+            f"failures {r['failures']} {r['statuses']} cpu {share.result}"
         )
         results.append(r)
     return results

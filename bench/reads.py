@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from bench import loadgen
+from bench import cpu, loadgen
 from bench.common import ERRORS, TEXT, drive, summarize
 from bench.loadgen import Workload
 
@@ -88,6 +88,7 @@ def http(
     warmup_s: float,
     generator: str,
     run: str,
+    api_pids: list[int],
 ) -> dict[str, Any]:
     w = Workload(
         mode="get",
@@ -101,7 +102,9 @@ def http(
     if warmup_s > 0:
         loadgen.run(w, generator)
     w.duration_s = duration_s
-    result = loadgen.run(w, generator)
+    with cpu.Share(api_pids) as share:
+        result = loadgen.run(w, generator)
+    result["cpu_percent"] = share.result
     result["endpoint"] = name
     return result
 

@@ -20,6 +20,14 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else ""
 
 
+def _cpu(point: dict[str, Any]) -> str:
+    """The machine's CPU during the point (all cores = 100): who was busy."""
+    c = point.get("cpu_percent")
+    if not c:
+        return ""
+    return f"{c['cassandra']} / {c['api']} / {c['other']} / {c['idle']}"
+
+
 def best_lwt(run: dict[str, Any]) -> float | None:
     points = [p["ops_per_s"] for p in run.get("limit", []) if p["statement"] == "lwt"]
     return max(points) if points else None
@@ -76,8 +84,8 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
         out.append("")
     if run.get("ingest"):
         out += [
-            "|Endpoint|Requests in flight|Utterances in flight|Requests|Failures|Requests/s|Utterances/s|p50 ms|p99 ms|p99.9 ms|Max ms|vs best LWT|Statuses|",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|Endpoint|Requests in flight|Utterances in flight|Requests|Failures|Requests/s|Utterances/s|p50 ms|p99 ms|p99.9 ms|Max ms|vs best LWT|Statuses|CPU: Cassandra / API / other / idle %|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in run["ingest"]:
             lat = p["latency_ms"]
@@ -92,7 +100,7 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
             out.append(
                 f"|{name}|{p['concurrency']}|{p['utterances_in_flight']}|{p['requests']}|{p['failures']}|"
                 f"{p['req_per_s']}|{p['items_per_s']}|{_ms(lat['p50'])}|{_ms(lat['p99'])}|{_ms(lat['p999'])}|"
-                f"{_ms(lat['max'])}|{_ratio(p['items_per_s'], lwt)}|{statuses}|"
+                f"{_ms(lat['max'])}|{_ratio(p['items_per_s'], lwt)}|{statuses}|{_cpu(p)}|"
             )
             if not p.get("reliable", True):
                 out[-1] = out[-1].replace(f"|{p['items_per_s']}|", f"|{p['items_per_s']} (*)|", 1)
@@ -125,8 +133,8 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
     if run.get("reads"):
         raw = next((r for r in run["reads"] if r["generator"] == "cassandra-driver"), None)
         out += [
-            "|Endpoint|Generator|Concurrency|Requests|Failures|Requests/s|p50 ms|p99 ms|p99.9 ms|p50 vs raw|p99 vs raw|",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|Endpoint|Generator|Concurrency|Requests|Failures|Requests/s|p50 ms|p99 ms|p99.9 ms|p50 vs raw|p99 vs raw|CPU: Cassandra / API / other / idle %|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in run["reads"]:
             lat = r["latency_ms"]
@@ -134,7 +142,7 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
             out.append(
                 f"|{r['endpoint']}|{r['generator']}|{r['concurrency']}|{r['requests']}|{r['failures']}|{r['req_per_s']}|"
                 f"{_ms(lat['p50'])}|{_ms(lat['p99'])}|{_ms(lat.get('p999'))}|"
-                f"{_ratio(lat['p50'], rl.get('p50'))}|{_ratio(lat['p99'], rl.get('p99'))}|"
+                f"{_ratio(lat['p50'], rl.get('p50'))}|{_ratio(lat['p99'], rl.get('p99'))}|{_cpu(r)}|"
             )
         for name, why in run.get("reads_unusable", {}).items():
             out.append(f"\n{name}: {why}")
