@@ -1,7 +1,7 @@
 """`ops/bench [--quick] [options]`: every benchmark section once, one report.
 
-    ops/bench                  # the full run, about 20 minutes on 2 cores (10 of them the soak)
-    ops/bench --quick          # a smoke run, about 2 minutes
+    ops/bench                  # the full run, about 22 minutes on 2 cores (10 of them the soak)
+    ops/bench --quick          # a smoke run, about 5 minutes
     ops/bench --only limit,ingest --duration 20
 
 Writes bench/results/<stamp>.{json,md,png} and bench/results/latest.md.
@@ -44,7 +44,7 @@ def _ints(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ops/bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
+    p.add_argument("--quick", action="store_true", help="short smoke run (~5 minutes)")
     p.add_argument(
         "--sweep",
         type=_ints,
