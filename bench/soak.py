@@ -30,31 +30,22 @@ def run(
 ) -> dict[str, Any]:
     samples = [memory.sample("soak start", api.worker_pids())]
     minutes_run = []
+
+    def load(mode: str, minute: int, share: float, **workload: Any) -> dict[str, Any]:
+        w = Workload(
+            mode=mode,
+            url=api.url,
+            key=key,
+            run=f"{tag}-soak-{mode}-{minute}",
+            concurrency=concurrency,
+            duration_s=60 * share,
+            **workload,
+        )
+        return loadgen.run(w, generator)
+
     for minute in range(1, minutes + 1):
-        posts = loadgen.run(
-            Workload(
-                mode="single",
-                url=api.url,
-                key=key,
-                run=f"{tag}-soak-{minute}",
-                concurrency=concurrency,
-                duration_s=60 * POST_SHARE,
-                pairs=pairs,
-            ),
-            generator,
-        )
-        gets = loadgen.run(
-            Workload(
-                mode="get",
-                url=api.url,
-                key=key,
-                run=f"{tag}-soak-get-{minute}",
-                concurrency=concurrency,
-                duration_s=60 * (1 - POST_SHARE),
-                paths=get_paths,
-            ),
-            generator,
-        )
+        posts = load("single", minute, POST_SHARE, pairs=pairs)
+        gets = load("get", minute, 1 - POST_SHARE, paths=get_paths)
         samples.append(memory.sample(f"after minute {minute}", api.worker_pids()))
         minutes_run.append(
             {
