@@ -38,27 +38,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import bytewax.operators as op
-import bytewax.operators.windowing as win
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from cql.logs import configure_logging
 from cql.served import ErrorPointFact
 from cql.settings import Settings
 from cql.tables import to_stored_time
 from dataflows.error_writer import ErrorCountWriter
 from dataflows.feed_source import FeedItem, FeedSource
+from dataflows.resources import flow_settings
 from dataflows.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.windows import (
     DAY,
     MINUTE,
-    event_clock,
+    batch_by_window,
     floor_to,
-    late_value,
-    tumbling,
     window_hold,
-    window_values,
 )
 
 FLOW = "error_counters"
@@ -103,9 +99,7 @@ def get_flow(
     sink: Sink[tuple[str, list[ErrorPoint]]] | None = None,
     settings: Settings | None = None,
 ) -> Dataflow:
-    if settings is None:
-        configure_logging()
-        settings = Settings.from_env()
+    settings = flow_settings(settings)
     flow = Dataflow(FLOW)
     items = op.input("read_feed", flow, source or feed_source(settings))
     # FeedItem
@@ -113,19 +107,9 @@ def get_flow(
     # Stamped[ErrorPointFact]
     keyed = op.key_on("key_by_learner", points, learner_key)
     # (learner_key, Stamped[ErrorPointFact])
-    minutes = win.collect_window(
-        "batch_by_minute",
-        keyed,
-        event_clock(settings.dataflow.window_wait_s, event_time),
-        tumbling(MINUTE),
-        ordered=False,
+    batches = batch_by_window(
+        "batch_by_minute", keyed, MINUTE, settings.dataflow.window_wait_s, event_time
     )
-    # down: (learner_key, (window_id, [Stamped[ErrorPointFact]]))
-    # late: (learner_key, (window_id, Stamped[ErrorPointFact]))
-    on_time = op.map_value("unwrap_window", minutes.down, window_values)
-    late = op.map_value("unwrap_late", minutes.late, late_value)
-    # (learner_key, [Stamped[ErrorPointFact]]) each
-    batches = op.merge("merge_on_time_and_late", on_time, late)
-    # (learner_key, [Stamped[ErrorPointFact]])
+    # (learner_key, [Stamped[ErrorPointFact]]): a closed window's, or one late item
     op.output("write_error_counts", batches, sink or LearnerSink(settings, ErrorCountWriter))
     return flow

@@ -53,11 +53,10 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from cql.feed import shard_of
 from cql.insights import InsightRow
 from cql.llm.analysis import PROMPT_VERSION
-from cql.logs import configure_logging
 from cql.settings import Settings
 from dataflows.feed_source import FeedItem, FeedSource
 from dataflows.insight_writer import FAILED, Analyst, InsightWriter, Subject, open_analyst
-from dataflows.resources import acquire_db, release_db
+from dataflows.resources import acquire_db, flow_settings, release_db
 
 log = structlog.get_logger(__name__)
 
@@ -145,9 +144,7 @@ def get_flow(
     sink: Sink[Batch] | None = None,
     settings: Settings | None = None,
 ) -> Dataflow:
-    if settings is None:
-        configure_logging()
-        settings = Settings.from_env()
+    settings = flow_settings(settings)
     flow = Dataflow(FLOW)
     items = op.input("read_feed", flow, source or FeedSource(FLOW, settings))
     # FeedItem

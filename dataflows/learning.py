@@ -26,27 +26,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import bytewax.operators as op
-import bytewax.operators.windowing as win
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from cql.logs import configure_logging
 from cql.served import LearningFact
 from cql.settings import Settings
 from cql.tables import to_stored_time
 from dataflows.feed_source import FeedItem, FeedSource
 from dataflows.learning_writer import LearningWriter
+from dataflows.resources import flow_settings
 from dataflows.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.windows import (
     DAY,
     QUARTER_HOUR,
-    event_clock,
+    batch_by_window,
     floor_to,
-    late_value,
-    tumbling,
     window_hold,
-    window_values,
 )
 
 FLOW = "learning"
@@ -89,9 +85,7 @@ def get_flow(
     sink: Sink[tuple[str, list[LearningEvent]]] | None = None,
     settings: Settings | None = None,
 ) -> Dataflow:
-    if settings is None:
-        configure_logging()
-        settings = Settings.from_env()
+    settings = flow_settings(settings)
     flow = Dataflow(FLOW)
     items = op.input("read_feed", flow, source or feed_source(settings))
     # FeedItem
@@ -99,19 +93,9 @@ def get_flow(
     # Stamped[LearningFact]
     keyed = op.key_on("key_by_learner", events, learner_key)
     # (learner_key, Stamped[LearningFact])
-    quarters = win.collect_window(
-        "batch_by_quarter_hour",
-        keyed,
-        event_clock(settings.dataflow.window_wait_s, event_time),
-        tumbling(QUARTER_HOUR),
-        ordered=False,
+    batches = batch_by_window(
+        "batch_by_quarter_hour", keyed, QUARTER_HOUR, settings.dataflow.window_wait_s, event_time
     )
-    # down: (learner_key, (window_id, [Stamped[LearningFact]]))
-    # late: (learner_key, (window_id, Stamped[LearningFact]))
-    on_time = op.map_value("unwrap_window", quarters.down, window_values)
-    late = op.map_value("unwrap_late", quarters.late, late_value)
-    # (learner_key, [Stamped[LearningFact]]) each
-    batches = op.merge("merge_on_time_and_late", on_time, late)
-    # (learner_key, [Stamped[LearningFact]])
+    # (learner_key, [Stamped[LearningFact]]): a closed window's, or one late item
     op.output("write_learning_buckets", batches, sink or LearnerSink(settings, LearningWriter))
     return flow

@@ -15,9 +15,9 @@ from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from prometheus_client import Counter
 
-from cql.logs import configure_logging
 from cql.settings import Settings
 from dataflows.feed_source import FeedItem, FeedSource
+from dataflows.resources import flow_settings
 
 FLOW = "passthrough"
 
@@ -46,9 +46,7 @@ def get_flow(
     sink: Sink[FeedItem] | None = None,
     settings: Settings | None = None,
 ) -> Dataflow:
-    if settings is None:
-        configure_logging()
-        settings = Settings.from_env()
+    settings = flow_settings(settings)
     flow = Dataflow(FLOW)
     items = op.input("read_feed", flow, source or feed_source(settings))
     # FeedItem

@@ -1,4 +1,5 @@
-"""One Cassandra connection per dataflow process, shared by its partitions.
+"""What a dataflow process sets up once: its settings and logging, and one
+Cassandra connection shared by its partitions.
 
 Bytewax builds every source and sink partition separately, on its worker
 thread (one per feed shard, one sink per worker), but a Cluster is heavy: its
@@ -12,11 +13,22 @@ from __future__ import annotations
 
 import threading
 
+from cql.logs import configure_logging
 from cql.session import Db
-from cql.settings import CassandraSettings
+from cql.settings import CassandraSettings, Settings
 
 _lock = threading.Lock()
 _open: dict[CassandraSettings, tuple[Db, int]] = {}
+
+
+def flow_settings(settings: Settings | None) -> Settings:
+    """The settings a flow's factory was given (tests, replay), else those of
+    the environment, for a flow started by `python -m bytewax.run`: then this
+    process is new, so it sets up its logging here too."""
+    if settings is not None:
+        return settings
+    configure_logging()
+    return Settings.from_env()
 
 
 def acquire_db(settings: CassandraSettings) -> Db:

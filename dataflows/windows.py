@@ -10,6 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
+import bytewax.operators as op
+import bytewax.operators.windowing as win
+from bytewax.dataflow import Stream
 from bytewax.operators.windowing import EventClock, TumblingWindower
 
 from cql.feed import EPOCH
@@ -119,3 +122,23 @@ def window_values(window: tuple[int, list[T]]) -> list[T]:
 def late_value(late: tuple[int, T]) -> list[T]:
     """An item that came after its window closed, as a batch of its own."""
     return [late[1]]
+
+
+def batch_by_window(
+    step_id: str,
+    keyed: Stream[tuple[str, T]],
+    length: timedelta,
+    wait_s: float,
+    event_time: Any,
+) -> Stream[tuple[str, list[T]]]:
+    """A learner's items, batched by tumbling event-time window of `length`;
+    an item that comes after its window closed is a batch of its own. The
+    windows only batch: the sinks recount whole windows from stored facts,
+    so a late item or a reopened window never yields a partial count.
+    The step ids stay those the flows had, so recovery state still fits."""
+    windows = win.collect_window(
+        step_id, keyed, event_clock(wait_s, event_time), tumbling(length), ordered=False
+    )
+    on_time = op.map_value("unwrap_window", windows.down, window_values)
+    late = op.map_value("unwrap_late", windows.late, late_value)
+    return op.merge("merge_on_time_and_late", on_time, late)
