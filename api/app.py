@@ -4,6 +4,8 @@ server runs (`granian --factory api.app:app_from_env`)."""
 
 from __future__ import annotations
 
+import sys
+
 from litestar import Litestar, Request, Router
 from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
@@ -94,6 +96,29 @@ def create_app(settings: Settings) -> Litestar:
         state=State({"settings": settings}),
         debug=False,
     )
+
+
+def server_command(port: int, workers: int, host: str = "127.0.0.1") -> list[str]:
+    """The command that serves `app_from_env` with granian, as ops/api does:
+    what the tests and the benchmark run. granian itself, not `uv run`, so the
+    process is granian's main process and its children are the workers."""
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "api.app:app_from_env",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--backlog",
+        "2048",
+    ]
 
 
 def app_from_env() -> Litestar:

@@ -10,7 +10,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from api.app import server_command
 from cql.settings import CassandraSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,26 +98,8 @@ class ApiServer:
             "API_PORT": str(self.port),
         }
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        # granian itself, not `uv run`, so proc.pid is granian's main process
-        # and its children are the workers.
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "granian",
-                "--interface",
-                "asgi",
-                "--factory",
-                "api.app:app_from_env",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-                "--backlog",
-                "2048",
-            ],
+            server_command(self.port, workers),
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -151,14 +133,19 @@ class ApiServer:
         return sorted(c.pid for c in psutil.Process(self.proc.pid).children())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 15 s if it is still there."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def create_key(settings: Settings, tenant: str) -> str:

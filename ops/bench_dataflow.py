@@ -50,7 +50,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.store import Store  # noqa: E402
-from bench.common import ApiServer, bench_settings, create_key, make_learners, summarize  # noqa: E402
+from bench.common import (  # noqa: E402
+    ApiServer,
+    bench_settings,
+    create_key,
+    make_learners,
+    stop_process,
+    summarize,
+)
 from cql.feed import FeedEntry, new_position  # noqa: E402
 from cql.logs import configure_logging  # noqa: E402
 from cql.migrate import migrate  # noqa: E402
@@ -180,13 +187,7 @@ class FlowProcess:
         return round(kb / 1024, 1)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from api.app import create_app
+from api.app import create_app, server_command
 from api.keys import create as create_key
 from cql.migrate import migrate
 from cql.session import Db
@@ -135,21 +134,7 @@ class ApiProcess:
         env = {**settings_env(settings), **(extra_env or {})}
         self.log = open(ROOT / ".local" / "log" / f"test-api-{self.port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "granian",
-                "--interface",
-                "asgi",
-                "--factory",
-                "api.app:app_from_env",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-            ],
+            server_command(self.port, workers),
             cwd=ROOT,
             env=env,
             stdout=self.log,
