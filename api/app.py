@@ -14,22 +14,22 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from api.auth import Principal
-from api.conversations import ConversationsController
-from api.error_counts import ErrorCountsController
-from api.errors import exception_handlers, handle_http_exception
-from api.exercises import ExercisesController
-from api.health import HealthController
-from api.insights import InsightsController
-from api.learning import LearningController
-from api.limits import RATE_LIMIT_HEADERS
-from api.metrics import MetricsController
-from api.middleware import REQUEST_ID, EdgeMiddleware, unrouted
+from api.edge.auth import Principal
+from api.edge.limits import RATE_LIMIT_HEADERS
+from api.edge.metrics import MetricsController
+from api.edge.middleware import REQUEST_ID, EdgeMiddleware, unrouted
+from api.edge.problems import exception_handlers, handle_http_exception
+from api.resources.conversations import ConversationsController
+from api.resources.errors import ErrorCountsController
+from api.resources.exercises import ExercisesController
+from api.resources.health import HealthController
+from api.resources.insights import InsightsController
+from api.resources.learning import LearningController
+from api.resources.users import UsersController
+from api.resources.utterances import UtterancesController
 from api.services import Services, lifespan, services_of
-from api.users import UsersController
-from api.utterances import UtterancesController
-from cql.logs import configure_logging
-from cql.settings import Settings
+from runtime.logs import configure_logging
+from runtime.settings import Settings
 
 API_VERSION = "1.0.0"
 

@@ -15,14 +15,14 @@ from litestar.di import NamedDependency
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from api.auth import KeyCache, Principal
-from api.errors import ServiceUnavailable
-from api.served import ServedReads
-from api.store import Store
-from cql.llm.client import LlmClient
-from cql.ratelimit import RedisRateLimiter
+from api.edge.auth import KeyCache, Principal
+from api.edge.problems import ServiceUnavailable
+from api.reads.served import ServedReads
+from api.writes.store import Store
 from cql.session import Db
-from cql.settings import Settings
+from llm.client import LlmClient
+from runtime.ratelimit import RedisRateLimiter
+from runtime.settings import Settings
 
 log = structlog.get_logger("api")
 LLM_DEADLINE_S = 30.0

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from api.app import server_command
-from cql.settings import CassandraSettings, Settings
+from runtime.settings import CassandraSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -150,8 +150,8 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 def create_key(settings: Settings, tenant: str) -> str:
     """An API key for `tenant` whose rate limit never gets in a benchmark's way
-    (what `python -m api.keys create --rate 1000000 --burst 1000000` does)."""
-    from api.keys import create
+    (what `python -m api keys create --rate 1000000 --burst 1000000` does)."""
+    from api.commands.keys import create
     from cql.session import Db
 
     db = Db.open(settings.cassandra)

@@ -1,7 +1,7 @@
 """Sections 3 and 4, "freshness" and "dataflow": measured by
-ops/bench_dataflow.py (written with the dataflows), which this runs once.
+bench/flows.py (written with the dataflows), which this runs once.
 
-The contract: `python ops/bench_dataflow.py [--quick]` prints one JSON
+The contract: `python -m bench.flows [--quick]` prints one JSON
 object on stdout (its last line that parses as one) and exits 0. Whatever it
 reports is kept as it is; the report shows `freshness` and `dataflow` keys
 when present, and everything else raw. Without that script both sections
@@ -18,16 +18,12 @@ from typing import Any
 
 from bench.common import ROOT
 
-SCRIPT = ROOT / "ops" / "bench_dataflow.py"
-
 
 def run(
     quick: bool, timeout_s: float, rate: float | None = None, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """`rate`: POSTs/s for the freshness run (the script's default when None)."""
-    if not SCRIPT.exists():
-        return {"status": "not yet available", "why": f"{SCRIPT.relative_to(ROOT)} does not exist"}
-    command = [sys.executable, str(SCRIPT), *(["--quick"] if quick else [])]
+    command = [sys.executable, "-m", "bench.flows", *(["--quick"] if quick else [])]
     if rate:
         command += ["--rate", f"{rate:g}"]
     try:

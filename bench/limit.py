@@ -3,7 +3,7 @@ driven straight through cassandra-driver at its best: prepared statements,
 async callbacks keeping a fixed window in flight, one driver per process,
 several processes (the Python driver is CPU-bound long before Cassandra is).
 
-Statements, each as the API binds it (cql/tables.py, cql/feed.py):
+Statements, each as the API binds it (cql/utterances.py, cql/change_feed.py):
 - `insert`: plain INSERT of an utterances_by_id row;
 - `lwt`: INSERT ... IF NOT EXISTS of an utterance_claims row (always applies:
   fresh ids), the claim every utterance with an explicit id costs;
@@ -41,9 +41,10 @@ def _worker(
     with the other processes."""
     from cassandra.query import BatchStatement, BatchType
 
-    from cql.feed import CHANGE_FEED, FeedEntry, new_position
+    from cql.change_feed import CHANGE_FEED, FeedEntry, new_position
+    from cql.clock import utc_now
     from cql.session import Db
-    from cql.tables import UTTERANCE_CLAIMS, UTTERANCES, UtteranceClaimRow, UtteranceRow, utc_now
+    from cql.utterances import UTTERANCE_CLAIMS, UTTERANCES, UtteranceClaimRow, UtteranceRow
 
     db = Db.open(settings.cassandra)
     insert = db.prepare(UTTERANCES.insert(), idempotent=True)

@@ -113,7 +113,7 @@ def raw(
     settings: Any, tenant: str, ids: list[str], concurrency: int, warmup_s: float, duration_s: float
 ) -> dict[str, Any]:
     from cql.session import Db
-    from cql.tables import UTTERANCES
+    from cql.utterances import UTTERANCES
 
     db = Db.open(settings.cassandra)
     try:

@@ -123,7 +123,7 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
             out += _FLOW_SECTIONS[name](df[name])
         elif df.get("status") == "ok":
             out += [
-                f"ops/bench_dataflow.py reported no `{name}` key; its whole answer is in the JSON report.",
+                f"bench/flows.py reported no `{name}` key; its whole answer is in the JSON report.",
                 "",
             ]
         else:

@@ -80,5 +80,3 @@ INSIGHTS_BY_USER = Table(
 FAILED_INSIGHTS = Table(
     "failed_insights_by_day", FailedInsightRow, ["day"], ["failed_at", "tenant", "utterance_id"]
 )
-
-TABLES: tuple[Table, ...] = (INSIGHTS, INSIGHTS_BY_HOUR, INSIGHTS_BY_USER, FAILED_INSIGHTS)

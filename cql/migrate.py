@@ -20,9 +20,9 @@ from pathlib import Path
 import structlog
 from cassandra.cluster import Session
 
-from cql.logs import configure_logging
 from cql.session import connect
-from cql.settings import CassandraSettings, Settings
+from runtime.logs import configure_logging
+from runtime.settings import CassandraSettings, Settings
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
 LOCK_TTL_S = 120

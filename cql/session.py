@@ -18,7 +18,7 @@ from cassandra.policies import (
 )
 from cassandra.query import PreparedStatement, tuple_factory
 
-from cql.settings import CassandraSettings
+from runtime.settings import CassandraSettings
 
 
 def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:

@@ -42,20 +42,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from cql.served import ErrorPointFact
-from cql.settings import Settings
-from cql.tables import to_stored_time
-from dataflows.error_writer import ErrorCountWriter
-from dataflows.feed_source import FeedItem, FeedSource
+from cql.clock import DAY, MINUTE, floor_to, to_stored_time
+from cql.error_counts import ErrorPointFact
+from dataflows.connectors.feed_source import FeedItem, FeedSource
+from dataflows.connectors.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.resources import flow_settings
-from dataflows.sinks import LearnerSink, Stamped, learner_key_of
-from dataflows.windows import (
-    DAY,
-    MINUTE,
-    batch_by_window,
-    floor_to,
-    window_hold,
-)
+from dataflows.windows import batch_by_window, window_hold
+from dataflows.writers.error_writer import ErrorCountWriter
+from runtime.settings import Settings
 
 FLOW = "error_counters"
 

@@ -16,7 +16,7 @@ an utterance whose record already holds a completed analysis by the
 current prompt version is not analysed again, only its served rows and
 status rewritten; any other is marked `processing`, analysed and recorded:
 `completed`, or `failed` with its reason. Nothing is dropped: a failure is
-a row in failed_insights_by_day, for `python -m dataflows.redrive`.
+a row in failed_insights_by_day, for `python -m dataflows redrive`.
 
 Delivery: at-least-once, like the feed source. After a crash, Bytewax
 resumes from the last snapshot and replays every entry after it, batched or
@@ -29,7 +29,7 @@ utterances in flight on every worker wait for the one shared rate, so keep
 workers * max_concurrency / rate_per_s well under that deadline
 (timeout_s * max_attempts), or utterances fail waiting for a token.
 
-Run it (ops/dataflow does, through `python -m dataflows.run insights`):
+Run it (ops/dataflow does, through `python -m dataflows run insights`):
 
     python -m bytewax.recovery .local/recovery/insights 4    # once
     python -m bytewax.run "dataflows.insights:get_flow()" -w 2 \\
@@ -50,13 +50,13 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
-from cql.feed import shard_of
+from cql.change_feed import shard_of
 from cql.insights import InsightRow
-from cql.llm.analysis import PROMPT_VERSION
-from cql.settings import Settings
-from dataflows.feed_source import FeedItem, FeedSource
-from dataflows.insight_writer import FAILED, Analyst, InsightWriter, Subject, open_analyst
+from dataflows.connectors.feed_source import FeedItem, FeedSource
 from dataflows.resources import acquire_db, flow_settings, release_db
+from dataflows.writers.insight_writer import FAILED, Analyst, InsightWriter, Subject, open_analyst
+from llm.analysis import PROMPT_VERSION
+from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -30,20 +30,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from cql.served import LearningFact
-from cql.settings import Settings
-from cql.tables import to_stored_time
-from dataflows.feed_source import FeedItem, FeedSource
-from dataflows.learning_writer import LearningWriter
+from cql.clock import DAY, QUARTER_HOUR, floor_to, to_stored_time
+from cql.learning import LearningFact
+from dataflows.connectors.feed_source import FeedItem, FeedSource
+from dataflows.connectors.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.resources import flow_settings
-from dataflows.sinks import LearnerSink, Stamped, learner_key_of
-from dataflows.windows import (
-    DAY,
-    QUARTER_HOUR,
-    batch_by_window,
-    floor_to,
-    window_hold,
-)
+from dataflows.windows import batch_by_window, window_hold
+from dataflows.writers.learning_writer import LearningWriter
+from runtime.settings import Settings
 
 FLOW = "learning"
 

@@ -2,7 +2,7 @@
 counts, so the difference from a real flow's throughput is that flow's own
 cost (windows and Cassandra writes), not the cost of reading the feed.
 
-    python -m dataflows.replay passthrough --workers 2
+    python -m dataflows replay passthrough --workers 2
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from prometheus_client import Counter
 
-from cql.settings import Settings
-from dataflows.feed_source import FeedItem, FeedSource
+from dataflows.connectors.feed_source import FeedItem, FeedSource
 from dataflows.resources import flow_settings
+from runtime.settings import Settings
 
 FLOW = "passthrough"
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import threading
 
-from cql.logs import configure_logging
 from cql.session import Db
-from cql.settings import CassandraSettings, Settings
+from runtime.logs import configure_logging
+from runtime.settings import CassandraSettings, Settings
 
 _lock = threading.Lock()
 _open: dict[CassandraSettings, tuple[Db, int]] = {}

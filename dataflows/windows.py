@@ -1,83 +1,29 @@
 """UTC time buckets and the event-time clock the counting flows share.
 
 All datetimes here are naive UTC, as Cassandra stores them (see
-cql.tables.to_stored_time), except where Bytewax needs aware ones: its
+cql.clock.to_stored_time), except where Bytewax needs aware ones: its
 clocks and windowers compare with the aware system time.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win
 from bytewax.dataflow import Stream
 from bytewax.operators.windowing import EventClock, TumblingWindower
 
-from cql.feed import EPOCH
-from cql.settings import DataflowSettings
+from cql.clock import EPOCH
+from runtime.settings import DataflowSettings
 
 T = TypeVar("T")
-
-MINUTE = timedelta(minutes=1)
-QUARTER_HOUR = timedelta(minutes=15)
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-
-# Month rows all live in one partition per learner, whose bucket is this.
-MONTH_ROWS_BUCKET = EPOCH
 
 # A window whose close time is already in the past (a replay, or a client
 # that was offline) is re-checked this often rather than in a busy loop.
 _RECHECK = timedelta(seconds=1)
 _WRITE_ALLOWANCE = timedelta(seconds=5)
-
-
-def floor_to(moment: datetime, step: timedelta) -> datetime:
-    return moment - (moment - EPOCH) % step
-
-
-def month_start(moment: datetime) -> datetime:
-    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def next_month(start: datetime) -> datetime:
-    return (start.replace(day=1) + timedelta(days=32)).replace(day=1)
-
-
-def year_start(moment: datetime) -> datetime:
-    return moment.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-class Window(NamedTuple):
-    """One error-count window: its kind, the start of the partition span it
-    is stored in (`bucket`), and its [start, end)."""
-
-    kind: str
-    bucket: datetime
-    start: datetime
-    end: datetime
-
-
-def error_windows(ts: datetime) -> tuple[Window, Window, Window]:
-    """The minute, hour and day windows an event at `ts` counts in, each with
-    its error_counts_by_user bucket: minute rows by UTC day, hour rows by
-    UTC month, day rows by UTC year. (Called for every fact of every
-    recount, hence replace() rather than floor_to.)"""
-    minute = ts.replace(second=0, microsecond=0)
-    hour = minute.replace(minute=0)
-    day = hour.replace(hour=0)
-    month = day.replace(day=1)
-    return (
-        Window("minute", day, minute, minute + MINUTE),
-        Window("hour", month, hour, hour + HOUR),
-        Window("day", month.replace(month=1), day, day + DAY),
-    )
-
-
-def month_window(month: datetime) -> Window:
-    return Window("month", MONTH_ROWS_BUCKET, month, next_month(month))
 
 
 def tumbling(length: timedelta) -> TumblingWindower:

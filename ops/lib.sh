@@ -39,10 +39,23 @@ wait_for() {
   log "$what ready after $((SECONDS - start))s"
 }
 
+# The one place that finds uv. A fresh machine may have none on PATH and a
+# system python3 that refuses `pip install --user` (PEP 668), so uv goes into
+# a private virtual environment under the cache. Every script sources this
+# file, so each of them runs with that pinned uv first on PATH, whatever uv
+# the machine may have. uv never downloads a Python (only package registries
+# are reachable here): it uses the machine's python3.11.
+UV_VERSION=0.13.9
+UV_HOME="$CACHE/uv-$UV_VERSION"
+export UV_PYTHON_DOWNLOADS=never
 ensure_uv() {
-  command -v uv >/dev/null 2>&1 && return
-  log "installing uv from PyPI"
-  python3 -m pip install --quiet --user uv
-  export PATH="$HOME/.local/bin:$PATH"
-  command -v uv >/dev/null 2>&1 || die "uv is not on PATH after pip install"
+  if [ ! -x "$UV_HOME/bin/uv" ]; then
+    log "installing uv $UV_VERSION into $UV_HOME"
+    local py; py=$(command -v python3.11 || command -v python3) || die "no python3 on PATH"
+    rm -rf "$UV_HOME"
+    "$py" -m venv "$UV_HOME" && "$UV_HOME/bin/python" -m pip install --quiet "uv==$UV_VERSION" \
+      || die "could not install uv into $UV_HOME (is python3-venv installed?)"
+  fi
+  export PATH="$UV_HOME/bin:$PATH"
 }
+ensure_uv

@@ -21,10 +21,10 @@ import pytest
 import redis
 
 from api.app import create_app, server_command
-from api.keys import create as create_key
+from api.commands.keys import create as create_key
 from cql.migrate import migrate
 from cql.session import Db
-from cql.settings import CassandraSettings, FeedSettings, Settings
+from runtime.settings import CassandraSettings, FeedSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEYSPACE = os.environ.get("UTTERSTREAM_TEST_KEYSPACE", "utterstream_test")

@@ -16,18 +16,14 @@ import httpx
 import msgspec
 from bytewax.testing import cluster_main, run_main
 
-from api.store import Store
-from cql.feed import FeedEntry, new_position
-from cql.served import (
-    ERROR_COUNTS,
-    ERROR_POINTS,
-    ERROR_TOTALS,
-    LEARNING_BUCKETS,
-    LEARNING_EVENTS,
-)
+from api.writes.store import Store
+from cql.change_feed import FeedEntry, new_position
+from cql.clock import utc_now
+from cql.error_counts import ERROR_COUNTS, ERROR_POINTS, ERROR_TOTALS
+from cql.learning import LEARNING_BUCKETS, LEARNING_EVENTS
 from cql.session import Db
-from cql.settings import Settings
-from cql.tables import UtteranceRow, utc_now
+from cql.utterances import UtteranceRow
+from runtime.settings import Settings
 from tests.conftest import ApiProcess
 from tests.oracle import ErrorKey
 

@@ -55,7 +55,7 @@ def learner_sync(client: httpx.Client, headers: dict[str, str]) -> tuple[str, st
 def feed_entries(db, feed_settings, tenant: str, since: datetime) -> list:
     """Every change-feed entry of `tenant` written since `since`, all shards
     (a test-only scan: bounded by the time range, filtered in Python)."""
-    from cql.feed import FeedReader
+    from cql.change_feed import FeedReader
 
     reader = FeedReader(db.session, db.keyspace, feed_settings)
     until = datetime.now(UTC).replace(tzinfo=None)

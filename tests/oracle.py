@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from cql.session import Db
-from cql.tables import UTTERANCES, UtteranceRow
+from cql.utterances import UTTERANCES, UtteranceRow
 
 ErrorKey = tuple[str, str, datetime, datetime, str, str]
 

@@ -1,5 +1,5 @@
 """Rows of the served tables written straight into Cassandra for the GET
-endpoint tests, through the Table definitions of cql/served.py: the
+endpoint tests, through the Table definitions of cql/error_counts.py, cql/learning.py: the
 dataflows that normally write them have tests of their own, so these pin the
 API's reading of the tables' contract. Partition keys are worked out here
 by hand, not with the API's code."""
@@ -10,18 +10,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cql.served import (
-    DATAFLOW_PROGRESS,
-    ERROR_COUNTS,
-    ERROR_TOTALS,
-    LEARNING_BUCKETS,
-    ErrorCountRow,
-    ErrorTotalRow,
-    LearningBucketRow,
-    ProgressRow,
-)
+from cql.error_counts import ERROR_COUNTS, ERROR_TOTALS, ErrorCountRow, ErrorTotalRow
+from cql.learners import USERS, UserRow
+from cql.learning import DATAFLOW_PROGRESS, LEARNING_BUCKETS, LearningBucketRow, ProgressRow
 from cql.session import Db
-from cql.tables import USERS, UserRow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 AS_OF = datetime(2026, 11, 20, tzinfo=UTC)

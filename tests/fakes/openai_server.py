@@ -35,8 +35,8 @@ from typing import Any, Literal, Self
 import msgspec
 import structlog
 
-from cql.llm.analysis import OfflineAnalyzer
-from cql.logs import configure_logging
+from llm.analysis import OfflineAnalyzer
+from runtime.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,1 @@
+"""Operator commands of the API package: keys, bulk load, OpenAPI export."""

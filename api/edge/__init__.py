@@ -1,0 +1,1 @@
+"""The request edge: authentication, rate limits, idempotency, problem documents, metrics."""

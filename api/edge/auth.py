@@ -1,0 +1,76 @@
+"""API keys: how they look, how they are stored, how a request's key is found.
+
+A key is `us_<key_id>_<secret>` with 32 random bytes of secret. Only its
+SHA-256 is stored: the key is random, so a fast hash is enough (no password
+stretching needed), and the lookup by hash is a single-partition read. The
+stored hash is compared again in constant time before the key is trusted.
+Keys are never logged; `key_id` is what logs and metrics name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+import msgspec
+
+from api.edge.problems import Unauthorized
+
+PREFIX = "us_"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    tenant: str
+    key_id: str
+    rate: float
+    burst: int
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh (key_id, key)."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def key_hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def bearer_key(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("Send your API key as `Authorization: Bearer <key>`.")
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key.startswith(PREFIX) or len(key) > 200:
+        raise Unauthorized(
+            "The Authorization header must be `Bearer us_...` with an utterstream API key."
+        )
+    return key
+
+
+class KeyCache:
+    """Recently seen keys per process, so a busy client costs one Cassandra
+    read per `ttl_s` instead of one per request. Revocation therefore takes
+    effect within `ttl_s`."""
+
+    def __init__(self, ttl_s: float = 30.0, max_entries: int = 10_000) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._entries: dict[bytes, tuple[float, Principal | None]] = {}
+
+    def get(self, digest: bytes) -> tuple[bool, Principal | None]:
+        hit = self._entries.get(digest)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, digest: bytes, principal: Principal | None) -> None:
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic() + self._ttl_s, principal)
+
+
+def verified(stored_hash: bytes, digest: bytes) -> bool:
+    return hmac.compare_digest(stored_hash, digest)

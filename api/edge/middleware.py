@@ -1,0 +1,156 @@
+"""The edge of every request: a request id, the API key, the rate limit,
+and one structured access-log line. Health, readiness, metrics and the
+OpenAPI document need no key."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.edge.auth import Principal, bearer_key, key_hash, verified
+from api.edge.limits import ITEMS, charge
+from api.edge.metrics import CASSANDRA_ERRORS, RATE_LIMITED, REQUEST_SECONDS, UNROUTED
+from api.edge.problems import (
+    CASSANDRA_UNAVAILABLE,
+    ApiError,
+    ServiceUnavailable,
+    Unauthorized,
+    problem_body,
+)
+from api.services import Services, services_of
+
+log = structlog.get_logger("api.access")
+PUBLIC = ("/health", "/ready", "/metrics", "/schema")
+REQUEST_ID = "X-Request-ID"
+
+
+class EdgeMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        started = time.perf_counter()
+        headers = MutableScopeHeaders(scope)
+        request_id = _request_id(headers.get(REQUEST_ID))
+        extra_headers: dict[str, str] = {REQUEST_ID: request_id}
+        status = 500
+        tenant = None
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_headers = MutableScopeHeaders(message)
+                for name, value in extra_headers.items():
+                    response_headers[name] = value
+            await send(message)
+
+        try:
+            if not scope["path"].startswith(PUBLIC):
+                services = services_of(scope["app"])
+                principal = await authenticate(services, headers.get("authorization"))
+                tenant = principal.tenant
+                state = scope.setdefault("state", {})
+                state["principal"] = principal
+                # The batch handler charges per item and adds its headers here.
+                state["rate_headers"] = extra_headers
+                if scope["route_handler"].opt.get("rate_cost") != ITEMS:
+                    extra_headers.update(await charge(services, principal, 1))
+            await next_app(scope, receive, send_with_headers)
+        except ApiError as exc:
+            await _send_problem(exc, scope, send_with_headers)
+        except CASSANDRA_UNAVAILABLE as exc:
+            # The key lookup could not be served. Answered here, not by the
+            # app's outer handler, so the 503 keeps its request id and the
+            # access log and metrics record 503 rather than the default 500.
+            CASSANDRA_ERRORS.labels(type(exc).__name__).inc()
+            unavailable = ServiceUnavailable(
+                "The API key cannot be checked right now because the database is unavailable; "
+                "retry after the Retry-After delay.",
+                retry_after_s=scope["app"].state.settings.api.retry_after_s,
+            )
+            await _send_problem(unavailable, scope, send_with_headers)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
+            if status == 429:
+                RATE_LIMITED.inc()
+            log.info(
+                "request",
+                request_id=request_id,
+                method=scope["method"],
+                path=scope["path"],
+                route=route,
+                status=status,
+                tenant=tenant,
+                ms=round(elapsed * 1000, 2),
+            )
+
+
+def unrouted(handler: Callable[[Request, HTTPException], Response]) -> Callable[..., Response]:
+    """Litestar runs middleware per route, so a request that matches no route
+    (404) or no method of one (405) never passes EdgeMiddleware: its answer
+    gets the request id, the access-log line and a metric here instead."""
+
+    def handle(request: Request, exc: HTTPException) -> Response:
+        response = handler(request, exc)
+        if "route_handler" in request.scope:
+            return response
+        request_id = _request_id(request.headers.get(REQUEST_ID))
+        response.headers[REQUEST_ID] = request_id
+        UNROUTED.labels(request.method, str(response.status_code)).inc()
+        log.info(
+            "request",
+            request_id=request_id,
+            method=request.method,
+            path=request.url.path,
+            route="unmatched",
+            status=response.status_code,
+            tenant=None,
+        )
+        return response
+
+    return handle
+
+
+def _request_id(sent: str | None) -> str:
+    return (sent or "")[:128] or uuid.uuid4().hex
+
+
+async def authenticate(services: Services, authorization: str | None) -> Principal:
+    key = bearer_key(authorization)
+    digest = key_hash(key)
+    cached, principal = services.keys.get(digest)
+    if not cached:
+        row = await services.store.api_key(digest)
+        valid = row is not None and not row.revoked and verified(row.key_hash, digest)
+        principal = Principal(row.tenant, row.key_id, row.rate, row.burst) if valid else None
+        services.keys.put(digest, principal)
+    if principal is None:
+        raise Unauthorized("This API key is unknown or revoked.")
+    return principal
+
+
+async def _send_problem(exc: ApiError, scope: Scope, send: Send) -> None:
+    status, body, headers = problem_body(exc)
+    body["instance"] = scope["path"]
+    payload = msgspec.json.encode(body)
+    raw = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    if status == 401:
+        raw.append((b"www-authenticate", b'Bearer realm="utterstream"'))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})

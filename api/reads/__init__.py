@@ -1,0 +1,1 @@
+"""Reading the served tables: periods, ranges, answer cache."""

@@ -1,0 +1,117 @@
+"""The API's reads of the served tables (cql/error_counts.py, cql/learning.py), for the GET
+endpoints: each statement prepared once at start-up, each read one bounded
+slice of one partition, with a row limit so no request can stream a
+partition. Callers issue the few reads of a request concurrently.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from cassandra.query import PreparedStatement
+
+from api.edge.problems import Unprocessable
+from cql.aio import fetch_all
+from cql.clock import from_stored_time
+from cql.error_counts import ERROR_COUNTS, ERROR_TOTALS
+from cql.learning import DATAFLOW_PROGRESS, LEARNING_BUCKETS
+from cql.session import Db
+
+# The names the dataflows record their progress under in dataflow_progress.
+ERROR_FLOW = "error_counters"
+LEARNING_FLOW = "learning"
+
+# (window_start, category, subcategory, count, late_events, as_of)
+ErrorCountTuple = tuple[datetime, str, str, int, int, datetime]
+# (category, subcategory, count)
+ErrorTotalTuple = tuple[str, str, int]
+# (bucket_start, entry_count, words, late_events)
+LearningTuple = tuple[datetime, int, int, int]
+
+# A minute partition (one UTC day) holds 1,440 windows times the learner's
+# (category, subcategory) pairs; this is far above any real learner's day.
+MAX_ERROR_ROWS = 20_000
+MAX_TOTALS = 10_000
+# A UTC month of quarter hours.
+MAX_LEARNING_ROWS = 31 * 96
+MAX_SHARDS = 1_024
+
+
+class ServedReads:
+    def __init__(self, db: Db) -> None:
+        self._session = db.session
+        # Attributes, so a test can point them at flow names of its own.
+        self.error_flow = ERROR_FLOW
+        self.learning_flow = LEARNING_FLOW
+        p = db.prepare
+        self._error_counts = p(
+            ERROR_COUNTS.select(
+                f"{ERROR_COUNTS.key_where()} AND window_start >= ? AND window_start < ?",
+                columns=(
+                    "window_start",
+                    "category",
+                    "subcategory",
+                    "count",
+                    "late_events",
+                    "as_of",
+                ),
+            ),
+            idempotent=True,
+        )
+        self._error_totals = p(
+            ERROR_TOTALS.select(columns=("category", "subcategory", "count")), idempotent=True
+        )
+        self._learning = p(
+            LEARNING_BUCKETS.select(
+                f"{LEARNING_BUCKETS.key_where()} AND bucket_start >= ? AND bucket_start < ?",
+                columns=("bucket_start", "entry_count", "words", "late_events"),
+            ),
+            idempotent=True,
+        )
+        self._progress = p(DATAFLOW_PROGRESS.select(columns=("position",)), idempotent=True)
+
+    async def error_counts(
+        self,
+        tenant: str,
+        user_id: str,
+        window: str,
+        bucket: datetime,
+        start: datetime,
+        end: datetime,
+    ) -> list[ErrorCountTuple]:
+        """The rows of one partition (`bucket`) whose window starts in [start, end)."""
+        return await self._fetch(
+            self._error_counts, (tenant, user_id, window, bucket, start, end), MAX_ERROR_ROWS
+        )
+
+    async def error_totals(self, tenant: str, user_id: str) -> list[ErrorTotalTuple]:
+        return await self._fetch(self._error_totals, (tenant, user_id), MAX_TOTALS, field=None)
+
+    async def learning(
+        self, tenant: str, user_id: str, month: datetime, start: datetime, end: datetime
+    ) -> list[LearningTuple]:
+        """The quarter-hour buckets of one UTC month partition in [start, end)."""
+        return await self._fetch(
+            self._learning, (tenant, user_id, month, start, end), MAX_LEARNING_ROWS
+        )
+
+    async def watermark(self, flow: str) -> datetime | None:
+        """How far `flow` has read the change feed on every shard (the
+        slowest shard's position); None before it has recorded any."""
+        rows = await self._fetch(self._progress, (flow,), MAX_SHARDS, field=None)
+        positions = [position for (position,) in rows if position is not None]
+        return from_stored_time(min(positions)) if positions else None
+
+    async def _fetch(
+        self, statement: PreparedStatement, params: tuple, limit: int, field: str | None = "to"
+    ) -> list:
+        # Bound first, so a ValueError below can only be fetch_all's row limit.
+        bound = statement.bind(params)
+        try:
+            return await fetch_all(self._session, bound, limit=limit)
+        except ValueError:
+            raise Unprocessable(
+                f"More than {limit} stored rows match in one partition"
+                + ("; ask for a shorter range." if field else "."),
+                field=field,
+            ) from None

@@ -1,0 +1,1 @@
+"""The HTTP resources: one thin controller per resource."""

@@ -1,0 +1,168 @@
+"""POST /v1/utterances, POST /v1/utterances/batch, GET /v1/utterances/{id}."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, JSONBody
+
+from api.edge import idempotency, limits
+from api.edge.body import StrictBody
+from api.edge.problems import KEYED, POSTED, NotFound, problem_responses
+from api.services import PrincipalDep, ServicesDep
+from api.shapes import (
+    Accepted,
+    BatchIn,
+    BatchResult,
+    ErrorPoint,
+    Utterance,
+    UtteranceIn,
+    UtteranceInsight,
+)
+from api.writes import ingest
+from cql.clock import from_stored_time
+from cql.insights import InsightRow
+
+_encoder = msgspec.json.Encoder()
+BATCH_CONCURRENCY = 64
+
+
+class UtterancesController(Controller):
+    path = "/v1/utterances"
+    tags = ["utterances"]
+
+    @post(
+        "/",
+        operation_id="acceptUtterance",
+        status_code=202,
+        dto=StrictBody[UtteranceIn],
+        return_dto=None,
+        summary="Accept one utterance",
+        responses=problem_responses(*POSTED, 404),
+    )
+    async def accept(
+        self,
+        request: Request,
+        data: JSONBody[UtteranceIn],
+        principal: PrincipalDep,
+        services: ServicesDep,
+        idempotency_key: idempotency.KeyHeader = None,
+    ) -> Response[Accepted]:
+        key = idempotency.checked_key(idempotency_key)
+        tenant = principal.tenant
+        utterance_id = data.utterance_id or _new_id(tenant, key, 0)
+
+        async def work() -> idempotency.Answer:
+            done = await ingest.accept(
+                services.store, services.settings.feed, tenant, data, utterance_id
+            )
+            return 202, _encoder.encode(done)
+
+        return await idempotency.run(
+            services.store,
+            tenant=tenant,
+            key=key,
+            digest=idempotency.request_hash("POST", request.url.path, data),
+            in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
+            work=work,
+        )
+
+    @post(
+        "/batch",
+        operation_id="acceptUtteranceBatch",
+        dto=StrictBody[BatchIn],
+        return_dto=None,
+        opt={"rate_cost": limits.ITEMS},
+        status_code=202,
+        summary="Accept up to 1,000 utterances, with a result per item",
+        responses=problem_responses(*POSTED),
+    )
+    async def accept_batch(
+        self,
+        request: Request,
+        data: JSONBody[BatchIn],
+        principal: PrincipalDep,
+        services: ServicesDep,
+        idempotency_key: idempotency.KeyHeader = None,
+    ) -> Response[BatchResult]:
+        request.state.rate_headers.update(
+            await limits.charge(services, principal, len(data.utterances))
+        )
+        key = idempotency.checked_key(idempotency_key)
+        tenant = principal.tenant
+        items = [
+            (item, item.utterance_id or _new_id(tenant, key, i))
+            for i, item in enumerate(data.utterances)
+        ]
+
+        async def work() -> idempotency.Answer:
+            results = await ingest.accept_batch(
+                services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY
+            )
+            rejected = sum(r.status >= 400 for r in results)
+            duplicates = sum(r.duplicate for r in results)
+            summary = BatchResult(
+                len(results) - rejected - duplicates, duplicates, rejected, results
+            )
+            return 202, _encoder.encode(summary)
+
+        return await idempotency.run(
+            services.store,
+            tenant=tenant,
+            key=key,
+            digest=idempotency.request_hash("POST", request.url.path, data),
+            in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
+            work=work,
+        )
+
+    @get(
+        "/{utterance_id:str}",
+        operation_id="getUtterance",
+        summary="An utterance and its processing status",
+        responses=problem_responses(*KEYED, 400, 404),
+    )
+    async def read(
+        self, utterance_id: FromPath[str], principal: PrincipalDep, services: ServicesDep
+    ) -> Utterance:
+        row, insight = await asyncio.gather(
+            services.store.utterance(principal.tenant, utterance_id),
+            services.store.insight(principal.tenant, utterance_id),
+        )
+        if row is None:
+            raise NotFound(f"utterance {utterance_id!r} does not exist.")
+        return Utterance(
+            utterance_id=row.utterance_id,
+            user_id=row.user_id,
+            conversation_id=row.conversation_id,
+            text=row.text,
+            timestamp=from_stored_time(row.ts),
+            errors=[ErrorPoint(c, s) for c, s in row.errors or []],
+            words_learned=row.words_learned,
+            received_at=from_stored_time(row.received_at),
+            status=row.status,
+            status_reason=row.status_reason,
+            insight=None if insight is None else _insight(insight),
+        )
+
+
+def _insight(row: InsightRow) -> UtteranceInsight:
+    return UtteranceInsight(
+        sentiment=row.sentiment,
+        topics=row.topics,
+        confidence=row.confidence,
+        reasoning=row.reasoning,
+        model=row.model,
+        prompt_version=row.prompt_version,
+        parse_status=row.parse_status,
+        attempts=row.attempts,
+        latency_ms=row.latency_ms,
+        failure_reason=row.failure_reason,
+        analyzed_at=from_stored_time(row.analyzed_at),
+    )
+
+
+def _new_id(tenant: str, key: str | None, index: int) -> str:
+    return idempotency.derived_id(tenant, key, index) if key else str(uuid.uuid4())

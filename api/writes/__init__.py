@@ -1,0 +1,1 @@
+"""Accepting utterances: validation beyond shapes, and the exactly-once store."""

@@ -1,0 +1,252 @@
+"""The API's reads and writes: every statement prepared once at start-up,
+each operation one awaited round trip (or a bounded few).
+
+Lightweight transactions settle an unknown outcome (a CAS write timeout) with
+a SERIAL read of the same row, never by sending the insert again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any, Literal
+
+from cassandra import ConsistencyLevel, WriteTimeout, WriteType
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
+
+from api.edge.problems import ServiceUnavailable
+from cql.aio import execute, fetch_all
+from cql.api_keys import API_KEYS, ApiKeyRow
+from cql.change_feed import CHANGE_FEED, FeedEntry
+from cql.insights import INSIGHTS, INSIGHTS_BY_HOUR, INSIGHTS_BY_USER, InsightRow
+from cql.learners import CONVERSATIONS, USERS, ConversationRow, UserRow
+from cql.session import Db
+from cql.table import Table
+from cql.utterances import (
+    IDEMPOTENCY_KEYS,
+    UTTERANCE_CLAIMS,
+    UTTERANCES,
+    IdempotencyRow,
+    UtteranceClaimRow,
+    UtteranceRow,
+)
+
+
+class Store:
+    def __init__(self, db: Db, max_in_flight: int) -> None:
+        self.db = db
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._conversations: OrderedDict[tuple[str, str], ConversationRow] = OrderedDict()
+        self._users: OrderedDict[tuple[str, str], UserRow] = OrderedDict()
+        p = db.prepare
+        self.ping = db.session.prepare("SELECT release_version FROM system.local")
+        self._api_key = p(API_KEYS.select(), idempotent=True)
+        self._insert_user = p(USERS.insert(if_not_exists=True))
+        self._user = p(USERS.select(), idempotent=True)
+        self._insert_conversation = p(CONVERSATIONS.insert(if_not_exists=True))
+        self._conversation = p(CONVERSATIONS.select(), idempotent=True)
+        self._insert_utterance = p(UTTERANCES.insert(), idempotent=True)
+        self._utterance = p(UTTERANCES.select(), idempotent=True)
+        self._insert_feed = p(CHANGE_FEED.insert(), idempotent=True)
+        self._claim_utterance = p(UTTERANCE_CLAIMS.insert(if_not_exists=True))
+        self._utterance_claim = p(UTTERANCE_CLAIMS.select(), idempotent=True)
+        self._claim_key = p(IDEMPOTENCY_KEYS.insert(if_not_exists=True))
+        self._idem_key = p(IDEMPOTENCY_KEYS.select(), idempotent=True)
+        self._take_over_key = p(
+            IDEMPOTENCY_KEYS.update(["owner", "started_at"], condition="owner = ?")
+        )
+        self._finish_key = p(
+            IDEMPOTENCY_KEYS.update(["state", "status_code", "response"]), idempotent=True
+        )
+        self._release_key = p(
+            f"DELETE FROM {IDEMPOTENCY_KEYS.name} WHERE {IDEMPOTENCY_KEYS.key_where()} IF owner = ?"
+        )
+        self._insight = p(INSIGHTS.select(), idempotent=True)
+        self._insight_slices = {
+            (by, topic): p(_insight_slice(table, topic), idempotent=True)
+            for by, table in (("hour", INSIGHTS_BY_HOUR), ("user", INSIGHTS_BY_USER))
+            for topic in (False, True)
+        }
+
+    async def _run(self, statement: PreparedStatement, params: tuple) -> list[tuple]:
+        async with self._slots:
+            result = await execute(self.db.session, statement, params)
+            return result.current_rows
+
+    async def _one(self, statement: PreparedStatement, params: tuple) -> tuple | None:
+        rows = await self._run(statement, params)
+        return rows[0] if rows else None
+
+    async def _cas(
+        self, table: Table, row: Any, insert: PreparedStatement, read: PreparedStatement
+    ) -> Any | None:
+        """Run an LWT insert of `row`; None when it applied, else the row that
+        was there. On a CAS write timeout the outcome is unknown, and a SERIAL
+        read tells: finding our own row means the insert did apply."""
+        key = tuple(getattr(row, c) for c in table.partition_key)
+        try:
+            async with self._slots:
+                result = await execute(self.db.session, insert, table.values(row))
+        except WriteTimeout as exc:
+            if exc.write_type != WriteType.CAS:
+                raise
+            found = await self._serial_read(read, key)
+            return None if found == table.values(row) else table.from_row(found)
+        first = result.current_rows[0]
+        if first[0]:
+            return None
+        # A not-applied LWT returns the existing row in schema order, so map by name.
+        return table.from_mapping(dict(zip(result.column_names, first, strict=True)))
+
+    async def _serial_read(self, statement: PreparedStatement, key: tuple) -> tuple:
+        bound = statement.bind(key)
+        bound.consistency_level = ConsistencyLevel.SERIAL
+        async with self._slots:
+            result = await execute(self.db.session, bound)
+        if not result.current_rows:
+            raise ServiceUnavailable(
+                "The write's outcome is unknown and could not be read back; retry.", retry_after_s=1
+            )
+        return tuple(result.current_rows[0])
+
+    # ---- keys, learners, conversations
+
+    async def api_key(self, digest: bytes) -> ApiKeyRow | None:
+        row = await self._one(self._api_key, (digest,))
+        return API_KEYS.from_row(row) if row else None
+
+    async def create_user(self, user: UserRow) -> UserRow | None:
+        """None when created; the existing learner when the id is taken."""
+        return await self._cas(USERS, user, self._insert_user, self._user)
+
+    async def user(self, tenant: str, user_id: str) -> UserRow | None:
+        """Learners are never deleted or changed, so found ones are cached."""
+        key = (tenant, user_id)
+        if (cached := self._users.get(key)) is not None:
+            self._users.move_to_end(key)
+            return cached
+        row = await self._one(self._user, key)
+        if row is None:
+            return None
+        return _remember(self._users, key, USERS.from_row(row))
+
+    async def create_conversation(self, conversation: ConversationRow) -> ConversationRow | None:
+        return await self._cas(
+            CONVERSATIONS, conversation, self._insert_conversation, self._conversation
+        )
+
+    async def conversation(self, tenant: str, conversation_id: str) -> ConversationRow | None:
+        """Conversations never change once created, so found ones are cached."""
+        key = (tenant, conversation_id)
+        if (cached := self._conversations.get(key)) is not None:
+            self._conversations.move_to_end(key)
+            return cached
+        row = await self._one(self._conversation, key)
+        if row is None:
+            return None
+        return _remember(self._conversations, key, CONVERSATIONS.from_row(row))
+
+    # ---- utterances and the change feed
+
+    async def claim_utterance(self, claim: UtteranceClaimRow) -> UtteranceClaimRow | None:
+        return await self._cas(
+            UTTERANCE_CLAIMS, claim, self._claim_utterance, self._utterance_claim
+        )
+
+    async def utterance(self, tenant: str, utterance_id: str) -> UtteranceRow | None:
+        row = await self._one(self._utterance, (tenant, utterance_id))
+        return UTTERANCES.from_row(row) if row else None
+
+    async def write_utterance(self, utterance: UtteranceRow, entry: FeedEntry) -> None:
+        """The utterance and its feed entry in one logged batch: once this
+        returns, both exist; if it fails, the batch log still lands both or
+        neither, and a retry rewrites the same utterance row."""
+        batch = BatchStatement(batch_type=BatchType.LOGGED)
+        batch.add(self._insert_utterance, UTTERANCES.values(utterance))
+        batch.add(self._insert_feed, CHANGE_FEED.values(entry))
+        async with self._slots:
+            await execute(self.db.session, batch)
+
+    # ---- idempotency keys
+
+    async def claim_key(self, row: IdempotencyRow) -> IdempotencyRow | None:
+        return await self._cas(IDEMPOTENCY_KEYS, row, self._claim_key, self._idem_key)
+
+    async def take_over_key(
+        self, tenant: str, key: str, old_owner: uuid.UUID, owner: uuid.UUID, now: datetime
+    ) -> bool:
+        try:
+            row = await self._one(self._take_over_key, (owner, now, tenant, key, old_owner))
+        except WriteTimeout:
+            current = IDEMPOTENCY_KEYS.from_row(
+                await self._serial_read(self._idem_key, (tenant, key))
+            )
+            return current.owner == owner
+        return bool(row[0])
+
+    async def finish_key(self, tenant: str, key: str, status: int, response: bytes) -> None:
+        await self._run(self._finish_key, ("done", status, response, tenant, key))
+
+    async def release_key(self, tenant: str, key: str, owner: uuid.UUID) -> None:
+        await self._run(self._release_key, (tenant, key, owner))
+
+    # ---- insights
+
+    async def insight(self, tenant: str, utterance_id: str) -> InsightRow | None:
+        row = await self._one(self._insight, (tenant, utterance_id))
+        return INSIGHTS.from_row(row) if row else None
+
+    async def insights_after(
+        self,
+        by: Literal["hour", "user"],
+        partition: tuple[Any, ...],
+        after: tuple[datetime, str],
+        before: datetime,
+        bounds: tuple[float, float, float],
+        topic: str | None,
+        limit: int,
+    ) -> list[tuple]:
+        """The first `limit` insights of one partition of insights_by_hour
+        (tenant, hour, shard) or insights_by_user_month (tenant, user_id,
+        month) after `after` = (ts, utterance_id) and before the instant
+        `before`, with confidence >= bounds[0] and sentiment in [bounds[1],
+        bounds[2]] (and the topic), in (ts, utterance_id) order: tuples of
+        INSIGHT_SLICE_COLUMNS."""
+        statement = self._insight_slices[(by, topic is not None)]
+        topics = () if topic is None else (topic,)
+        params = (*partition, *after, before, *bounds, *topics, limit)
+        async with self._slots:
+            # Every page, not just the first: a short page would look like
+            # the end of the partition.
+            return await fetch_all(self.db.session, statement, params, limit=limit)
+
+
+INSIGHT_SLICE_COLUMNS = (
+    "ts", "utterance_id", "user_id", "sentiment", "topics", "confidence", "reasoning",
+    "model", "prompt_version", "parse_status",
+)  # fmt: skip
+
+
+def _insight_slice(table: Table, topic: bool) -> str:
+    # Storage-attached indexes filter inside the one partition read; the
+    # tuple bounds are a clustering slice.
+    where = (
+        f"{table.key_where()} AND (ts, utterance_id) > (?, ?) AND (ts) < (?)"
+        " AND confidence >= ? AND sentiment >= ? AND sentiment <= ?"
+        + (" AND topics CONTAINS ?" if topic else "")
+    )
+    return table.select(where, columns=INSIGHT_SLICE_COLUMNS) + " LIMIT ?"
+
+
+_CACHED_ROWS = 50_000
+
+
+def _remember(cache: OrderedDict[tuple[str, str], Any], key: tuple[str, str], row: Any) -> Any:
+    """Least-recently-used, bounded: a process never holds more than
+    _CACHED_ROWS of a kind."""
+    cache[key] = row
+    if len(cache) > _CACHED_ROWS:
+        cache.popitem(last=False)
+    return row

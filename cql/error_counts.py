@@ -1,0 +1,98 @@
+"""Error facts, windowed counts and all-time totals
+(cql/schema/005_error_counts.cql), and the one definition of which window
+and partition an error point counts in. Field order is column order."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NamedTuple
+
+import msgspec
+
+from cql.clock import DAY, EPOCH, HOUR, MINUTE, next_month
+from cql.table import Table
+
+
+class ErrorPointFact(msgspec.Struct):
+    tenant: str
+    user_id: str
+    day: datetime
+    ts: datetime
+    utterance_id: str
+    point: int
+    category: str
+    subcategory: str
+    written_at: datetime
+
+
+class ErrorCountRow(msgspec.Struct):
+    tenant: str
+    user_id: str
+    window: str
+    bucket: datetime
+    window_start: datetime
+    category: str
+    subcategory: str
+    count: int
+    late_events: int
+    as_of: datetime
+
+
+class ErrorTotalRow(msgspec.Struct):
+    tenant: str
+    user_id: str
+    category: str
+    subcategory: str
+    count: int
+    as_of: datetime
+
+
+ERROR_POINTS = Table(
+    "error_points_by_user_day",
+    ErrorPointFact,
+    ["tenant", "user_id", "day"],
+    ["ts", "utterance_id", "point"],
+)
+ERROR_COUNTS = Table(
+    "error_counts_by_user",
+    ErrorCountRow,
+    ["tenant", "user_id", "window", "bucket"],
+    ["window_start", "category", "subcategory"],
+)
+ERROR_TOTALS = Table(
+    "error_totals_by_user", ErrorTotalRow, ["tenant", "user_id"], ["category", "subcategory"]
+)
+
+
+class Window(NamedTuple):
+    """One error-count window: its kind, the start of the partition span it
+    is stored in (`bucket`), and its [start, end)."""
+
+    kind: str
+    bucket: datetime
+    start: datetime
+    end: datetime
+
+
+# Month rows all live in one partition per learner, whose bucket is this.
+MONTH_ROWS_BUCKET = EPOCH
+
+
+def error_windows(ts: datetime) -> tuple[Window, Window, Window]:
+    """The minute, hour and day windows an event at `ts` counts in, each with
+    its error_counts_by_user bucket: minute rows by UTC day, hour rows by
+    UTC month, day rows by UTC year. (Called for every fact of every
+    recount, hence replace() rather than floor_to.)"""
+    minute = ts.replace(second=0, microsecond=0)
+    hour = minute.replace(minute=0)
+    day = hour.replace(hour=0)
+    month = day.replace(day=1)
+    return (
+        Window("minute", day, minute, minute + MINUTE),
+        Window("hour", month, hour, hour + HOUR),
+        Window("day", month.replace(month=1), day, day + DAY),
+    )
+
+
+def month_window(month: datetime) -> Window:
+    return Window("month", MONTH_ROWS_BUCKET, month, next_month(month))

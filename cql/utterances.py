@@ -1,0 +1,51 @@
+"""Utterances, the claims of explicit utterance ids, and idempotency keys
+(cql/schema/003_utterances.cql). Field order is column order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+
+from cql.table import Table
+
+ErrorPoints = list[tuple[str, str]]
+
+
+class UtteranceRow(msgspec.Struct):
+    tenant: str
+    utterance_id: str
+    user_id: str
+    conversation_id: str
+    text: str
+    ts: datetime
+    errors: ErrorPoints
+    words_learned: int
+    received_at: datetime
+    status: str
+    status_reason: str | None
+    status_at: datetime | None
+
+
+class UtteranceClaimRow(msgspec.Struct):
+    tenant: str
+    utterance_id: str
+    request_hash: bytes
+    claimed_at: datetime
+
+
+class IdempotencyRow(msgspec.Struct):
+    tenant: str
+    idem_key: str
+    request_hash: bytes
+    owner: uuid.UUID
+    state: str
+    started_at: datetime
+    status_code: int | None
+    response: bytes | None
+
+
+UTTERANCES = Table("utterances_by_id", UtteranceRow, ["tenant", "utterance_id"])
+UTTERANCE_CLAIMS = Table("utterance_claims", UtteranceClaimRow, ["tenant", "utterance_id"])
+IDEMPOTENCY_KEYS = Table("idempotency_keys", IdempotencyRow, ["tenant", "idem_key"])

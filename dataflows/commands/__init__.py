@@ -1,0 +1,1 @@
+"""The operator commands: run, replay, redrive, status."""

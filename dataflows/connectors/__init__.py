@@ -1,0 +1,1 @@
+"""Bytewax connectors: the change-feed source and the sinks."""

@@ -1,0 +1,176 @@
+"""The sink the counting flows share, and bounded concurrent execution.
+
+`LearnerSink` hands each batch of facts to a writer (error counts, learning
+buckets), which records the facts and rewrites every served row they touch
+with absolute values recounted from the facts; then it bumps the touched
+learners' cache generations in Redis (cql/cache.py).
+
+Delivery guarantee: at-least-once. Bytewax replays whatever came after the
+last snapshot after a crash; a repeated batch upserts the same facts and
+rewrites the same counts, so it changes nothing.
+
+Why recounts cannot race: a recount reads the facts and then writes the
+count, so two writers interleaving on one learner could leave a count that
+misses the other's facts. Every item reaching this sink comes out of a
+window step keyed by learner, so all of a learner's items are on the one
+worker that owns that key, and this sink (a DynamicSink: no exchange)
+writes them there, one batch at a time. Do not put a step that
+redistributes items between the window and the sink, and do not run a
+replay of a flow while the same flow runs live.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from operator import attrgetter
+from typing import Any, Generic, Protocol, TypeVar
+
+import msgspec
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from cassandra.cluster import Session
+from cassandra.concurrent import execute_concurrent
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
+
+from cql.error_counts import ErrorPointFact
+from cql.learning import LearningFact
+from cql.session import Db
+from cql.table import Table
+from dataflows.resources import acquire_db, release_db
+from runtime.generations import bump_generations
+from runtime.settings import Settings
+
+R = TypeVar("R")
+F = TypeVar("F", ErrorPointFact, LearningFact)
+T = TypeVar("T")
+
+Learner = tuple[str, str]
+
+# Rows per batch: keeps a batch under Cassandra's default 5 KiB warning.
+_ROWS_PER_BATCH = 25
+
+
+class Stamped(msgspec.Struct, Generic[R], frozen=True):
+    """A fact row, with the watermark of the feed read that produced it."""
+
+    row: R
+    as_of: datetime
+
+
+def learner_key_of(tenant: str, user_id: str) -> str:
+    """The key a flow batches a learner's items by. It only routes and
+    batches (writers read each item's own tenant and user_id), so even two
+    learners sharing a key would still be counted apart."""
+    return f"{tenant}\x1f{user_id}"
+
+
+class Writer(Protocol[T]):
+    def write(self, items: Sequence[T]) -> set[Learner]:
+        """Write one batch; return the learners whose served rows changed."""
+        ...
+
+
+WriterFactory = Callable[[Db, Settings], Writer[T]]
+
+
+class LearnerSink(DynamicSink[tuple[str, list[T]]], Generic[T]):
+    """Consumes `(learner_key, items)` and writes them with a writer built
+    by `make_writer(db, settings)` on each worker."""
+
+    def __init__(self, settings: Settings, make_writer: WriterFactory[T]) -> None:
+        self.settings = settings
+        self.make_writer = make_writer
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LearnerSinkPartition[T]:
+        return _LearnerSinkPartition(self.settings, self.make_writer)
+
+
+class _LearnerSinkPartition(StatelessSinkPartition[tuple[str, list[T]]], Generic[T]):
+    def __init__(self, settings: Settings, make_writer: WriterFactory[T]) -> None:
+        self._cassandra = settings.cassandra
+        db = acquire_db(settings.cassandra)
+        self._writer = make_writer(db, settings)
+        self._redis = redis.Redis.from_url(
+            settings.redis.url,
+            socket_timeout=settings.redis.socket_timeout_s,
+            socket_connect_timeout=settings.redis.socket_timeout_s,
+        )
+
+    def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
+        learners = self._writer.write([value for _key, batch in items for value in batch])
+        # A Redis failure stops the flow rather than leave cached answers
+        # stale: on restart the batch is replayed and the bump retried.
+        bump_generations(self._redis, learners)
+
+    def close(self) -> None:
+        self._redis.close()
+        release_db(self._cassandra)
+
+
+def execute_all(
+    session: Session, statements: Iterable[tuple[Any, Sequence[Any] | None]], concurrency: int
+) -> list[Any]:
+    """Run (statement, params) pairs with at most `concurrency` in flight;
+    the results in order. Raises the first failure: the flow then stops and
+    resumes from its last snapshot, and every write here is idempotent."""
+    results = execute_concurrent(
+        session, list(statements), concurrency=concurrency, raise_on_first_error=True
+    )
+    return [result.result_or_exc for result in results]
+
+
+def upsert_rows(
+    session: Session,
+    insert: PreparedStatement,
+    table: Table[Any],
+    rows: Iterable[Any],
+    concurrency: int,
+) -> None:
+    """Upsert rows with `insert`, the rows of each partition together as
+    unlogged batches: a single-partition batch is one request and one
+    mutation for Cassandra, rather than one per row."""
+    partition = attrgetter(*table.partition_key)
+    by_partition: dict[Any, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_partition[partition(row)].append(row)
+    statements: list[tuple[Any, Sequence[Any] | None]] = []
+    for group in by_partition.values():
+        for i in range(0, len(group), _ROWS_PER_BATCH):
+            chunk = group[i : i + _ROWS_PER_BATCH]
+            if len(chunk) == 1:
+                statements.append((insert, table.values(chunk[0])))
+                continue
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for row in chunk:
+                batch.add(insert, table.values(row))
+            statements.append((batch, None))
+    execute_all(session, statements, concurrency)
+
+
+def latest_as_of(items: Iterable[Stamped[Any]]) -> dict[Learner, datetime]:
+    """Each learner's latest watermark among the items: their rows' as_of."""
+    as_of: dict[Learner, datetime] = {}
+    for item in items:
+        learner = (item.row.tenant, item.row.user_id)
+        as_of[learner] = max(as_of.get(learner, item.as_of), item.as_of)
+    return as_of
+
+
+def merge_facts(
+    table: Table[F], stored: Iterable[F], batch: Iterable[F]
+) -> tuple[list[F], list[F]]:
+    """The facts of a partition once `batch` is written into it, and the
+    batch facts that need writing. A fact is keyed by the table's primary
+    key (the utterance, and the point index for error points) and keeps the
+    latest `written_at`: an utterance in the feed twice was last accepted at
+    the later time, whichever of its entries comes first."""
+    key = attrgetter(*table.primary_key)
+    merged = {key(fact): fact for fact in stored}
+    changed: dict[tuple[Any, ...], F] = {}
+    for fact in batch:
+        current = merged.get(key(fact))
+        if current is None or current.written_at < fact.written_at:
+            merged[key(fact)] = changed[key(fact)] = fact
+    return list(merged.values()), list(changed.values())

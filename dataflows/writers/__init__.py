@@ -1,0 +1,1 @@
+"""What the sinks write: facts, recounts and served rows, per flow."""

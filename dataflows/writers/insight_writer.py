@@ -1,0 +1,280 @@
+"""From one utterance to its stored insight: the one path the insights flow
+and redrive share, and every table it writes (cql/schema/007_insights.cql).
+
+`Analyst.analyse(subject, previous)`:
+
+1. marks the utterance `processing`;
+2. has the LLM client analyse its text (a failure is a result, never an
+   exception), at most `llm.max_concurrency` utterances at once per
+   Analyst, so the client's deadline runs from when an utterance's turn
+   comes rather than from when its batch arrived;
+3. records the result with `InsightWriter.record`:
+   a. insights_by_utterance, the record: one row per analysed utterance,
+      failures included;
+   b. a completed insight goes to insights_by_hour and insights_by_user_month;
+      a failed one to failed_insights_by_day, and the served rows of a
+      previous completed answer are deleted. Either way a previous
+      failure's row leaves failed_insights_by_day, so that table holds each
+      utterance whose current insight is a failure, once;
+   c. the utterance's status: `completed`, or `failed` with the reason.
+
+Every write is an upsert or a delete of values fixed by the insight, so
+writing one again changes nothing. The record is written first because a
+rerun decides from it: a completed record is finished by `restate` (b and
+c again, no LLM call), a failed or missing one is analysed again. A crash
+at any point therefore leaves nothing a rerun cannot finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+import redis.asyncio
+import structlog
+from cassandra.query import PreparedStatement
+from prometheus_client import Counter, Histogram
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from cql.aio import execute
+from cql.change_feed import FeedEntry, shard_of
+from cql.clock import DAY, HOUR, floor_to, month_start, utc_now
+from cql.insights import (
+    FAILED_INSIGHTS,
+    INSIGHTS,
+    INSIGHTS_BY_HOUR,
+    INSIGHTS_BY_USER,
+    FailedInsightRow,
+    InsightByHourRow,
+    InsightByUserRow,
+    InsightRow,
+)
+from cql.session import Db
+from cql.table import Table
+from cql.utterances import UTTERANCES, UtteranceRow
+from llm.client import InsightResult, LlmClient
+from runtime.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# The LLM client counts calls, retries and failures by reason; these count
+# what happened to utterances.
+INSIGHTS_DONE: Final = Counter(
+    "utterstream_insights",
+    "Utterances analysed (completed, failed) or found analysed already (skipped)",
+    ["outcome"],
+)
+ANALYSIS_SECONDS: Final = Histogram(
+    "utterstream_insight_analysis_seconds",
+    "Time to analyse one utterance: rate-limit waits, retries and backoff included",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+
+FAILED: Final = "failed"
+
+
+class Subject(msgspec.Struct, frozen=True):
+    """What an analysis needs to know about an utterance."""
+
+    tenant: str
+    utterance_id: str
+    user_id: str
+    ts: datetime
+    text: str
+
+    @classmethod
+    def of(cls, utterance: FeedEntry | UtteranceRow) -> Subject:
+        u = utterance
+        return cls(u.tenant, u.utterance_id, u.user_id, u.ts, u.text)
+
+
+def insight_row(subject: Subject, result: InsightResult, analyzed_at: datetime) -> InsightRow:
+    a = result.analysis
+    return InsightRow(
+        subject.tenant,
+        subject.utterance_id,
+        subject.user_id,
+        subject.ts,
+        a.sentiment if a else None,
+        list(a.topics) if a else None,
+        a.confidence if a else None,
+        a.reasoning if a else None,
+        result.model,
+        result.prompt_version,
+        result.parse_status,
+        result.attempts,
+        round(result.latency_ms),
+        None if a else result.reason or "analysis failed without a reason",
+        analyzed_at,
+    )
+
+
+def hour_row(row: InsightRow, shards: int) -> InsightByHourRow:
+    # The hour's shard comes from the utterance alone, so a rewrite lands on
+    # the same row.
+    return InsightByHourRow(
+        row.tenant, floor_to(row.ts, HOUR), shard_of(row.tenant, row.utterance_id, shards),
+        row.ts, row.utterance_id, row.user_id, *_served(row),
+    )  # fmt: skip
+
+
+def user_row(row: InsightRow) -> InsightByUserRow:
+    return InsightByUserRow(
+        row.tenant, row.user_id, month_start(row.ts), row.ts, row.utterance_id, *_served(row)
+    )
+
+
+def failure_row(row: InsightRow) -> FailedInsightRow:
+    assert row.failure_reason is not None
+    day = floor_to(row.analyzed_at, DAY)
+    return FailedInsightRow(day, row.analyzed_at, row.tenant, row.utterance_id, row.failure_reason)
+
+
+def _served(row: InsightRow) -> tuple[Any, ...]:
+    assert row.sentiment is not None and row.confidence is not None
+    return (
+        row.sentiment, set(row.topics or ()), row.confidence, row.reasoning or "",
+        row.model, row.prompt_version, row.parse_status,
+    )  # fmt: skip
+
+
+def _delete(table: Table[Any]) -> str:
+    return f"DELETE FROM {table.name} WHERE {table.key_where(table.primary_key)}"
+
+
+def _key(table: Table[Any], row: Any) -> tuple[Any, ...]:
+    return tuple(getattr(row, column) for column in table.primary_key)
+
+
+class InsightWriter:
+    """The Cassandra side: statements prepared once, each call awaited on
+    the caller's event loop, at most `max_in_flight` statements at once."""
+
+    def __init__(self, db: Db, settings: Settings) -> None:
+        self._session = db.session
+        self._shards = settings.dataflow.insight_shards
+        self._slots = asyncio.Semaphore(settings.cassandra.max_in_flight)
+        p = db.prepare
+        self._insight = p(INSIGHTS.select(), idempotent=True)
+        self._utterance = p(UTTERANCES.select(), idempotent=True)
+        self._insert_insight = p(INSIGHTS.insert(), idempotent=True)
+        self._insert_hour = p(INSIGHTS_BY_HOUR.insert(), idempotent=True)
+        self._insert_user = p(INSIGHTS_BY_USER.insert(), idempotent=True)
+        self._insert_failure = p(FAILED_INSIGHTS.insert(), idempotent=True)
+        self._delete_hour = p(_delete(INSIGHTS_BY_HOUR), idempotent=True)
+        self._delete_user = p(_delete(INSIGHTS_BY_USER), idempotent=True)
+        self._delete_failure = p(_delete(FAILED_INSIGHTS), idempotent=True)
+        self._set_status = p(
+            UTTERANCES.update(["status", "status_reason", "status_at"]), idempotent=True
+        )
+
+    async def current(self, tenant: str, utterance_id: str) -> InsightRow | None:
+        rows = await self._run(self._insight, (tenant, utterance_id))
+        return INSIGHTS.from_row(rows[0]) if rows else None
+
+    async def utterance(self, tenant: str, utterance_id: str) -> UtteranceRow | None:
+        rows = await self._run(self._utterance, (tenant, utterance_id))
+        return UTTERANCES.from_row(rows[0]) if rows else None
+
+    async def mark_processing(self, subject: Subject) -> None:
+        await self._status(subject.tenant, subject.utterance_id, "processing", None)
+
+    async def record(self, row: InsightRow, previous: InsightRow | None) -> None:
+        """Write an analysis's result (see the module docstring for the order)."""
+        await self._run(self._insert_insight, INSIGHTS.values(row))
+        if row.parse_status != FAILED:
+            writes = self._served_writes(row)
+        else:
+            writes = [(self._insert_failure, FAILED_INSIGHTS.values(failure_row(row)))]
+            if previous is not None and previous.parse_status != FAILED:
+                writes += [
+                    (self._delete_hour, _key(INSIGHTS_BY_HOUR, hour_row(previous, self._shards))),
+                    (self._delete_user, _key(INSIGHTS_BY_USER, user_row(previous))),
+                ]
+        if previous is not None and previous.parse_status == FAILED:
+            writes.append((self._delete_failure, _key(FAILED_INSIGHTS, failure_row(previous))))
+        await asyncio.gather(*(self._run(statement, params) for statement, params in writes))
+        await self._final_status(row)
+
+    async def restate(self, row: InsightRow) -> None:
+        """Rewrite what a completed record implies: its served rows and the
+        utterance's status (which a client's retried request may have put
+        back to `pending`)."""
+        await asyncio.gather(*(self._run(s, p) for s, p in self._served_writes(row)))
+        await self._final_status(row)
+
+    async def forget_failure(self, failure: FailedInsightRow) -> None:
+        await self._run(self._delete_failure, _key(FAILED_INSIGHTS, failure))
+
+    def _served_writes(self, row: InsightRow) -> list[tuple[PreparedStatement, tuple[Any, ...]]]:
+        return [
+            (self._insert_hour, INSIGHTS_BY_HOUR.values(hour_row(row, self._shards))),
+            (self._insert_user, INSIGHTS_BY_USER.values(user_row(row))),
+        ]
+
+    async def _final_status(self, row: InsightRow) -> None:
+        failed = row.parse_status == FAILED
+        status = FAILED if failed else "completed"
+        await self._status(row.tenant, row.utterance_id, status, row.failure_reason)
+
+    async def _status(
+        self, tenant: str, utterance_id: str, status: str, reason: str | None
+    ) -> None:
+        await self._run(self._set_status, (status, reason, utc_now(), tenant, utterance_id))
+
+    async def _run(self, statement: PreparedStatement, params: tuple[Any, ...]) -> list[Any]:
+        async with self._slots:
+            result = await execute(self._session, statement, params)
+        return result.current_rows
+
+
+class Analyst:
+    """An LLM client and a writer on one event loop; build it with
+    `open_analyst` inside the loop that will use it."""
+
+    def __init__(
+        self, writer: InsightWriter, llm: LlmClient, redis: redis.asyncio.Redis, concurrency: int
+    ) -> None:
+        self.writer = writer
+        self._llm = llm
+        self._redis = redis
+        self._turns = asyncio.Semaphore(concurrency)
+
+    async def analyse(self, subject: Subject, previous: InsightRow | None) -> InsightRow:
+        await self.writer.mark_processing(subject)
+        async with self._turns:
+            result = await self._llm.analyze(subject.text)
+        ANALYSIS_SECONDS.observe(result.latency_ms / 1000)
+        row = insight_row(subject, result, utc_now())
+        await self.writer.record(row, previous)
+        outcome = FAILED if row.parse_status == FAILED else "completed"
+        INSIGHTS_DONE.labels(outcome).inc()
+        return row
+
+    async def restate(self, row: InsightRow) -> InsightRow:
+        await self.writer.restate(row)
+        INSIGHTS_DONE.labels("skipped").inc()
+        return row
+
+    async def aclose(self) -> None:
+        await self._llm.aclose()
+        await self._redis.aclose()
+
+
+async def open_analyst(writer: InsightWriter, settings: Settings) -> Analyst:
+    """Connect the LLM client (and its Redis rate bucket) on the running loop."""
+    client = redis.asyncio.Redis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=settings.redis.socket_timeout_s,
+        # Each call waits on Redis for its rate token: one quick retry, and
+        # then the client's "open" fallback, not redis-py's default retries.
+        retry=Retry(NoBackoff(), retries=1),
+    )
+    llm = LlmClient(settings.llm, client, limiter_prefix=settings.llm.limiter_prefix)
+    await llm.warm_up()
+    log.info("insights.analyst_ready", online=llm.online, rate_per_s=settings.llm.rate_per_s)
+    return Analyst(writer, llm, client, settings.llm.max_concurrency)

@@ -1,0 +1,207 @@
+"""The Idempotency-Key protocol and exactly-once storage (SPEC, Idempotency)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import msgspec
+
+from api.edge.idempotency import derived_id, request_hash
+from api.shapes import UtteranceIn
+from cql.clock import utc_now
+from cql.utterances import IDEMPOTENCY_KEYS, IdempotencyRow
+from tests.conftest import ApiProcess
+from tests.helpers import feed_entries, learner, learner_sync, utterance
+
+
+async def test_same_key_same_body_replays_the_first_answer(client, tenant, db, settings) -> None:
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    body = utterance(user_id, conversation_id)
+    headers = tenant.headers | {"Idempotency-Key": "k-replay"}
+    first = await client.post("/v1/utterances", json=body, headers=headers)
+    again = await client.post("/v1/utterances", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.content == first.content
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert len(feed_entries(db, settings.feed, tenant.name, started)) == 1
+
+
+async def test_same_key_other_body_is_422(client, tenant) -> None:
+    user_id, conversation_id = await learner(client, tenant.headers)
+    headers = tenant.headers | {"Idempotency-Key": "k-reused"}
+    assert (
+        await client.post(
+            "/v1/utterances", json=utterance(user_id, conversation_id), headers=headers
+        )
+    ).status_code == 202
+    other = await client.post(
+        "/v1/utterances", json=utterance(user_id, conversation_id, text="Other."), headers=headers
+    )
+    assert other.status_code == 422
+    assert other.headers["content-type"] == "application/problem+json"
+    assert other.json()["field"] == "Idempotency-Key"
+
+
+def _claim(db, tenant: str, key: str, body: dict, started_at: datetime) -> None:
+    digest = request_hash("POST", "/v1/utterances", msgspec.convert(body, UtteranceIn))
+    row = IdempotencyRow(tenant, key, digest, uuid.uuid4(), "started", started_at, None, None)
+    db.session.execute(db.prepare(IDEMPOTENCY_KEYS.insert()), IDEMPOTENCY_KEYS.values(row))
+
+
+async def test_repeat_while_first_in_flight_is_409_with_retry_after(client, tenant, db) -> None:
+    user_id, conversation_id = await learner(client, tenant.headers)
+    body = utterance(user_id, conversation_id)
+    _claim(db, tenant.name, "k-busy", body, utc_now())
+    r = await client.post(
+        "/v1/utterances", json=body, headers=tenant.headers | {"Idempotency-Key": "k-busy"}
+    )
+    assert r.status_code == 409
+    assert int(r.headers["Retry-After"]) >= 1
+
+
+async def test_request_that_died_after_claiming_is_finished_by_its_retry(
+    client, tenant, db, settings
+) -> None:
+    """What a request killed after the LWT and before the data write leaves
+    behind is exactly a stale claim; its retry must complete the work."""
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    body = utterance(user_id, conversation_id)
+    _claim(db, tenant.name, "k-died", body, utc_now() - timedelta(minutes=5))
+    r = await client.post(
+        "/v1/utterances", json=body, headers=tenant.headers | {"Idempotency-Key": "k-died"}
+    )
+    assert r.status_code == 202, r.text
+    utterance_id = r.json()["utterance_id"]
+    assert utterance_id == derived_id(tenant.name, "k-died")
+    assert (
+        await client.get(f"/v1/utterances/{utterance_id}", headers=tenant.headers)
+    ).status_code == 200
+    assert [e.utterance_id for e in feed_entries(db, settings.feed, tenant.name, started)] == [
+        utterance_id
+    ]
+
+
+async def test_explicit_utterance_id_is_stored_once_whatever_the_key(
+    client, tenant, db, settings
+) -> None:
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    body = utterance(user_id, conversation_id, utterance_id="explicit-1")
+    answers = [
+        await client.post(
+            "/v1/utterances", json=body, headers=tenant.headers | {"Idempotency-Key": f"k-{i}"}
+        )
+        for i in range(3)
+    ] + [await client.post("/v1/utterances", json=body, headers=tenant.headers)]
+    assert [a.status_code for a in answers] == [202] * 4
+    assert [a.json()["duplicate"] for a in answers] == [False, True, True, True]
+    assert len(feed_entries(db, settings.feed, tenant.name, started)) == 1
+    clash = await client.post(
+        "/v1/utterances", json=body | {"text": "Different."}, headers=tenant.headers
+    )
+    assert clash.status_code == 409
+    assert clash.json()["field"] == "utterance_id"
+
+
+async def test_post_without_key_is_accepted(client, tenant) -> None:
+    user_id, conversation_id = await learner(client, tenant.headers)
+    first = await client.post(
+        "/v1/utterances", json=utterance(user_id, conversation_id), headers=tenant.headers
+    )
+    second = await client.post(
+        "/v1/utterances", json=utterance(user_id, conversation_id), headers=tenant.headers
+    )
+    assert first.status_code == second.status_code == 202
+    assert first.json()["utterance_id"] != second.json()["utterance_id"]
+
+
+def test_100_identical_posts_on_two_api_processes_write_once(
+    api_processes, tenant, db, settings
+) -> None:
+    started = datetime.now(UTC)
+    with httpx.Client(base_url=api_processes[0].url) as c:
+        user_id, conversation_id = learner_sync(c, tenant.headers)
+    body = utterance(user_id, conversation_id)
+    headers = tenant.headers | {"Idempotency-Key": f"race-{uuid.uuid4()}"}
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as c:
+            return await asyncio.gather(
+                *(
+                    c.post(api_processes[i % 2].url + "/v1/utterances", json=body, headers=headers)
+                    for i in range(100)
+                )
+            )
+
+    answers = asyncio.run(race())
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {202, 409}, statuses
+    assert {a.json()["utterance_id"] for a in answers if a.status_code == 202} == {
+        derived_id(tenant.name, headers["Idempotency-Key"])
+    }
+    assert len(feed_entries(db, settings.feed, tenant.name, started)) == 1
+
+
+def test_kill_9_mid_stream_loses_nothing_and_writes_nothing_twice(
+    migrated, tenant, db, settings
+) -> None:
+    """200 keyed requests; the API process is killed with SIGKILL while they
+    are in flight; a fresh process takes every key's retry to completion.
+    Every key ends with exactly one utterance, each in the feed."""
+    started = datetime.now(UTC)
+    env = {"UTTERSTREAM_API_IN_FLIGHT_TIMEOUT_S": "2"}
+    server = ApiProcess(migrated, extra_env=env)
+    with httpx.Client(base_url=server.url) as c:
+        user_id, conversation_id = learner_sync(c, tenant.headers)
+    keys = [f"crash-{uuid.uuid4()}" for _ in range(200)]
+    bodies = {
+        k: utterance(user_id, conversation_id, text=f"Sentence {i}.") for i, k in enumerate(keys)
+    }
+
+    async def fire(url: str) -> dict[str, int]:
+        async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=50)) as c:
+
+            async def one(k: str) -> tuple[str, int]:
+                try:
+                    r = await c.post(
+                        url + "/v1/utterances",
+                        json=bodies[k],
+                        headers=tenant.headers | {"Idempotency-Key": k},
+                    )
+                    return k, r.status_code
+                except httpx.HTTPError:
+                    return k, 0
+
+            return dict(await asyncio.gather(*(one(k) for k in keys)))
+
+    async def fire_and_kill() -> dict[str, int]:
+        task = asyncio.create_task(fire(server.url))
+        await asyncio.sleep(0.4)
+        server.kill()
+        return await task
+
+    first = asyncio.run(fire_and_kill())
+    server.stop()
+    replacement = ApiProcess(migrated, extra_env=env)
+    try:
+        pending = set(keys)
+        for _ in range(20):
+            outcome = asyncio.run(fire(replacement.url))
+            pending = {k for k in pending if outcome[k] != 202}
+            if not pending:
+                break
+            asyncio.run(asyncio.sleep(1))
+        assert not pending, f"{len(pending)} keys never completed"
+    finally:
+        replacement.stop()
+    ids = [e.utterance_id for e in feed_entries(db, settings.feed, tenant.name, started)]
+    expected = {derived_id(tenant.name, k) for k in keys}
+    assert set(ids) == expected
+    acknowledged_before_kill = sum(s == 202 for s in first.values())
+    assert acknowledged_before_kill < len(keys), "the kill came too late to test anything"

@@ -1,0 +1,1 @@
+"""The data layer against the live schema."""

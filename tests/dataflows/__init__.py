@@ -1,0 +1,1 @@
+"""The dataflows against an independent recount."""

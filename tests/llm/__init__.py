@@ -1,0 +1,1 @@
+"""The model client and the analyzers, against a local fake OpenAI server."""

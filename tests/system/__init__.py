@@ -1,0 +1,1 @@
+"""The whole system under faults, fuzzing, bulk loads and many tenants."""
