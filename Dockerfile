@@ -8,7 +8,13 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY api api
 COPY cql cql
 COPY dataflows dataflows
+COPY llm llm
+COPY runtime runtime
+COPY loader loader
 RUN uv sync --frozen --no-dev
 ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1
 EXPOSE 8000
-CMD ["granian", "--interface", "asgi", "--factory", "api.app:app_from_env", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
+# The API: granian (workers respawned when one dies) under the supervisor
+# that restarts granian when it dies (api/commands/serve.py), the container's
+# main process; the container's restart policy restarts the supervisor.
+CMD ["python", "-m", "api", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,26 +1,13 @@
 """`python -m api COMMAND ...`: the API package's operator commands.
 
     keys create|revoke ...   API keys (ops/keys)
-    load FILE ...            bulk import through the batch endpoint (ops/load)
     openapi [PATH]           write the served OpenAPI document
+    serve [--port P] ...     the API server (ops/api)
 
-The server itself runs under granian (api.app.server_command)."""
+The server runs under granian, supervised (api.commands.serve: what
+api.app.server_command runs)."""
 
-from __future__ import annotations
-
-import importlib
-import sys
-
-COMMANDS = ("keys", "load", "openapi")
-
-
-def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        names = "|".join(COMMANDS)
-        sys.exit(f"usage: python -m api {{{names}}} [--help]\n" + __doc__)
-    command = importlib.import_module(f"api.commands.{sys.argv[1]}")
-    sys.exit(command.main(sys.argv[2:]))
-
+from runtime.commands import dispatch
 
 if __name__ == "__main__":
-    main()
+    dispatch("api", ("keys", "openapi", "serve"), __doc__)

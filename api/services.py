@@ -12,8 +12,6 @@ import redis.asyncio as aioredis
 import structlog
 from litestar import Litestar
 from litestar.di import NamedDependency
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from api.edge.auth import KeyCache, Principal
 from api.edge.problems import ServiceUnavailable
@@ -22,6 +20,7 @@ from api.writes.store import Store
 from cql.session import Db
 from llm.client import LlmClient
 from runtime.ratelimit import RedisRateLimiter
+from runtime.redis_client import connect_async
 from runtime.settings import Settings
 
 log = structlog.get_logger("api")
@@ -49,18 +48,16 @@ PrincipalDep = NamedDependency[Principal]
 def open_services(settings: Settings) -> Services:
     """Connect and prepare every statement; blocking, so run off the loop."""
     db = Db.open(settings.cassandra)
-    client = aioredis.Redis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.socket_timeout_s,
-        # Every request waits on Redis for its rate limit: one quick retry,
-        # not redis-py's default ten with backoff (seconds when it is down).
-        retry=Retry(NoBackoff(), retries=1),
-    )
+    client = connect_async(settings.redis)
     return Services(
         settings=settings,
         db=db,
-        store=Store(db, settings.cassandra.max_in_flight),
+        store=Store(
+            db,
+            settings.cassandra.max_in_flight,
+            idempotency_ttl_s=settings.api.idempotency_ttl_s,
+            feed_ttl_days=settings.feed.ttl_days,
+        ),
         redis=client,
         keys=KeyCache(),
         limiter=RedisRateLimiter(client),

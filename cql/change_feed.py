@@ -8,10 +8,10 @@ process's clock when the write starts, but the write becomes visible only
 when it completes, up to a request timeout later, and API hosts' clocks may
 differ a little. A reader that read right up to now could pass an id range
 before a slower write into that range landed, and never see it. So readers
-only read up to `now - reader_lag_s` (longer than any write can be in
-flight), and re-read a trailing overlap on every poll, dropping ids they have
-already emitted: an entry that lands up to that margin late is still read
-exactly once.
+read up to `now - reader_lag_s` (short, for freshness) and regularly sweep
+a trailing overlap longer than any write can be in flight, dropping ids
+they have already emitted: an entry that lands up to that margin late is
+still read exactly once (dataflows/connectors/feed_source.py).
 
 What is later still: a request that died after claiming its idempotency key
 is finished by its retry, possibly minutes later. The retry writes the feed
@@ -27,14 +27,16 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 from cassandra.cluster import Session
+from cassandra.query import PreparedStatement
 from cassandra.util import max_uuid_from_time, uuid_from_time
 
 from cql.clock import EPOCH
 from cql.table import Table
-from cql.utterances import ErrorPoints
+from cql.utterances import ErrorPoints, UtteranceRow
 from runtime.settings import FeedSettings
 
 
@@ -90,6 +92,21 @@ def new_position(
     )
 
 
+def entry_for(row: UtteranceRow, settings: FeedSettings, at: datetime | None = None) -> FeedEntry:
+    """The feed entry of an utterance written at `at` (its received_at unless
+    given): where it goes, with the utterance's own fields."""
+    shard, bucket, feed_id = new_position(
+        row.tenant, row.utterance_id, settings, at or row.received_at
+    )
+    return FeedEntry(
+        shard, bucket, feed_id, row.tenant, row.utterance_id, row.user_id,
+        row.conversation_id, row.text, row.ts, row.errors, row.words_learned,
+    )  # fmt: skip
+
+
+_RANGE = "shard = ? AND bucket = ? AND feed_id > ? AND feed_id <= ?"
+
+
 class FeedReader:
     """Reads one shard's entries in feed-id order, synchronously (it runs on a
     dataflow worker thread). Every partition read is bounded by a bucket."""
@@ -100,20 +117,31 @@ class FeedReader:
         self._session = session
         self._settings = settings
         self._page_size = page_size
-        self._range = session.prepare(
-            CHANGE_FEED.select("shard = ? AND bucket = ? AND feed_id > ? AND feed_id <= ?"),
-            keyspace=keyspace,
-        )
+        self._range = session.prepare(CHANGE_FEED.select(_RANGE), keyspace=keyspace)
         self._range.is_idempotent = True
+        self._ids = session.prepare(
+            CHANGE_FEED.select(_RANGE, columns=("feed_id",)), keyspace=keyspace
+        )
+        self._ids.is_idempotent = True
 
     def read(self, shard: int, after: datetime, until: datetime) -> Iterator[FeedEntry]:
         """Entries of `shard` written in (after, until], in feed-id order.
         Both ends are naive UTC datetimes."""
+        for values in self._rows(self._range, shard, after, until):
+            yield CHANGE_FEED.from_row(values)
+
+    def ids(self, shard: int, after: datetime, until: datetime) -> Iterator[uuid.UUID]:
+        """Only the ids of those entries: what a reader checks for late writes."""
+        for (feed_id,) in self._rows(self._ids, shard, after, until):
+            yield feed_id
+
+    def _rows(
+        self, statement: PreparedStatement, shard: int, after: datetime, until: datetime
+    ) -> Iterator[Any]:
         bucket = bucket_of(after, self._settings.bucket_s)
         step = timedelta(seconds=self._settings.bucket_s)
         low, high = max_uuid_from_time(after), max_uuid_from_time(until)
         while bucket <= until:
-            self._range.fetch_size = self._page_size
-            for values in self._session.execute(self._range, (shard, bucket, low, high)):
-                yield CHANGE_FEED.from_row(values)
+            statement.fetch_size = self._page_size
+            yield from self._session.execute(statement, (shard, bucket, low, high))
             bucket += step

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from cql.clock import DAY, EPOCH, HOUR, MINUTE, next_month
+from cql.clock import DAY, EPOCH, HOUR, MINUTE, Span, next_month
 from cql.table import Table
 
 
@@ -63,6 +63,9 @@ ERROR_TOTALS = Table(
     "error_totals_by_user", ErrorTotalRow, ["tenant", "user_id"], ["category", "subcategory"]
 )
 
+# Windows of one partition by start: window_start in [?, ?).
+WINDOWS_FROM_TO = f"{ERROR_COUNTS.key_where()} AND window_start >= ? AND window_start < ?"
+
 
 class Window(NamedTuple):
     """One error-count window: its kind, the start of the partition span it
@@ -76,6 +79,9 @@ class Window(NamedTuple):
 
 # Month rows all live in one partition per learner, whose bucket is this.
 MONTH_ROWS_BUCKET = EPOCH
+# The UTC span one partition holds, per window kind (error_windows below
+# computes the same with replace(), for speed; a test holds them equal).
+PARTITION_SPAN: dict[str, Span] = {"minute": "day", "hour": "month", "day": "year"}
 
 
 def error_windows(ts: datetime) -> tuple[Window, Window, Window]:

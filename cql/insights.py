@@ -7,6 +7,7 @@ from datetime import datetime
 
 import msgspec
 
+from cql.clock import month_start
 from cql.table import Table
 
 
@@ -80,3 +81,16 @@ INSIGHTS_BY_USER = Table(
 FAILED_INSIGHTS = Table(
     "failed_insights_by_day", FailedInsightRow, ["day"], ["failed_at", "tenant", "utterance_id"]
 )
+
+
+# ---- partitions: one definition for the writer and the reader
+
+
+def hour_of(ts: datetime) -> datetime:
+    """The insights_by_hour partition (with a shard) holding an insight at `ts`."""
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def month_of(ts: datetime) -> datetime:
+    """The insights_by_user_month partition holding an insight at `ts`."""
+    return month_start(ts)

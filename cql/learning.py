@@ -50,4 +50,10 @@ LEARNING_BUCKETS = Table(
     ["tenant", "user_id", "month"],
     ["bucket_start"],
 )
+# The flows, by the name each records its position under in dataflow_progress.
+ERROR_FLOW = "error_counters"
+LEARNING_FLOW = "learning"
+INSIGHTS_FLOW = "insights"
+FLOWS = (ERROR_FLOW, LEARNING_FLOW, INSIGHTS_FLOW)
+
 DATAFLOW_PROGRESS = Table("dataflow_progress", ProgressRow, ["flow"], ["shard"])

@@ -130,8 +130,9 @@ def _apply(session: Session, path: Path) -> bool:
 
 
 def main() -> None:
-    configure_logging()
-    applied = migrate(Settings.from_env().cassandra)
+    settings = Settings.from_env()
+    configure_logging(settings.log)
+    applied = migrate(settings.cassandra)
     log.info("schema_up_to_date", applied=applied)
 
 

@@ -35,11 +35,18 @@ class Table(Generic[R]):
     def primary_key(self) -> tuple[str, ...]:
         return self.partition_key + self.clustering
 
-    def insert(self, *, if_not_exists: bool = False, columns: Iterable[str] | None = None) -> str:
+    def insert(
+        self,
+        *,
+        if_not_exists: bool = False,
+        columns: Iterable[str] | None = None,
+        ttl_s: int | None = None,
+    ) -> str:
+        """`ttl_s` overrides the table's default_time_to_live for the cells written."""
         cols = tuple(columns) if columns is not None else self.columns
         marks = ", ".join("?" for _ in cols)
         cql = f"INSERT INTO {self.name} ({', '.join(cols)}) VALUES ({marks})"
-        return cql + (" IF NOT EXISTS" if if_not_exists else "")
+        return cql + (" IF NOT EXISTS" if if_not_exists else "") + _using_ttl(ttl_s)
 
     def select(self, where: str | None = None, *, columns: Iterable[str] | None = None) -> str:
         """SELECT the row's columns (all, in field order, unless named) from
@@ -47,9 +54,16 @@ class Table(Generic[R]):
         cols = ", ".join(columns) if columns is not None else ", ".join(self.columns)
         return f"SELECT {cols} FROM {self.name} WHERE {where or self.key_where()}"
 
-    def update(self, assignments: Iterable[str], *, condition: str | None = None) -> str:
+    def update(
+        self,
+        assignments: Iterable[str],
+        *,
+        condition: str | None = None,
+        ttl_s: int | None = None,
+    ) -> str:
         sets = ", ".join(f"{c} = ?" for c in assignments)
-        cql = f"UPDATE {self.name} SET {sets} WHERE {self.key_where(self.primary_key)}"
+        where = self.key_where(self.primary_key)
+        cql = f"UPDATE {self.name}{_using_ttl(ttl_s)} SET {sets} WHERE {where}"
         return cql + (f" IF {condition}" if condition else "")
 
     def key_where(self, key: Sequence[str] | None = None) -> str:
@@ -63,3 +77,8 @@ class Table(Generic[R]):
 
     def from_mapping(self, values: Mapping[str, Any]) -> R:
         return self.row(**{c: values[c] for c in self.columns})
+
+
+def _using_ttl(ttl_s: int | None) -> str:
+    # Part of the statement's text, prepared once; int() lets only a number in.
+    return "" if ttl_s is None else f" USING TTL {int(ttl_s)}"

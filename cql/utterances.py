@@ -1,5 +1,6 @@
 """Utterances, the claims of explicit utterance ids, and idempotency keys
-(cql/schema/003_utterances.cql). Field order is column order."""
+(cql/schema/003_utterances.cql; the claims' holders and leases,
+008_claim_leases.cql). Field order is column order."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ class UtteranceClaimRow(msgspec.Struct):
     utterance_id: str
     request_hash: bytes
     claimed_at: datetime
+    # derived_id(tenant, Idempotency-Key, item index) of the claiming request;
+    # None without a key.
+    claimed_by: str | None = None
 
 
 class IdempotencyRow(msgspec.Struct):
@@ -44,6 +48,11 @@ class IdempotencyRow(msgspec.Struct):
     started_at: datetime
     status_code: int | None
     response: bytes | None
+    # When the claim lapses unless its holder renews it; None for claims
+    # written before leases (they lapse at started_at plus the lease).
+    lease_until: datetime | None = None
+    # The process carrying the request out, host:pid.
+    holder: str | None = None
 
 
 UTTERANCES = Table("utterances_by_id", UtteranceRow, ["tenant", "utterance_id"])

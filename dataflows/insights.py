@@ -52,6 +52,7 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from cql.change_feed import shard_of
 from cql.insights import InsightRow
+from cql.learning import INSIGHTS_FLOW
 from dataflows.connectors.feed_source import FeedItem, FeedSource
 from dataflows.resources import acquire_db, flow_settings, release_db
 from dataflows.writers.insight_writer import FAILED, Analyst, InsightWriter, Subject, open_analyst
@@ -60,7 +61,7 @@ from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-FLOW = "insights"
+FLOW = INSIGHTS_FLOW
 # More lanes than workers, so Bytewax spreads them evenly over any worker
 # count; a lane is only a route, so the number can change between runs.
 LANES = 32

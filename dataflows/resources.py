@@ -27,8 +27,9 @@ def flow_settings(settings: Settings | None) -> Settings:
     process is new, so it sets up its logging here too."""
     if settings is not None:
         return settings
-    configure_logging()
-    return Settings.from_env()
+    settings = Settings.from_env()
+    configure_logging(settings.log)
+    return settings
 
 
 def acquire_db(settings: CassandraSettings) -> Db:

@@ -1,3 +1,5 @@
 """The OpenAI-compatible model, shared by the insights dataflow and the
-exercises endpoint: prompts and reply parsing (analysis), the rate-limited,
-retrying client (client), and the offline analyzer used without a model."""
+exercises endpoint: what an insight is and the prompt (analysis), reading
+replies (parsing), the rate-limited, retrying calls (calls, faults), the
+client built on them (client), the offline analyzer used without a model
+(offline), and the exercises (exercises)."""

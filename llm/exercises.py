@@ -14,7 +14,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from llm.analysis import json_object
+from llm.parsing import json_object
 
 PROMPT_VERSION = "exercises-v1"
 OFFLINE_MODEL = "offline-templates-v1"

@@ -1,19 +1,23 @@
 """structlog set-up shared by the API, the dataflows and the ops commands:
-JSON lines on stderr, or coloured console lines when UTTERSTREAM_LOG_FORMAT=console."""
+JSON lines on stderr, or coloured console lines with `LogSettings.format`
+"console" (UTTERSTREAM_LOG_FORMAT=console)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
 
+from runtime.settings import LogSettings
 
-def configure_logging(level: str | None = None) -> None:
-    level_name = (level or os.environ.get("UTTERSTREAM_LOG_LEVEL", "INFO")).upper()
-    console = os.environ.get("UTTERSTREAM_LOG_FORMAT") == "console"
-    renderer = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+
+def configure_logging(settings: LogSettings) -> None:
+    renderer = (
+        structlog.dev.ConsoleRenderer()
+        if settings.format == "console"
+        else structlog.processors.JSONRenderer()
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -22,7 +26,7 @@ def configure_logging(level: str | None = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level_name)),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

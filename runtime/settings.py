@@ -1,109 +1,39 @@
 """Every setting utterstream reads, from the environment, in one place.
 
-One Struct per concern, each field with a default that runs on a developer
-machine. Nothing here is cached at import: callers build `Settings.from_env()`
-once at start-up (or `Settings(...)` directly in tests) and pass it down.
+One Struct per concern (runtime/sections.py), each field with a default that
+runs on a developer machine and a description. Nothing here is cached at
+import: callers build `Settings.from_env()` once at start-up (or
+`Settings(...)` directly in tests) and pass it down; nothing else in api/,
+cql/, dataflows/, llm/ or runtime/ reads the environment.
+
+A field's variable is UTTERSTREAM_<SECTION>_<FIELD> (`env_name`), except for a
+few names kept from the wider ecosystem (`_ALIASES`). `from_env` checks each
+value against the field's type and bounds, and a bad one stops start-up with
+an error naming the variable. The README's table of settings is generated
+from these definitions (`python -m runtime.settings`), and a test keeps it so.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+import typing
 from collections.abc import Mapping
-from datetime import datetime
+from typing import Annotated, Literal
 
 import msgspec
 
-
-class CassandraSettings(msgspec.Struct, frozen=True):
-    hosts: tuple[str, ...] = ("127.0.0.1",)
-    port: int = 9042
-    keyspace: str = "utterstream"
-    local_dc: str = "datacenter1"
-    # Replication is chosen per environment: SimpleStrategy locally,
-    # NetworkTopologyStrategy (e.g. "NetworkTopologyStrategy:dc1=3") in production.
-    replication: str = "SimpleStrategy:1"
-    request_timeout_s: float = 5.0
-    connect_timeout_s: float = 5.0
-    # Writes in flight per process; bounds memory and Cassandra's queues.
-    max_in_flight: int = 256
-
-
-class RedisSettings(msgspec.Struct, frozen=True):
-    url: str = "redis://127.0.0.1:6379/0"
-    socket_timeout_s: float = 0.5
-
-
-class FeedSettings(msgspec.Struct, frozen=True):
-    # The change feed is split into this many shards per time bucket; a
-    # dataflow partition reads one shard. Changing it needs a fresh replay.
-    shards: int = 8
-    bucket_s: int = 60
-    ttl_days: int = 7
-    # How far readers stay behind now: longer than any write can be in flight.
-    reader_lag_s: float = 5.0
-
-
-class ApiSettings(msgspec.Struct, frozen=True):
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 2
-    max_body_bytes: int = 2 * 1024 * 1024
-    max_batch_items: int = 1000
-    # A claimed idempotency key older than this, still unfinished, belongs
-    # to a request that died: its retry takes it over and finishes the work.
-    in_flight_timeout_s: float = 30.0
-    idempotency_ttl_s: int = 48 * 3600
-    retry_after_s: int = 1
-    # When Redis is down: "open" lets requests through (logged, counted);
-    # "closed" answers 503.
-    redis_failure_policy: str = "open"
-    default_rate: float = 100.0
-    default_burst: int = 200
-
-
-class LlmSettings(msgspec.Struct, frozen=True):
-    # Empty base_url/model: the built-in offline analyzer answers instead.
-    base_url: str = ""
-    api_key: str = "not-needed"
-    model: str = ""
-    timeout_s: float = 20.0
-    max_attempts: int = 5
-    # Calls per second across every worker and process together.
-    rate_per_s: float = 10.0
-    max_concurrency: int = 8
-    # Prefix of the shared rate bucket's Redis key: processes with the same
-    # prefix share one call rate (tests use their own).
-    limiter_prefix: str = "rl:"
-
-
-class DataflowSettings(msgspec.Struct, frozen=True):
-    recovery_dir: str = ".local/recovery"
-    poll_interval_s: float = 0.5
-    # Event-time windows close this long (system time) after their end.
-    window_wait_s: float = 10.0
-    # An event whose feed write is this long after its window's end is late.
-    late_after_s: float = 60.0
-    # Each poll of a feed shard re-reads this much before its position and
-    # drops ids it already emitted, so a write that lands up to this late is
-    # still read once. Must be at least feed.reader_lag_s.
-    feed_overlap_s: float = 5.0
-    # Where a dataflow without recovery state starts reading the feed
-    # (default: the feed's TTL ago, so nothing is skipped), and where it stops
-    # and exits (default: never). Both are RFC 3339 instants.
-    start_at: datetime | None = None
-    stop_at: datetime | None = None
-    # insights_by_hour splits each tenant's hour into this many partitions,
-    # all read by GET /v1/insights. The writer and the API must agree: a
-    # change needs insights_by_hour emptied and rebuilt by a replay.
-    insight_shards: int = 8
-    # The insights flow hands each worker's LLM client batches of up to this
-    # many utterances, or what came within the wait.
-    insight_batch_size: int = 32
-    insight_batch_wait_s: float = 0.5
-    # Most feed entries one poll of a shard emits. Bigger batches make a
-    # replay or a catch-up faster (each learner's windows are recounted once
-    # per batch rather than many times), at the cost of memory.
-    feed_batch_size: int = 5000
+from runtime.sections import (
+    ApiSettings,
+    CassandraSettings,
+    DataflowSettings,
+    FeedSettings,
+    LlmSettings,
+    LogSettings,
+    MetricsSettings,
+    RedisSettings,
+)
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -113,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True):
     api: ApiSettings = ApiSettings()
     llm: LlmSettings = LlmSettings()
     dataflow: DataflowSettings = DataflowSettings()
+    log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -120,13 +52,12 @@ class Settings(msgspec.Struct, frozen=True):
         return cls(**{name: _section(typ, name, env) for name, typ in _SECTIONS.items()})
 
 
+class SettingsError(ValueError):
+    """A variable whose value does not fit its setting; names both."""
+
+
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
-    "cassandra": CassandraSettings,
-    "redis": RedisSettings,
-    "feed": FeedSettings,
-    "api": ApiSettings,
-    "llm": LlmSettings,
-    "dataflow": DataflowSettings,
+    name: typing.get_type_hints(Settings)[name] for name in Settings.__struct_fields__
 }
 
 # Names kept from the wider ecosystem instead of our UTTERSTREAM_ prefix.
@@ -138,11 +69,15 @@ _ALIASES = {
     ("llm", "api_key"): "OPENAI_API_KEY",
     ("llm", "model"): "OPENAI_MODEL",
     ("api", "port"): "API_PORT",
+    ("metrics", "multiproc_dir"): "PROMETHEUS_MULTIPROC_DIR",
 }
 
 
 def env_name(section: str, field: str) -> str:
     return _ALIASES.get((section, field), f"UTTERSTREAM_{section}_{field}".upper())
+
+
+_AT = re.compile(r" - at `\$\.(?P<field>\w+)[^`]*`$")
 
 
 def _section(typ: type[msgspec.Struct], section: str, env: Mapping[str, str]) -> msgspec.Struct:
@@ -152,7 +87,57 @@ def _section(typ: type[msgspec.Struct], section: str, env: Mapping[str, str]) ->
         if value is None:
             continue
         raw[field.name] = (
-            tuple(v.strip() for v in value.split(",")) if field.type == tuple[str, ...] else value
+            tuple(v.strip() for v in value.split(",") if v.strip())
+            if typing.get_origin(_bare(field.type)) is tuple
+            else value
         )
-    # strict=False converts "8" to 8 and "0.5" to 0.5, and names the bad field.
-    return msgspec.convert(raw, typ, strict=False)
+    try:
+        # strict=False converts "8" to 8 and "0.5" to 0.5.
+        return msgspec.convert(raw, typ, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        at = _AT.search(message)
+        if at is None:
+            raise SettingsError(f"{section} settings: {message}") from None
+        field = at["field"]
+        name = env_name(section, field)
+        kind = _bare(typing.get_type_hints(typ, include_extras=True)[field])
+        choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
+        allowed = f" (one of: {', '.join(choices)})" if choices else ""
+        raise SettingsError(
+            f"{name}={env[name]!r} is not a valid setting: {_AT.sub('', message)}{allowed}"
+        ) from None
+
+
+def _bare(annotation: object) -> object:
+    """The type without its Annotated metadata: tuple[str, ...], Literal[...]."""
+    if typing.get_origin(annotation) is Annotated:
+        return typing.get_args(annotation)[0]
+    return annotation
+
+
+# ---- the README's table
+
+
+def markdown_table() -> str:
+    """Every setting as a Markdown table: variable, default, what it does."""
+    lines = ["| variable | default | what it does |", "|---|---|---|"]
+    for section, typ in _SECTIONS.items():
+        info = msgspec.inspect.type_info(typ)
+        for field in info.fields:
+            text = field.type.extra_json_schema["description"]
+            default = _shown(field.default)
+            lines.append(f"| `{env_name(section, field.name)}` | {default} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+def _shown(default: object) -> str:
+    if default is None or default == "":
+        return "unset"
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    return f"`{default}`"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table())

@@ -9,9 +9,6 @@ keyspace is never truncated between tests.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +21,7 @@ from api.app import create_app, server_command
 from api.commands.keys import create as create_key
 from cql.migrate import migrate
 from cql.session import Db
+from runtime.processes import free_port, launch, stop
 from runtime.settings import CassandraSettings, FeedSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,60 +115,38 @@ async def client(migrated: Settings, redis_client: redis.Redis) -> AsyncIterator
         yield test_client
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ApiProcess:
-    """A real API server (granian) in its own OS process."""
+    """A real API server (granian) in its own OS process, stopped again if it
+    is not ready within `ready_deadline_s` (None: not waited for at all)."""
+
+    ready_deadline_s: float | None = 30.0
 
     def __init__(
         self, settings: Settings, workers: int = 1, extra_env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**settings_env(settings), **(extra_env or {})}
-        self.log = open(ROOT / ".local" / "log" / f"test-api-{self.port}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self.log_path = ROOT / ".local" / "log" / f"test-api-{self.port}.log"
+        self.proc = launch(
             server_command(self.port, workers),
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            self.log_path,
+            {**settings_env(settings), **(extra_env or {})},
+            ready=None if self.ready_deadline_s is None else self.answers_ready,
+            deadline_s=self.ready_deadline_s or 0,
         )
-        self.wait_ready()
 
-    def wait_ready(self, deadline_s: float = 30.0) -> None:
-        start = time.monotonic()
-        while time.monotonic() - start < deadline_s:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"API process exited with {self.proc.returncode}; see {self.log.name}"
-                )
-            try:
-                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"API process not ready after {deadline_s}s; see {self.log.name}")
+    def answers_ready(self, _proc: object = None) -> bool:
+        try:
+            return httpx.get(self.url + "/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def kill(self) -> None:
         """kill -9 the server and its workers: no graceful anything."""
-        subprocess.run(["pkill", "-9", "-P", str(self.proc.pid)], check=False)
-        self.proc.kill()
-        self.proc.wait()
+        stop(self.proc, grace_s=0)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
+        stop(self.proc)
 
 
 @pytest.fixture

@@ -1,30 +1,38 @@
 """What the dataflow tests share: sending utterances through a real API
-process, simulating a retried request's second feed entry, running a flow to
-the end of the feed, and reading (or wiping) a tenant's served rows."""
+process, simulating a retried request's second feed entry, running a flow
+over test items or to the end of the feed, and reading (or wiping) a
+tenant's served rows."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
 import httpx
 import msgspec
-from bytewax.testing import cluster_main, run_main
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+from cassandra.util import uuid_from_time
+from hypothesis import strategies as st
 
 from api.writes.store import Store
-from cql.change_feed import FeedEntry, new_position
+from cql.change_feed import FeedEntry, bucket_of, new_position
 from cql.clock import utc_now
 from cql.error_counts import ERROR_COUNTS, ERROR_POINTS, ERROR_TOTALS
 from cql.learning import LEARNING_BUCKETS, LEARNING_EVENTS
 from cql.session import Db
 from cql.utterances import UtteranceRow
+from dataflows.commands import replay
+from dataflows.connectors.feed_source import FeedItem
 from runtime.settings import Settings
-from tests.conftest import ApiProcess
+from tests.conftest import ApiProcess, Tenant, new_tenant
 from tests.oracle import ErrorKey
 
 PAIRS = [
@@ -45,14 +53,136 @@ def flow_settings(settings: Settings) -> Settings:
     )
 
 
-def run_to_end(flow: ModuleType, settings: Settings, start: datetime, workers: int = 1) -> None:
-    """Run a flow module's flow over the feed from `start` to now, until it ends."""
-    source = flow.feed_source(settings, start=start, stop_at=utc_now())
-    dataflow = flow.get_flow(source=source, settings=settings)
+def run(dataflow: Dataflow, workers: int = 1) -> None:
+    """Run a dataflow in this process until its input ends, with `workers` workers."""
     if workers == 1:
         run_main(dataflow)
     else:
         cluster_main(dataflow, [], 0, worker_count_per_proc=workers)
+
+
+def run_to_end(flow: ModuleType, settings: Settings, start: datetime, workers: int = 1) -> None:
+    """Run a flow module's flow over the feed from `start` to now, until it ends."""
+    source = flow.feed_source(settings, start=start, stop_at=utc_now())
+    run(flow.get_flow(source=source, settings=settings), workers)
+
+
+def feed_item(
+    tenant: str, user_id: str, utterance_id: str, ts: datetime, errors: list, words: int = 0
+) -> FeedItem:
+    """A feed entry (read now, at once) as a flow's source would give it."""
+    now = utc_now()
+    entry = FeedEntry(
+        0, bucket_of(now, 60), uuid_from_time(now), tenant, utterance_id, user_id, "c", "x", ts,
+        errors, words,
+    )  # fmt: skip
+    return FeedItem(entry, now)
+
+
+def learner_batches(
+    flow: ModuleType, items: list[FeedItem], settings: Settings, workers: int, tenant: str = "t"
+) -> list[list[Any]]:
+    """Run a flow module's flow over `items` in place of the feed, into a
+    testing sink: the batches that reach it, each of which must be keyed by
+    `tenant` and its one learner."""
+    out: list = []
+    run(
+        flow.get_flow(source=TestingSource(items), sink=TestingSink(out), settings=settings),
+        workers,
+    )
+    for key, batch in out:
+        assert {f"{tenant}\x1f{e.row.user_id}" for e in batch} == {key}
+    return [batch for _, batch in out]
+
+
+# ---- end to end
+
+
+FATES = ("once", "posted_twice", "retried")
+
+
+def drawn_specs(
+    ages_ms: st.SearchStrategy[int], errors: st.SearchStrategy, words: st.SearchStrategy
+) -> st.SearchStrategy[list[tuple]]:
+    """1 to 40 utterances to send, each drawn as (learner 0-2, age in ms,
+    errors, words, fate) for send_drawn."""
+    spec = st.tuples(st.integers(0, 2), ages_ms, errors, words, st.sampled_from(FATES))
+    return st.lists(spec, min_size=1, max_size=40)
+
+
+@dataclass
+class Sent:
+    """What an end-to-end test sent through the API: with the flow settings,
+    a tenant of its own and a feed position from before any of it."""
+
+    settings: Settings
+    tenant: Tenant
+    start: datetime
+    learners: list[tuple[str, str]]
+    ids: list[str]
+
+
+@contextmanager
+def _sending(api: ApiProcess, db: Db, migrated: Settings) -> Iterator[tuple[Sent, httpx.Client]]:
+    tenant = new_tenant(db)
+    sent = Sent(flow_settings(migrated), tenant, utc_now() - timedelta(seconds=1), [], [])
+    with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=30) as http:
+        yield sent, http
+
+
+def send_drawn(api: ApiProcess, db: Db, migrated: Settings, specs: list[tuple]) -> Sent:
+    """For each drawn (learner 0-2, age in ms, errors, words, fate) an
+    utterance posted in the order drawn (so timestamps out of order); a
+    "posted_twice" one is posted again, a "retried" one written again as a
+    retry would."""
+    with _sending(api, db, migrated) as (sent, http):
+        sent.learners = create_learners(http, 3)
+        now = now_utc()
+        items = [
+            utterance(sent.learners[who], now - timedelta(milliseconds=age), errors, words)
+            for who, age, errors, words, _ in specs
+        ]
+        post_all(http, items)
+        post_all(http, [i for i, s in zip(items, specs, strict=True) if s[4] == "posted_twice"])
+    sent.ids = [i["utterance_id"] for i in items]
+    retried = [i for i, s in zip(sent.ids, specs, strict=True) if s[4] == "retried"]
+    write_again_as_retry(db, sent.settings, sent.tenant.name, retried)
+    return sent
+
+
+def send_random(api: ApiProcess, db: Db, migrated: Settings, rng_seed: int) -> Sent:
+    """400 random utterances of six learners, every tenth then written again
+    as a retry would."""
+    with _sending(api, db, migrated) as (sent, http):
+        sent.learners = create_learners(http, 6)
+        items = random_utterances(random.Random(rng_seed), sent.learners, 400, now_utc())
+        post_all(http, items)
+    sent.ids = [item["utterance_id"] for item in items]
+    write_again_as_retry(db, sent.settings, sent.tenant.name, sent.ids[::10])
+    return sent
+
+
+def one_and_two_workers_and_a_replay(
+    flow: ModuleType,
+    sent: Sent,
+    tables: Callable[[], Any],
+    wipe_tables: Callable[[], None],
+    expected: Any,
+    empty: Any,
+) -> int:
+    """The flow run with one worker writes `expected` into `tables()`; wiped
+    (`empty` then) and run with two, then replayed with two, it writes the
+    same. Returns how many feed entries the replay read."""
+    run_to_end(flow, sent.settings, sent.start, workers=1)
+    one_worker = tables()
+    assert one_worker == expected
+    wipe_tables()
+    assert tables() == empty
+    run_to_end(flow, sent.settings, sent.start, workers=2)
+    assert tables() == one_worker
+    entries = replay.replay(flow.FLOW, sent.settings, start=sent.start, workers=2)
+    assert tables() == one_worker
+    return entries
 
 
 # ---- sending utterances
@@ -60,15 +190,9 @@ def run_to_end(flow: ModuleType, settings: Settings, start: datetime, workers: i
 
 class PatientApiProcess(ApiProcess):
     """A real API process that waits longer to be ready (a CI machine running
-    Cassandra and other suites at once can take over 30 s to start one), and
-    stops the process if it never is, rather than leave it running."""
+    Cassandra and other suites at once can take over 30 s to start one)."""
 
-    def wait_ready(self, deadline_s: float = 120.0) -> None:
-        try:
-            super().wait_ready(deadline_s)
-        except RuntimeError:
-            self.stop()
-            raise
+    ready_deadline_s = 120.0
 
 
 def create_learners(http: httpx.Client, n: int) -> list[tuple[str, str]]:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from runtime.settings import Settings
+    from tests.conftest import ApiProcess
 
 
 def utterance(user_id: str, conversation_id: str, **overrides: Any) -> dict[str, Any]:
@@ -50,6 +55,51 @@ def learner_sync(client: httpx.Client, headers: dict[str, str]) -> tuple[str, st
     r = client.post("/v1/conversations", json={"user_id": user_id}, headers=headers)
     assert r.status_code == 201, r.text
     return user_id, r.json()["conversation_id"]
+
+
+class Served:
+    """GET /v1/users/{user_id}/RESOURCE as one tenant, through the app (a
+    `from_` keyword is the `from` parameter)."""
+
+    def __init__(self, client: httpx.AsyncClient, tenant: Any, resource: str) -> None:
+        self.client, self.tenant, self.resource = client, tenant, resource
+
+    async def __call__(self, user_id: str, **params: Any) -> httpx.Response:
+        params = {("from" if k == "from_" else k): v for k, v in params.items()}
+        return await self.client.get(
+            f"/v1/users/{user_id}/{self.resource}", params=params, headers=self.tenant.headers
+        )
+
+    async def ok(self, user_id: str, **params: Any) -> dict[str, Any]:
+        """The body of the answer, which must be a 200."""
+        r = await self(user_id, **params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def assert_bad_parameter(self, user_id: str, params: dict[str, Any], field: str) -> None:
+        """A 400 problem that names `field`, in its `field` and its detail
+        (a parameter whose value is None is left out)."""
+        r = await self(user_id, **{k: v for k, v in params.items() if v is not None})
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        problem = r.json()
+        assert problem["field"] == field
+        assert f"`{field}`" in problem["detail"]
+
+
+def bad_values(bad: dict[str, list[Any]]) -> list[tuple[str, Any]]:
+    """(parameter, value) of each bad value in {parameter: [values]}."""
+    return [(field, value) for field, values in bad.items() for value in values]
+
+
+def api_process(settings: Settings) -> Iterator[ApiProcess]:
+    """A real API process on `settings`, for a module-scoped fixture to
+    `yield from`: it stops once the module's tests are done."""
+    from tests.api.test_observability import Server  # which imports this module
+
+    server = Server(settings)
+    yield server
+    server.stop()
 
 
 def feed_entries(db, feed_settings, tenant: str, since: datetime) -> list:

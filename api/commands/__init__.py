@@ -1,1 +1,1 @@
-"""Operator commands of the API package: keys, bulk load, OpenAPI export."""
+"""Operator commands of the API package: keys and the OpenAPI export."""

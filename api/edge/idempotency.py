@@ -1,18 +1,26 @@
 """The Idempotency-Key protocol of every POST (SPEC, "Idempotency").
 
 A request with a key first claims it with `INSERT ... IF NOT EXISTS`, storing
-a hash of the request and a random owner id. Then:
+a hash of the request, a random owner id, the process holding the claim
+(`holder`, host:pid) and a lease (`lease_until`, `in_flight_timeout_s` ahead).
+While the request runs, its holder moves the lease forward every third of
+that (`UPDATE ... IF owner = me`), so a live slow request keeps its claim and
+the claim of a request whose process died lapses within the lease. Then:
 
 - the claim applied: carry the request out, store its answer (status and
   body) on the key, answer;
 - the key holds another request's hash: 422;
 - the key is done: replay the stored answer with `Idempotent-Replayed: true`;
-- the key is claimed but unfinished and young: 409 with Retry-After;
-- the key is claimed, unfinished and older than the in-flight timeout: the
-  request that claimed it died half-way. Take the claim over by CAS on the
-  owner (so only one retry wins) and carry the request out again. Every
-  write a request makes is an idempotent upsert of the same values (ids are
-  derived from the key), so finishing the dead request's work is safe.
+- the key is claimed, unfinished and its lease runs: 409 with Retry-After
+  set to when the lease ends;
+- the key is claimed, unfinished and its lease has passed: the request that
+  claimed it died half-way. Take the claim over by CAS on the owner and the
+  lease as read (so only one retry wins, and a holder that renewed in
+  between keeps it) and carry the request out again. Every write a request
+  makes is an idempotent upsert of the same values (ids are derived from the
+  key), so finishing the dead request's work is safe; the writes that must
+  tell the client's own earlier attempt from another request's (an explicit
+  utterance_id's claim) record `claimant()`.
 
 Answers with 2xx and 4xx statuses are stored; a request that failed because
 Cassandra was unavailable releases its claim, so the retry starts afresh.
@@ -21,13 +29,19 @@ Requests without a key are simply carried out.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from datetime import timedelta
 from typing import Annotated, Any
 
 import msgspec
+import structlog
 from litestar import Response
 from litestar.params import Parameter
 
@@ -43,8 +57,10 @@ from api.edge.problems import (
     problem_body,
 )
 from api.writes.store import Store
-from cql.clock import utc_now
+from cql.clock import to_stored_time, utc_now
 from cql.utterances import IdempotencyRow
+
+log = structlog.get_logger("api.idempotency")
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -67,6 +83,9 @@ KeyHeader = Annotated[
 Answer = tuple[int, bytes]
 _encoder = msgspec.json.Encoder()
 _stored = msgspec.json.Decoder(tuple[int, str, msgspec.Raw])
+
+# (tenant, key) of the claim the running request holds; see claimant().
+_HELD: ContextVar[tuple[str, str] | None] = ContextVar("idempotency_held", default=None)
 
 
 def checked_key(raw: str | None) -> str | None:
@@ -93,6 +112,16 @@ def derived_id(tenant: str, key: str, index: int = 0) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"utterstream:{tenant}:{key}:{index}"))
 
 
+def claimant(index: int = 0) -> str | None:
+    """Who the running request is, for item `index` of its work: the id
+    derived from the Idempotency-Key it holds, the same for every attempt
+    with that key (None without one). A write that finds a claim recording
+    the same claimant finds the client's own earlier attempt, not another
+    request's."""
+    held = _HELD.get()
+    return None if held is None else derived_id(*held, index)
+
+
 async def run(
     store: Store,
     *,
@@ -102,33 +131,61 @@ async def run(
     in_flight_timeout_s: float,
     work: Callable[[], Awaitable[Answer]],
 ) -> Response[Any]:
+    """`in_flight_timeout_s` is the claim's lease: a claim not renewed for
+    that long belongs to a request that died."""
     if key is None:
         return _respond(*await _answer(work))
-    owner = uuid.uuid4()
+    lease = timedelta(seconds=in_flight_timeout_s)
     now = utc_now()
-    claim = IdempotencyRow(tenant, key, digest, owner, "started", now, None, None)
+    claim = IdempotencyRow(
+        tenant, key, digest, uuid.uuid4(), "started", now, None, None,
+        to_stored_time(now + lease), _holder(),
+    )  # fmt: skip
+    replay = await _claim(store, claim, lease)
+    if replay is not None:
+        return replay
+    return await _carry_out(store, claim, lease, work)
+
+
+async def _claim(store: Store, claim: IdempotencyRow, lease: timedelta) -> Response[Any] | None:
+    """The stored answer to replay, or None once this request holds the key
+    (claimed, or taken over from a request that died)."""
     existing = await store.claim_key(claim)
-    if existing is not None:
-        replay = await _resolve_existing(store, existing, claim, in_flight_timeout_s)
-        if replay is not None:
-            IDEMPOTENCY.labels("replayed").inc()
-            return replay
-        IDEMPOTENCY.labels("taken_over").inc()
-    else:
+    if existing is None:
         IDEMPOTENCY.labels("applied").inc()
+        return None
+    replay = await _resolve_existing(store, existing, claim, lease)
+    if replay is not None:
+        IDEMPOTENCY.labels("replayed").inc()
+        return replay
+    IDEMPOTENCY.labels("taken_over").inc()
+    return None
+
+
+async def _carry_out(
+    store: Store, claim: IdempotencyRow, lease: timedelta, work: Callable[[], Awaitable[Answer]]
+) -> Response[Any]:
+    """Run the work while holding the claim (renewing its lease), and store
+    its answer on the key."""
+    tenant, key = claim.tenant, claim.idem_key
+    held = _HELD.set((tenant, key))
+    renewing = asyncio.create_task(_keep_claim(store, claim, lease))
     try:
         status, body = await _answer(work)
+        stored = _encoder.encode((status, _media(status), msgspec.Raw(body)))
+        await store.finish_key(tenant, key, status, stored)
     except (*CASSANDRA_UNAVAILABLE, ServiceUnavailable):
-        await _release_quietly(store, tenant, key, owner)
+        await _stop(renewing)
+        await _release_quietly(store, tenant, key, claim.owner)
         raise
-    await store.finish_key(
-        tenant, key, status, _encoder.encode((status, _media(status), msgspec.Raw(body)))
-    )
+    finally:
+        await _stop(renewing)
+        _HELD.reset(held)
     return _respond(status, body)
 
 
 async def _resolve_existing(
-    store: Store, existing: IdempotencyRow, claim: IdempotencyRow, timeout_s: float
+    store: Store, existing: IdempotencyRow, claim: IdempotencyRow, lease: timedelta
 ) -> Response[Any] | None:
     """A replayed answer, an error, or None when this request took the key over."""
     if existing.request_hash != claim.request_hash:
@@ -140,21 +197,58 @@ async def _resolve_existing(
     if existing.state == "done" and existing.response is not None:
         status, media, body = _stored.decode(existing.response)
         return _respond(status, bytes(body), media=media, replayed=True)
-    age = (claim.started_at - existing.started_at).total_seconds()
-    if age < timeout_s:
+    # Claims from before leases existed lapse one lease after they started.
+    lapses_at = existing.lease_until or existing.started_at + lease
+    if claim.started_at < lapses_at:
         IDEMPOTENCY.labels("in_flight").inc()
         raise RequestInFlight(
             "A request with this Idempotency-Key is still being carried out; retry after the delay.",
-            retry_after_s=max(1.0, min(timeout_s - age, 5.0)),
+            retry_after_s=(lapses_at - claim.started_at).total_seconds(),
         )
-    taken = await store.take_over_key(
-        claim.tenant, claim.idem_key, existing.owner, claim.owner, claim.started_at
-    )
-    if not taken:
+    if not await store.take_over_key(existing, claim):
+        IDEMPOTENCY.labels("in_flight").inc()
         raise RequestInFlight(
             "Another retry of this request is finishing it; retry after the delay.", retry_after_s=1
         )
+    log.info(
+        "idempotency_claim_taken_over",
+        tenant=claim.tenant,
+        lapsed_holder=existing.holder,
+        lapsed_s=round((claim.started_at - lapses_at).total_seconds(), 3),
+    )
     return None
+
+
+async def _keep_claim(store: Store, claim: IdempotencyRow, lease: timedelta) -> None:
+    """Move the claim's lease forward every third of it until cancelled, or
+    until the claim turns out to be lost. A failed renewal is tried again at
+    the next tick: two more chances before the lease runs out."""
+    every = lease.total_seconds() / 3
+    while True:
+        await asyncio.sleep(every)
+        until = to_stored_time(utc_now() + lease)
+        try:
+            held = await store.renew_key(claim.tenant, claim.idem_key, claim.owner, until)
+        except Exception as exc:  # never fail the request over a renewal
+            log.warning("idempotency_renewal_failed", tenant=claim.tenant, error=repr(exc))
+            continue
+        if not held:
+            # Only a holder that could not renew for a whole lease gets here;
+            # its work is still an upsert of the same values, so it finishes.
+            IDEMPOTENCY.labels("lease_lost").inc()
+            log.warning("idempotency_claim_lost", tenant=claim.tenant, owner=str(claim.owner))
+            return
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _holder() -> str:
+    # Per call, not at import: worker processes are forked from one parent.
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 async def _answer(work: Callable[[], Awaitable[Answer]]) -> Answer:
@@ -168,8 +262,8 @@ async def _answer(work: Callable[[], Awaitable[Answer]]) -> Answer:
 
 
 async def _release_quietly(store: Store, tenant: str, key: str, owner: uuid.UUID) -> None:
-    # If Cassandra is down the release fails too; the claim then ages past
-    # the in-flight timeout and the retry takes it over.
+    # If Cassandra is down the release fails too; the claim then lapses at
+    # the end of its lease and the retry takes it over.
     with contextlib.suppress(*CASSANDRA_UNAVAILABLE):
         await store.release_key(tenant, key, owner)
 

@@ -4,14 +4,14 @@ Every API worker (and every dataflow process) is its own OS process, so the
 metrics use prometheus_client's multiprocess mode when
 PROMETHEUS_MULTIPROC_DIR is set (ops/up sets it to .local/metrics, emptied at
 start): each process writes its samples there, and /metrics of any API
-worker serves the sum over all of them, dataflows included.
+worker serves the sum over all of them, dataflows included. prometheus_client
+reads the variable itself, at import, to choose where samples go; /metrics
+reads it as the setting `metrics.multiproc_dir`, like every other setting.
 """
 
 from __future__ import annotations
 
-import os
-
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -30,7 +30,8 @@ REQUEST_SECONDS = Histogram(
 )
 IDEMPOTENCY = Counter(
     "utterstream_idempotency_keys",
-    "Idempotency-Key outcomes: applied (first use), replayed, reused (422), in_flight (409), taken_over",
+    "Idempotency-Key outcomes: applied (first use), replayed, reused (422), in_flight (409), "
+    "taken_over (a lapsed claim finished by its retry), lease_lost (a holder found its claim taken)",
     ["outcome"],
 )
 UNROUTED = Counter(
@@ -39,6 +40,13 @@ UNROUTED = Counter(
     ["method", "status"],
 )
 RATE_LIMITED = Counter("utterstream_rate_limited", "Requests refused with 429 by the rate limiter")
+RESTARTS = Counter(
+    "utterstream_api_restarts",
+    "API processes that died and were replaced (python -m api serve): server (granian's "
+    "main process, restarted by the supervisor), worker (respawned by granian) or "
+    "supervisor (restarted by ops/api's loop)",
+    ["process"],
+)
 CASSANDRA_ERRORS = Counter(
     "utterstream_cassandra_errors",
     "Requests answered 503 because Cassandra could not serve them",
@@ -50,10 +58,10 @@ class MetricsController(Controller):
     tags = ["operations"]
 
     @get("/metrics", operation_id="metrics", summary="Prometheus metrics", include_in_schema=False)
-    async def metrics(self) -> Response[bytes]:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    async def metrics(self, request: Request) -> Response[bytes]:
+        if folder := request.app.state.settings.metrics.multiproc_dir:
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry, path=folder)
         else:
             registry = REGISTRY
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

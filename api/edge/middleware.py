@@ -30,7 +30,7 @@ from api.edge.problems import (
 from api.services import Services, services_of
 
 log = structlog.get_logger("api.access")
-PUBLIC = ("/health", "/ready", "/metrics", "/schema")
+PUBLIC = ("/health", "/ready", "/metrics", "/schema", "/swagger")
 REQUEST_ID = "X-Request-ID"
 
 
@@ -56,45 +56,65 @@ class EdgeMiddleware(ASGIMiddleware):
 
         try:
             if not scope["path"].startswith(PUBLIC):
-                services = services_of(scope["app"])
-                principal = await authenticate(services, headers.get("authorization"))
-                tenant = principal.tenant
-                state = scope.setdefault("state", {})
-                state["principal"] = principal
-                # The batch handler charges per item and adds its headers here.
-                state["rate_headers"] = extra_headers
-                if scope["route_handler"].opt.get("rate_cost") != ITEMS:
-                    extra_headers.update(await charge(services, principal, 1))
+                tenant = await _admit(scope, headers.get("authorization"), extra_headers)
             await next_app(scope, receive, send_with_headers)
         except ApiError as exc:
             await _send_problem(exc, scope, send_with_headers)
         except CASSANDRA_UNAVAILABLE as exc:
-            # The key lookup could not be served. Answered here, not by the
-            # app's outer handler, so the 503 keeps its request id and the
-            # access log and metrics record 503 rather than the default 500.
-            CASSANDRA_ERRORS.labels(type(exc).__name__).inc()
-            unavailable = ServiceUnavailable(
-                "The API key cannot be checked right now because the database is unavailable; "
-                "retry after the Retry-After delay.",
-                retry_after_s=scope["app"].state.settings.api.retry_after_s,
-            )
-            await _send_problem(unavailable, scope, send_with_headers)
+            await _send_problem(_key_check_unavailable(scope, exc), scope, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
             if status == 429:
                 RATE_LIMITED.inc()
-            log.info(
-                "request",
-                request_id=request_id,
-                method=scope["method"],
-                path=scope["path"],
-                route=route,
-                status=status,
-                tenant=tenant,
-                ms=round(elapsed * 1000, 2),
-            )
+            _access_log(request_id, scope["method"], scope["path"], route, status, tenant, elapsed)
+
+
+async def _admit(scope: Scope, authorization: str | None, extra_headers: dict[str, str]) -> str:
+    """Authenticate and charge the rate limit; the tenant admitted."""
+    services = services_of(scope["app"])
+    principal = await authenticate(services, authorization)
+    state = scope.setdefault("state", {})
+    state["principal"] = principal
+    # The batch handler charges per item and adds its headers here.
+    state["rate_headers"] = extra_headers
+    if scope["route_handler"].opt.get("rate_cost") != ITEMS:
+        extra_headers.update(await charge(services, principal, 1))
+    return principal.tenant
+
+
+def _key_check_unavailable(scope: Scope, exc: Exception) -> ServiceUnavailable:
+    # The key lookup could not be served. Answered here, not by the app's
+    # outer handler, so the 503 keeps its request id and the access log and
+    # metrics record 503 rather than the default 500.
+    CASSANDRA_ERRORS.labels(type(exc).__name__).inc()
+    return ServiceUnavailable(
+        "The API key cannot be checked right now because the database is unavailable; "
+        "retry after the Retry-After delay.",
+        retry_after_s=scope["app"].state.settings.api.retry_after_s,
+    )
+
+
+def _access_log(
+    request_id: str,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    tenant: str | None,
+    elapsed: float | None = None,
+) -> None:
+    log.info(
+        "request",
+        request_id=request_id,
+        method=method,
+        path=path,
+        route=route,
+        status=status,
+        tenant=tenant,
+        ms=None if elapsed is None else round(elapsed * 1000, 2),
+    )
 
 
 def unrouted(handler: Callable[[Request, HTTPException], Response]) -> Callable[..., Response]:
@@ -109,14 +129,8 @@ def unrouted(handler: Callable[[Request, HTTPException], Response]) -> Callable[
         request_id = _request_id(request.headers.get(REQUEST_ID))
         response.headers[REQUEST_ID] = request_id
         UNROUTED.labels(request.method, str(response.status_code)).inc()
-        log.info(
-            "request",
-            request_id=request_id,
-            method=request.method,
-            path=request.url.path,
-            route="unmatched",
-            status=response.status_code,
-            tenant=None,
+        _access_log(
+            request_id, request.method, request.url.path, "unmatched", response.status_code, None
         )
         return response
 

@@ -140,25 +140,28 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
-def problem(
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    *,
-    instance: str | None = None,
-    headers: dict[str, str] | None = None,
-    **members: Any,
-) -> Response[dict[str, Any]]:
+def document(status: int, slug: str, title: str, detail: str, **members: Any) -> dict[str, Any]:
+    """The one builder of a problem document; members that are None are left out."""
     body: dict[str, Any] = {
         "type": TYPE_BASE + slug,
         "title": title,
         "status": status,
         "detail": detail,
     }
-    if instance:
-        body["instance"] = instance
     body.update({k: v for k, v in members.items() if v is not None})
+    return body
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **members: Any,
+) -> Response[dict[str, Any]]:
+    body = document(status, slug, title, detail, **members)
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -166,15 +169,7 @@ def problem_body(exc: ApiError) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The status, problem document and headers for a domain error; the
     idempotency layer stores exactly this for replays."""
     status, slug, title = ERROR_TABLE[type(exc)]
-    body: dict[str, Any] = {
-        "type": TYPE_BASE + slug,
-        "title": title,
-        "status": status,
-        "detail": exc.detail,
-    }
-    if exc.field:
-        body["field"] = exc.field
-    body.update(exc.extra)
+    body = document(status, slug, title, exc.detail, field=exc.field or None, **exc.extra)
     headers = dict(exc.headers)
     if exc.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))

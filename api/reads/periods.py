@@ -20,11 +20,11 @@ from zoneinfo import ZoneInfo, available_timezones
 import msgspec
 
 from api.edge.problems import BadRequest
+from cql import clock
 
-Span = Literal["day", "month", "year"]
 Granularity = Literal["day", "week", "month"]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = clock.EPOCH.replace(tzinfo=UTC)
 # Nothing served precedes the epoch, and the period math stays clear of
 # datetime's year-9999 ceiling.
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -135,53 +135,6 @@ def _zone_names() -> frozenset[str]:
 
 def _wall(moment: datetime, zone: ZoneInfo) -> datetime:
     return moment.astimezone(zone).replace(tzinfo=None)
-
-
-# ---- UTC spans: the partitions of the served tables
-
-
-def span_start(moment: datetime, span: Span) -> datetime:
-    """The start of the UTC day, month or year that holds `moment`."""
-    moment = moment.astimezone(UTC)
-    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if span == "day":
-        return day
-    month = day.replace(day=1)
-    return month if span == "month" else month.replace(month=1)
-
-
-def next_span(start: datetime, span: Span) -> datetime:
-    if span == "day":
-        return start + timedelta(days=1)
-    if span == "year":
-        return start.replace(year=start.year + 1)
-    return next_month(start)
-
-
-def spans(start: datetime, end: datetime, span: Span) -> list[datetime]:
-    """The starts of the UTC spans that overlap [start, end)."""
-    starts = []
-    current = span_start(start, span)
-    while current < end:
-        starts.append(current)
-        current = next_span(current, span)
-    return starts
-
-
-def ceil_to(moment: datetime, step: timedelta) -> datetime:
-    """`moment` rounded up to a multiple of `step` since the epoch (UTC)."""
-    over = (moment - EPOCH) % step
-    return moment + (step - over) if over else moment
-
-
-def next_month(moment: datetime) -> datetime:
-    """The first instant of the month after `moment`'s (same time zone)."""
-    first = moment.replace(day=1)
-    return (
-        first.replace(year=first.year + 1, month=1)
-        if first.month == 12
-        else first.replace(month=first.month + 1)
-    )
 
 
 # ---- local periods

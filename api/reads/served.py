@@ -13,13 +13,11 @@ from cassandra.query import PreparedStatement
 from api.edge.problems import Unprocessable
 from cql.aio import fetch_all
 from cql.clock import from_stored_time
-from cql.error_counts import ERROR_COUNTS, ERROR_TOTALS
-from cql.learning import DATAFLOW_PROGRESS, LEARNING_BUCKETS
+from cql.error_counts import ERROR_COUNTS, ERROR_TOTALS, WINDOWS_FROM_TO
+from cql.learning import DATAFLOW_PROGRESS, ERROR_FLOW, LEARNING_BUCKETS, LEARNING_FLOW
 from cql.session import Db
 
 # The names the dataflows record their progress under in dataflow_progress.
-ERROR_FLOW = "error_counters"
-LEARNING_FLOW = "learning"
 
 # (window_start, category, subcategory, count, late_events, as_of)
 ErrorCountTuple = tuple[datetime, str, str, int, int, datetime]
@@ -46,7 +44,7 @@ class ServedReads:
         p = db.prepare
         self._error_counts = p(
             ERROR_COUNTS.select(
-                f"{ERROR_COUNTS.key_where()} AND window_start >= ? AND window_start < ?",
+                WINDOWS_FROM_TO,
                 columns=(
                     "window_start",
                     "category",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.params import JSONBody
 
 from api.edge import idempotency
 from api.edge.body import StrictBody
+from api.edge.keyed import keyed_post, new_id
 from api.edge.problems import POSTED, Conflict, NotFound, problem_responses
 from api.services import PrincipalDep, ServicesDep
 from api.shapes import Conversation, ConversationIn
@@ -40,18 +39,15 @@ class ConversationsController(Controller):
         services: ServicesDep,
         idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[Conversation]:
-        key = idempotency.checked_key(idempotency_key)
         tenant = principal.tenant
 
-        async def work() -> idempotency.Answer:
+        async def work(key: str | None) -> idempotency.Answer:
             if await services.store.user(tenant, data.user_id) is None:
                 raise NotFound(
                     f"user {data.user_id!r} does not exist; create it with POST /v1/users.",
                     field="user_id",
                 )
-            conversation_id = data.conversation_id or (
-                idempotency.derived_id(tenant, key) if key else str(uuid.uuid4())
-            )
+            conversation_id = data.conversation_id or new_id(tenant, key)
             started = to_stored_time(data.started_at) if data.started_at else utc_now()
             row = ConversationRow(tenant, conversation_id, data.user_id, data.title, started)
             existing = await services.store.create_conversation(row)
@@ -67,11 +63,4 @@ class ConversationsController(Controller):
             )
             return 201, _encoder.encode(body)
 
-        return await idempotency.run(
-            services.store,
-            tenant=tenant,
-            key=key,
-            digest=idempotency.request_hash("POST", request.url.path, data),
-            in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
-            work=work,
-        )
+        return await keyed_post(request, data, principal, services, idempotency_key, work)

@@ -15,8 +15,9 @@ from msgspec import Meta
 
 from api.edge import idempotency
 from api.edge.body import StrictBody
+from api.edge.keyed import keyed_post
 from api.edge.problems import POSTED, BadRequest, ServiceUnavailable, problem_responses
-from api.resources.errors import TopQuery, top_errors
+from api.reads.errors import TopQuery, top_errors
 from api.services import PrincipalDep, Services, ServicesDep
 from api.shapes import ErrorCount, Struct
 from llm import exercises as library
@@ -69,20 +70,11 @@ class ExercisesController(Controller):
         services: ServicesDep,
         idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[Exercises]:
-        key = idempotency.checked_key(idempotency_key)
-
-        async def work() -> idempotency.Answer:
+        async def work(key: str | None) -> idempotency.Answer:
             answer = await exercises_for(services, principal.tenant, user_id, data)
             return 200, _encoder.encode(answer)
 
-        return await idempotency.run(
-            services.store,
-            tenant=principal.tenant,
-            key=key,
-            digest=idempotency.request_hash("POST", request.url.path, data),
-            in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
-            work=work,
-        )
+        return await keyed_post(request, data, principal, services, idempotency_key, work)
 
 
 async def exercises_for(

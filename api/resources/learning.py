@@ -20,6 +20,7 @@ from api.reads import answer_cache, periods, query
 from api.reads.served import LearningTuple
 from api.services import PrincipalDep, Services, ServicesDep
 from api.shapes import Learning, LearningPeriod
+from cql import clock
 from cql.clock import to_stored_time
 
 GRANULARITIES: tuple[str, ...] = get_args(periods.Granularity)
@@ -58,6 +59,35 @@ class LearningQuery(NamedTuple):
     end: datetime
 
 
+GranularityParam = Annotated[
+    str | None,
+    query.param("The period length", required=True, type=query.STRING, enum=list(GRANULARITIES)),
+]
+DateFrom = Annotated[
+    str | None,
+    query.param(
+        "Start of the range (inclusive): a date (its start in `tz`) or RFC 3339 with an offset",
+        name="from",
+        required=True,
+        one_of=[query.DATE, query.DATE_TIME],
+    ),
+]
+DateTo = Annotated[
+    str | None,
+    query.param(
+        "End of the range (exclusive): a date (its start in `tz`) or RFC 3339 with an offset",
+        required=True,
+        one_of=[query.DATE, query.DATE_TIME],
+    ),
+]
+Zone = Annotated[
+    str | None,
+    query.param(
+        "IANA time zone of the periods, e.g. Asia/Kolkata", type=query.STRING, default="UTC"
+    ),
+]
+
+
 class LearningController(Controller):
     path = "/v1/users/{user_id:str}/learning"
     tags = ["learning"]
@@ -75,37 +105,10 @@ class LearningController(Controller):
         user_id: FromPath[str],
         principal: PrincipalDep,
         services: ServicesDep,
-        granularity: Annotated[
-            str | None,
-            query.param(
-                "The period length", required=True, type=query.STRING, enum=list(GRANULARITIES)
-            ),
-        ] = None,
-        from_: Annotated[
-            str | None,
-            query.param(
-                "Start of the range (inclusive): a date (its start in `tz`) or RFC 3339 with an offset",
-                name="from",
-                required=True,
-                one_of=[query.DATE, query.DATE_TIME],
-            ),
-        ] = None,
-        to: Annotated[
-            str | None,
-            query.param(
-                "End of the range (exclusive): a date (its start in `tz`) or RFC 3339 with an offset",
-                required=True,
-                one_of=[query.DATE, query.DATE_TIME],
-            ),
-        ] = None,
-        tz: Annotated[
-            str | None,
-            query.param(
-                "IANA time zone of the periods, e.g. Asia/Kolkata",
-                type=query.STRING,
-                default="UTC",
-            ),
-        ] = None,
+        granularity: GranularityParam = None,
+        from_: DateFrom = None,
+        to: DateTo = None,
+        tz: Zone = None,
     ) -> Response[Learning]:
         query.reject_unknown(request, ("granularity", "from", "to", "tz"))
         asked = learning_query(granularity, from_, to, tz)
@@ -137,7 +140,7 @@ async def learning(
             served.watermark(served.learning_flow),
             *(
                 served.learning(tenant, user_id, month, first, last)
-                for month in periods.spans(first, last, "month")
+                for month in clock.spans(first, last, "month")
             ),
         )
         if user is None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.params import JSONBody
 
 from api.edge import idempotency
 from api.edge.body import StrictBody
+from api.edge.keyed import keyed_post, new_id
 from api.edge.problems import POSTED, Conflict, problem_responses
 from api.services import PrincipalDep, ServicesDep
 from api.shapes import User, UserIn
@@ -40,12 +39,8 @@ class UsersController(Controller):
         services: ServicesDep,
         idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[User]:
-        key = idempotency.checked_key(idempotency_key)
-
-        async def work() -> idempotency.Answer:
-            user_id = data.user_id or (
-                idempotency.derived_id(principal.tenant, key) if key else str(uuid.uuid4())
-            )
+        async def work(key: str | None) -> idempotency.Answer:
+            user_id = data.user_id or new_id(principal.tenant, key)
             row = UserRow(principal.tenant, user_id, data.email, data.name, utc_now())
             existing = await services.store.create_user(row)
             if existing is not None:
@@ -58,11 +53,4 @@ class UsersController(Controller):
                 User(row.user_id, row.email, row.name, from_stored_time(row.created_at))
             )
 
-        return await idempotency.run(
-            services.store,
-            tenant=principal.tenant,
-            key=key,
-            digest=idempotency.request_hash("POST", request.url.path, data),
-            in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
-            work=work,
-        )
+        return await keyed_post(request, data, principal, services, idempotency_key, work)

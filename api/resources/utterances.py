@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -11,9 +10,11 @@ from litestar.params import FromPath, JSONBody
 
 from api.edge import idempotency, limits
 from api.edge.body import StrictBody
-from api.edge.problems import KEYED, POSTED, NotFound, problem_responses
+from api.edge.keyed import keyed_post, new_id
+from api.edge.problems import KEYED, POSTED, BadRequest, NotFound, problem_responses
 from api.services import PrincipalDep, ServicesDep
 from api.shapes import (
+    MAX_BATCH_ITEMS,
     Accepted,
     BatchIn,
     BatchResult,
@@ -51,24 +52,16 @@ class UtterancesController(Controller):
         services: ServicesDep,
         idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[Accepted]:
-        key = idempotency.checked_key(idempotency_key)
         tenant = principal.tenant
-        utterance_id = data.utterance_id or _new_id(tenant, key, 0)
 
-        async def work() -> idempotency.Answer:
+        async def work(key: str | None) -> idempotency.Answer:
+            utterance_id = data.utterance_id or new_id(tenant, key)
             done = await ingest.accept(
                 services.store, services.settings.feed, tenant, data, utterance_id
             )
             return 202, _encoder.encode(done)
 
-        return await idempotency.run(
-            services.store,
-            tenant=tenant,
-            key=key,
-            digest=idempotency.request_hash("POST", request.url.path, data),
-            in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
-            work=work,
-        )
+        return await keyed_post(request, data, principal, services, idempotency_key, work)
 
     @post(
         "/batch",
@@ -77,7 +70,7 @@ class UtterancesController(Controller):
         return_dto=None,
         opt={"rate_cost": limits.ITEMS},
         status_code=202,
-        summary="Accept up to 1,000 utterances, with a result per item",
+        summary=f"Accept up to {MAX_BATCH_ITEMS:,} utterances, with a result per item",
         responses=problem_responses(*POSTED),
     )
     async def accept_batch(
@@ -88,17 +81,23 @@ class UtterancesController(Controller):
         services: ServicesDep,
         idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[BatchResult]:
+        most = services.settings.api.max_batch_items
+        if len(data.utterances) > most:
+            raise BadRequest(
+                f"utterances: a batch holds at most {most} items, not {len(data.utterances)}; "
+                "split it into smaller batches.",
+                field="utterances",
+            )
         request.state.rate_headers.update(
             await limits.charge(services, principal, len(data.utterances))
         )
-        key = idempotency.checked_key(idempotency_key)
         tenant = principal.tenant
-        items = [
-            (item, item.utterance_id or _new_id(tenant, key, i))
-            for i, item in enumerate(data.utterances)
-        ]
 
-        async def work() -> idempotency.Answer:
+        async def work(key: str | None) -> idempotency.Answer:
+            items = [
+                (item, item.utterance_id or new_id(tenant, key, i))
+                for i, item in enumerate(data.utterances)
+            ]
             results = await ingest.accept_batch(
                 services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY
             )
@@ -109,14 +108,7 @@ class UtterancesController(Controller):
             )
             return 202, _encoder.encode(summary)
 
-        return await idempotency.run(
-            services.store,
-            tenant=tenant,
-            key=key,
-            digest=idempotency.request_hash("POST", request.url.path, data),
-            in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
-            work=work,
-        )
+        return await keyed_post(request, data, principal, services, idempotency_key, work)
 
     @get(
         "/{utterance_id:str}",
@@ -162,7 +154,3 @@ def _insight(row: InsightRow) -> UtteranceInsight:
         failure_reason=row.failure_reason,
         analyzed_at=from_stored_time(row.analyzed_at),
     )
-
-
-def _new_id(tenant: str, key: str | None, index: int) -> str:
-    return idempotency.derived_id(tenant, key, index) if key else str(uuid.uuid4())

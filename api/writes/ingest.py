@@ -7,20 +7,29 @@ id comes from the client, from the Idempotency-Key, or is fresh), so a retry
 that finishes a half-done request rewrites the same utterance row. Its feed
 entry gets a fresh feed id: see cql/feed.py for why, and why a second feed
 entry for the same utterance still counts once.
+
+An explicit utterance_id's claim records which request made it
+(api.edge.idempotency.claimant: its Idempotency-Key and item index), so the
+retry that finds the id already stored by its own earlier attempt answers
+`duplicate: false`, and only an utterance another request stored is a
+duplicate. (One corner stays: when request A claims an id and dies before
+writing it, and request B with another key and the same content then writes
+it, A's retry also answers `false`.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 
+from api.edge.idempotency import claimant
 from api.edge.problems import ApiError, BadRequest, Conflict, NotFound, Unprocessable, problem_body
 from api.shapes import Accepted, ItemResult, UtteranceIn
 from api.writes.store import Store
-from cql.change_feed import FeedEntry, new_position
+from cql.change_feed import entry_for
 from cql.clock import to_stored_time, utc_now
 from cql.utterances import UtteranceClaimRow, UtteranceRow
 from runtime.settings import FeedSettings
@@ -34,8 +43,16 @@ def content_hash(item: UtteranceIn) -> bytes:
 
 
 async def accept(
-    store: Store, feed: FeedSettings, tenant: str, item: UtteranceIn, utterance_id: str
+    store: Store,
+    feed: FeedSettings,
+    tenant: str,
+    item: UtteranceIn,
+    utterance_id: str,
+    *,
+    index: int = 0,
 ) -> Accepted:
+    """`index`: the item's place in its request (a batch), which with the
+    request's Idempotency-Key identifies this attempt's claims."""
     now = utc_now()
     ts = to_stored_time(item.timestamp)
     if ts > now + MAX_FUTURE:
@@ -44,10 +61,22 @@ async def accept(
             field="timestamp",
         )
     await _check_conversation(store, tenant, item)
-    if item.utterance_id is not None and await _already_stored(store, tenant, item, now):
-        return Accepted(utterance_id=utterance_id, duplicate=True)
+    if item.utterance_id is not None:
+        duplicate = await _stored_before(store, tenant, item, now, claimant(index))
+        if duplicate is not None:
+            return Accepted(utterance_id=utterance_id, duplicate=duplicate)
+    row = _utterance_row(tenant, item, utterance_id, ts, now)
+    entry = entry_for(row, feed)
+    await store.write_utterance(row, entry)
+    return Accepted(utterance_id=utterance_id)
+
+
+def _utterance_row(
+    tenant: str, item: UtteranceIn, utterance_id: str, ts: datetime, now: datetime
+) -> UtteranceRow:
+    """The stored row of an accepted utterance: received `now`, its analysis `pending`."""
     errors = [(e.category, e.subcategory) for e in item.errors]
-    row = UtteranceRow(
+    return UtteranceRow(
         tenant,
         utterance_id,
         item.user_id,
@@ -61,22 +90,6 @@ async def accept(
         None,
         now,
     )
-    shard, bucket, feed_id = new_position(tenant, utterance_id, feed, now)
-    entry = FeedEntry(
-        shard,
-        bucket,
-        feed_id,
-        tenant,
-        utterance_id,
-        item.user_id,
-        item.conversation_id,
-        item.text,
-        ts,
-        errors,
-        item.words_learned,
-    )
-    await store.write_utterance(row, entry)
-    return Accepted(utterance_id=utterance_id)
 
 
 async def accept_batch(
@@ -109,7 +122,7 @@ async def _accept_item(
     store: Store, feed: FeedSettings, tenant: str, index: int, item: UtteranceIn, utterance_id: str
 ) -> ItemResult:
     try:
-        done = await accept(store, feed, tenant, item, utterance_id)
+        done = await accept(store, feed, tenant, item, utterance_id, index=index)
     except ApiError as exc:
         status, body, _ = problem_body(exc)
         return ItemResult(index, status, item.utterance_id, error=body["type"], detail=exc.detail)
@@ -131,19 +144,25 @@ async def _check_conversation(store: Store, tenant: str, item: UtteranceIn) -> N
         )
 
 
-async def _already_stored(store: Store, tenant: str, item: UtteranceIn, now) -> bool:
-    """Claim the explicit utterance_id. False: write it (first time, or a
-    retry finishing a write that died after the claim). True: it is stored."""
+async def _stored_before(
+    store: Store, tenant: str, item: UtteranceIn, now: datetime, claimed_by: str | None
+) -> bool | None:
+    """Claim the explicit utterance_id for `claimed_by`. None: write it (first
+    time, or a retry finishing a write that died after the claim). Else it is
+    stored: False when by this request's own earlier attempt (the claim
+    records the same claimant), True when by another request."""
     digest = content_hash(item)
     existing = await store.claim_utterance(
-        UtteranceClaimRow(tenant, item.utterance_id, digest, now)
+        UtteranceClaimRow(tenant, item.utterance_id, digest, now, claimed_by)
     )
     if existing is None:
-        return False
+        return None
     if existing.request_hash != digest:
         raise Conflict(
             f"utterance_id {item.utterance_id!r} already holds a different utterance; "
             "send a new utterance_id, or the same content to retry.",
             field="utterance_id",
         )
-    return await store.utterance(tenant, item.utterance_id) is not None
+    if await store.utterance(tenant, item.utterance_id) is None:
+        return None
+    return claimed_by is None or existing.claimed_by != claimed_by

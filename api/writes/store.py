@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -32,37 +33,69 @@ from cql.utterances import (
     UtteranceClaimRow,
     UtteranceRow,
 )
+from runtime.settings import ApiSettings, FeedSettings
 
 
 class Store:
-    def __init__(self, db: Db, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        db: Db,
+        max_in_flight: int,
+        *,
+        idempotency_ttl_s: int = ApiSettings().idempotency_ttl_s,
+        feed_ttl_days: int = FeedSettings().ttl_days,
+    ) -> None:
+        """Idempotency keys and feed entries are written with the TTLs of the
+        settings (`api.idempotency_ttl_s`, `feed.ttl_days`), not the tables'
+        default_time_to_live: every write to those tables must pass `ttl_s`."""
         self.db = db
         self._slots = asyncio.Semaphore(max_in_flight)
         self._conversations: OrderedDict[tuple[str, str], ConversationRow] = OrderedDict()
         self._users: OrderedDict[tuple[str, str], UserRow] = OrderedDict()
-        p = db.prepare
         self.ping = db.session.prepare("SELECT release_version FROM system.local")
+        self._prepare_learners(db.prepare)
+        self._prepare_utterances(db.prepare, feed_ttl_days)
+        self._prepare_keys(db.prepare, idempotency_ttl_s)
+        self._prepare_insights(db.prepare)
+
+    def _prepare_learners(self, p: Callable[..., PreparedStatement]) -> None:
         self._api_key = p(API_KEYS.select(), idempotent=True)
         self._insert_user = p(USERS.insert(if_not_exists=True))
         self._user = p(USERS.select(), idempotent=True)
         self._insert_conversation = p(CONVERSATIONS.insert(if_not_exists=True))
         self._conversation = p(CONVERSATIONS.select(), idempotent=True)
+
+    def _prepare_utterances(self, p: Callable[..., PreparedStatement], feed_ttl_days: int) -> None:
         self._insert_utterance = p(UTTERANCES.insert(), idempotent=True)
         self._utterance = p(UTTERANCES.select(), idempotent=True)
-        self._insert_feed = p(CHANGE_FEED.insert(), idempotent=True)
+        self._insert_feed = p(CHANGE_FEED.insert(ttl_s=feed_ttl_days * 86400), idempotent=True)
         self._claim_utterance = p(UTTERANCE_CLAIMS.insert(if_not_exists=True))
         self._utterance_claim = p(UTTERANCE_CLAIMS.select(), idempotent=True)
-        self._claim_key = p(IDEMPOTENCY_KEYS.insert(if_not_exists=True))
+
+    def _prepare_keys(self, p: Callable[..., PreparedStatement], key_ttl: int) -> None:
+        self._claim_key = p(IDEMPOTENCY_KEYS.insert(if_not_exists=True, ttl_s=key_ttl))
         self._idem_key = p(IDEMPOTENCY_KEYS.select(), idempotent=True)
+        # A lapsed claim changes hands only if neither its owner nor its lease
+        # moved since it was read: a holder that renewed in between keeps it.
         self._take_over_key = p(
-            IDEMPOTENCY_KEYS.update(["owner", "started_at"], condition="owner = ?")
+            IDEMPOTENCY_KEYS.update(
+                ["owner", "started_at", "lease_until", "holder"],
+                condition="owner = ? AND lease_until = ?",
+                ttl_s=key_ttl,
+            )
+        )
+        self._renew_key = p(
+            IDEMPOTENCY_KEYS.update(["lease_until"], condition="owner = ?", ttl_s=key_ttl)
         )
         self._finish_key = p(
-            IDEMPOTENCY_KEYS.update(["state", "status_code", "response"]), idempotent=True
+            IDEMPOTENCY_KEYS.update(["state", "status_code", "response"], ttl_s=key_ttl),
+            idempotent=True,
         )
         self._release_key = p(
             f"DELETE FROM {IDEMPOTENCY_KEYS.name} WHERE {IDEMPOTENCY_KEYS.key_where()} IF owner = ?"
         )
+
+    def _prepare_insights(self, p: Callable[..., PreparedStatement]) -> None:
         self._insight = p(INSIGHTS.select(), idempotent=True)
         self._insight_slices = {
             (by, topic): p(_insight_slice(table, topic), idempotent=True)
@@ -123,14 +156,7 @@ class Store:
 
     async def user(self, tenant: str, user_id: str) -> UserRow | None:
         """Learners are never deleted or changed, so found ones are cached."""
-        key = (tenant, user_id)
-        if (cached := self._users.get(key)) is not None:
-            self._users.move_to_end(key)
-            return cached
-        row = await self._one(self._user, key)
-        if row is None:
-            return None
-        return _remember(self._users, key, USERS.from_row(row))
+        return await self._cached(self._users, (tenant, user_id), self._user, USERS)
 
     async def create_conversation(self, conversation: ConversationRow) -> ConversationRow | None:
         return await self._cas(
@@ -140,13 +166,22 @@ class Store:
     async def conversation(self, tenant: str, conversation_id: str) -> ConversationRow | None:
         """Conversations never change once created, so found ones are cached."""
         key = (tenant, conversation_id)
-        if (cached := self._conversations.get(key)) is not None:
-            self._conversations.move_to_end(key)
+        return await self._cached(self._conversations, key, self._conversation, CONVERSATIONS)
+
+    async def _cached(
+        self,
+        cache: OrderedDict[tuple[str, str], Any],
+        key: tuple[str, str],
+        statement: PreparedStatement,
+        table: Table,
+    ) -> Any | None:
+        if (cached := cache.get(key)) is not None:
+            cache.move_to_end(key)
             return cached
-        row = await self._one(self._conversation, key)
+        row = await self._one(statement, key)
         if row is None:
             return None
-        return _remember(self._conversations, key, CONVERSATIONS.from_row(row))
+        return _remember(cache, key, table.from_row(row))
 
     # ---- utterances and the change feed
 
@@ -174,16 +209,29 @@ class Store:
     async def claim_key(self, row: IdempotencyRow) -> IdempotencyRow | None:
         return await self._cas(IDEMPOTENCY_KEYS, row, self._claim_key, self._idem_key)
 
-    async def take_over_key(
-        self, tenant: str, key: str, old_owner: uuid.UUID, owner: uuid.UUID, now: datetime
-    ) -> bool:
+    async def take_over_key(self, lapsed: IdempotencyRow, claim: IdempotencyRow) -> bool:
+        """Hand the key from `lapsed` (the claim as read) to `claim`'s owner,
+        start, lease and holder; True when this call won."""
+        tenant, key = claim.tenant, claim.idem_key
+        params = (
+            claim.owner, claim.started_at, claim.lease_until, claim.holder,
+            tenant, key, lapsed.owner, lapsed.lease_until,
+        )  # fmt: skip
         try:
-            row = await self._one(self._take_over_key, (owner, now, tenant, key, old_owner))
+            row = await self._one(self._take_over_key, params)
         except WriteTimeout:
             current = IDEMPOTENCY_KEYS.from_row(
                 await self._serial_read(self._idem_key, (tenant, key))
             )
-            return current.owner == owner
+            return current.owner == claim.owner
+        return bool(row[0])
+
+    async def renew_key(
+        self, tenant: str, key: str, owner: uuid.UUID, lease_until: datetime
+    ) -> bool:
+        """Move the claim's lease forward; False when `owner` no longer holds
+        the key (it lapsed and a retry took it over, or it was released)."""
+        row = await self._one(self._renew_key, (lease_until, tenant, key, owner))
         return bool(row[0])
 
     async def finish_key(self, tenant: str, key: str, status: int, response: bytes) -> None:

@@ -138,10 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--tenant", help="only this tenant's failures")
     args = parser.parse_args(argv)
-    configure_logging()
+    settings = Settings.from_env()
+    configure_logging(settings.log)
     since = args.since or datetime.now(UTC) - DEFAULT_SINCE
     began = time.monotonic()
-    counts = asyncio.run(_main(Settings.from_env(), since, args.tenant))
+    counts = asyncio.run(_main(settings, since, args.tenant))
     log.info(
         "redrive.done",
         since=since.isoformat(),

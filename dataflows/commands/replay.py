@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    configure_logging()
-    replay(args.flow, Settings.from_env(), start=args.start, workers=args.workers)
+    settings = Settings.from_env()
+    configure_logging(settings.log)
+    replay(args.flow, settings, start=args.start, workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,36 @@ import os
 import sys
 from pathlib import Path
 
-FLOWS = ("error_counters", "learning", "insights")
+from cql.learning import FLOWS
+from runtime.settings import Settings
+
 # Recovery partitions are fixed once created; more than the workers we run
 # leaves room to scale up later without a fresh replay.
 RECOVERY_PARTITIONS = 4
 SNAPSHOT_INTERVAL_S = 10
+
+
+def bytewax_command(
+    flow: str, recovery: Path, workers: int, snapshot_s: int = SNAPSHOT_INTERVAL_S
+) -> list[str]:
+    """`python -m bytewax.run "dataflows.<flow>:get_flow()"` with `workers`
+    workers, resuming from (and snapshotting every `snapshot_s` into) the
+    recovery folder, keeping no older snapshots: what operators, the
+    benchmark and the crash tests all run."""
+    return [
+        sys.executable,
+        "-m",
+        "bytewax.run",
+        f"dataflows.{flow}:get_flow()",
+        "-w",
+        str(workers),
+        "-r",
+        str(recovery),
+        "-s",
+        str(snapshot_s),
+        "-b",
+        "0",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("flow", choices=FLOWS)
     parser.add_argument("--recovery", required=True, type=Path, help="recovery folder of this flow")
     parser.add_argument(
-        "--workers", type=int, default=int(os.environ.get("UTTERSTREAM_DATAFLOW_WORKERS", "2"))
+        "--workers",
+        type=int,
+        default=Settings.from_env().dataflow.workers,
+        help="Bytewax workers (default %(default)s: the setting UTTERSTREAM_DATAFLOW_WORKERS)",
     )
     args = parser.parse_args(argv)
     if not any(args.recovery.glob("*.sqlite3")):
@@ -35,21 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         from bytewax.recovery import init_db_dir
 
         init_db_dir(args.recovery, RECOVERY_PARTITIONS)
-    command = [
-        sys.executable,
-        "-m",
-        "bytewax.run",
-        f"dataflows.{args.flow}:get_flow()",
-        "-w",
-        str(args.workers),
-        "-r",
-        str(args.recovery),
-        "-s",
-        str(SNAPSHOT_INTERVAL_S),
-        "-b",
-        "0",
-    ]
-    os.execv(sys.executable, command)
+    os.execv(sys.executable, bytewax_command(args.flow, args.recovery, args.workers))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """How far behind each dataflow is, per feed shard, from dataflow_progress,
-and how many learners hold open window state, from its recovery folder:
+and how many learners have items waiting to be written, from its recovery
+folder:
 
     python -m dataflows status [FLOW ...]
 
-Each shard's row holds its watermark: the read position less how long the
-flow may hold an entry in an open window before writing it (about 77 s for
-the error counters, 16 min for learning). "Read lag" is now minus the read
-position (the watermark plus that hold): a few seconds by design (the
-feed's reader lag); one that keeps growing means the flow is down or cannot
-keep up. "As-of lag" is how far behind the `as_of` the API reports is.
+Each shard's row holds its watermark: the position of its last complete
+sweep of the feed less how long the flow may hold an entry before writing
+it (the counting flows' flush interval plus an allowance, under a second).
+"Read lag" is now minus that sweep position: about the feed's reader lag
+plus the sweep interval, under a second by design; one that keeps growing
+means the flow is down or cannot keep up. "As-of lag" is how far behind the
+`as_of` the API reports is.
 """
 
 from __future__ import annotations
@@ -21,20 +23,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cql.clock import MINUTE, QUARTER_HOUR, utc_now
-from cql.learning import DATAFLOW_PROGRESS, ProgressRow
+from cql.clock import utc_now
+from cql.learning import DATAFLOW_PROGRESS, FLOWS, ProgressRow
 from cql.session import Db
-from dataflows import error_counters, insights, learning
-from dataflows.windows import window_hold
+from dataflows import error_counters, learning
+from dataflows.batching import write_hold
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 
-DEFAULT_FLOWS = (error_counters.FLOW, learning.FLOW, insights.FLOW)
-# Each counting flow's window: its step (as named in recovery snapshots) and length.
-WINDOWS = {
-    error_counters.FLOW: ("batch_by_minute", MINUTE),
-    learning.FLOW: ("batch_by_quarter_hour", QUARTER_HOUR),
-}
+# The counting flows: they hold items for a flush interval before writing.
+COUNTING = (error_counters.FLOW, learning.FLOW)
 
 
 def progress(db: Db, flows: list[str]) -> list[ProgressRow]:
@@ -47,11 +45,11 @@ def progress(db: Db, flows: list[str]) -> list[ProgressRow]:
     ]
 
 
-def open_window_keys(recovery: Path, step: str) -> int:
-    """How many keys (learners) hold window state in the latest snapshot of
-    a flow's window step, from its recovery folder. Bytewax drops a key's
-    state once all its windows have closed, so this stays near the number of
-    learners active within the last window plus its wait."""
+def held_keys(recovery: Path, step: str = "batch_by_learner") -> int:
+    """How many keys (learners) hold state in the latest snapshot of a
+    flow's step, from its recovery folder. The collect step drops a key's
+    state once it has written its items, so this stays near the number of
+    learners active within the last flush interval."""
     live = 0
     for part in recovery.glob("*.sqlite3"):
         with sqlite3.connect(part) as conn:
@@ -68,8 +66,7 @@ def open_window_keys(recovery: Path, step: str) -> int:
 def lag_table(rows: list[ProgressRow], settings: Settings, now: datetime) -> Table:
     table = Table("flow", "shard", "watermark (UTC)", "read lag s", "as-of lag s", "updated s ago")
     for row in rows:
-        window = WINDOWS.get(row.flow)
-        hold = window_hold(window[1], settings.dataflow) if window else timedelta(0)
+        hold = write_hold(settings.dataflow) if row.flow in COUNTING else timedelta(0)
         lag = now - row.position
         table.add_row(
             row.flow,
@@ -84,10 +81,10 @@ def lag_table(rows: list[ProgressRow], settings: Settings, now: datetime) -> Tab
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dataflows status", description=__doc__)
-    parser.add_argument("flows", nargs="*", default=list(DEFAULT_FLOWS))
+    parser.add_argument("flows", nargs="*", default=list(FLOWS))
     args = parser.parse_args(argv)
-    configure_logging()
     settings = Settings.from_env()
+    configure_logging(settings.log)
     db = Db.open(settings.cassandra)
     try:
         rows = progress(db, args.flows)
@@ -102,10 +99,10 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"no progress recorded for {', '.join(args.flows)}")
     for flow in args.flows:
         recovery = Path(settings.dataflow.recovery_dir) / flow
-        if flow in WINDOWS and any(recovery.glob("*.sqlite3")):
-            keys = open_window_keys(recovery, WINDOWS[flow][0])
+        if flow in COUNTING and any(recovery.glob("*.sqlite3")):
+            keys = held_keys(recovery)
             console.print(
-                f"{flow}: {keys} learners with open windows (last snapshot in {recovery})"
+                f"{flow}: {keys} learners with items waiting (last snapshot in {recovery})"
             )
 
 

@@ -1,29 +1,30 @@
 """The change feed as a Bytewax source: one partition per feed shard.
 
-Each partition keeps a position (naive UTC) and polls its shard for entries
-written in (position - overlap, now - reader_lag], dropping the ids it
-already emitted within the overlap: a write that becomes visible up to
-`reader_lag + overlap` after its id's time is still read, exactly once (see
-cql/feed.py for why writes land late). Its snapshot is the position plus
-those recent ids, so a resumed partition continues where the snapshot was
-taken, neither skipping nor repeating anything before it.
+Each partition keeps a position (naive UTC) and polls its shard every
+`poll_interval_s` for entries written in (position, now - reader_lag]: the
+reader lag is short, for freshness. A write becomes visible up to a request
+timeout after its id's time (see cql/change_feed.py), possibly behind the
+position already read; so every `sweep_interval_s` a poll also sweeps the
+overlap, (position - overlap, position], reading only the ids and then the
+entries not emitted yet. Ids emitted within the overlap are remembered, so
+an entry that lands late is still read exactly once. Its snapshot is the
+position plus those recent ids, so a resumed partition continues where the
+snapshot was taken, neither skipping nor repeating anything before it.
 
 Delivery guarantee: within one run, every feed entry is emitted exactly
-once, in feed order per shard. Across a crash with recovery, entries emitted
-after the last snapshot are emitted again (at-least-once); consumers key
-their writes by utterance, so a repeat changes nothing. Nothing is ever
-skipped: the position only moves past what has been read, and an entry
-whose write lands late is caught by the overlap (cql/feed.py: no write is in
-flight longer than the reader lag, the overlap adds as much again).
+once, in feed order per shard except for late landers, which come with the
+next sweep. Across a crash with recovery, entries emitted after the last
+snapshot are emitted again (at-least-once); consumers key their writes by
+utterance, so a repeat changes nothing. Nothing is ever skipped: the
+position only moves past what has been read, and the overlap is longer than
+any write can be in flight.
 
-Each item carries its partition's watermark: the position after the poll
-that read it, less the flow's `hold` (how long the flow may keep an entry,
-e.g. in an open window, before writing it). Every entry accepted before the
-watermark has been written (while a partition catches up on a backlog,
-writes may trail by the batch in flight), so it is the `as_of` the served
-rows report. The same watermark is written to `dataflow_progress` every
-few seconds, for the API (its slowest shard is the answers' `as_of`) and
-ops/status.
+The watermark: after a complete sweep up to `until`, every entry
+acknowledged before `until` has been emitted (a write is visible before it
+is acknowledged). Each item carries the latest such watermark less the
+flow's `hold` (how long the flow may keep an entry before writing it), and
+the same is written to `dataflow_progress` at every sweep, for the API (its
+slowest shard is the answers' `as_of`) and ops/status.
 """
 
 from __future__ import annotations
@@ -91,7 +92,6 @@ class FeedSource(FixedPartitionedSource[FeedItem, ShardState]):
         stop_at: datetime | None = None,
         batch_size: int | None = None,
         hold: timedelta = timedelta(0),
-        progress_interval: timedelta = timedelta(seconds=5),
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if settings.dataflow.feed_overlap_s < settings.feed.reader_lag_s:
@@ -105,7 +105,6 @@ class FeedSource(FixedPartitionedSource[FeedItem, ShardState]):
         self.stop_at = _naive(stop_at or settings.dataflow.stop_at)
         self.batch_size = batch_size or settings.dataflow.feed_batch_size
         self.hold = hold
-        self.progress_interval = progress_interval
         self.clock = clock
 
     def list_parts(self) -> list[str]:
@@ -133,12 +132,14 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         self._lag = timedelta(seconds=settings.feed.reader_lag_s)
         self._overlap = timedelta(seconds=settings.dataflow.feed_overlap_s)
         self._poll = timedelta(seconds=settings.dataflow.poll_interval_s)
-        self._progress_interval = source.progress_interval
+        self._sweep_every = timedelta(seconds=settings.dataflow.sweep_interval_s)
         self._hold = source.hold
         self._position = state.position
         self._emitted = set(state.emitted)
+        # Until the first sweep, only what precedes the overlap is certain.
+        self._watermark = state.position - self._overlap
+        self._swept_at: datetime | None = None
         self._awake: datetime | None = None
-        self._progress_at: datetime | None = None
         self._entries = ENTRIES_READ.labels(self._flow, str(shard))
 
         db = acquire_db(self._cassandra)
@@ -149,53 +150,67 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
     def next_batch(self) -> list[FeedItem]:
         now = self._clock()
         if self._stop_at is not None and self._position >= self._stop_at:
+            self._watermark = self._position
             self._record_progress(now)
             log.info("feed_caught_up", flow=self._flow, shard=self._shard, position=self._position)
             raise StopIteration
         readable = now - self._lag
         if self._stop_at is not None:
             readable = min(readable, self._stop_at)
-        until = min(readable, self._position + _MAX_SPAN)
-        if until <= self._position:
+        until = max(self._position, min(readable, self._position + _MAX_SPAN))
+        sweep = self._swept_at is None or now - self._swept_at >= self._sweep_every
+        if until == self._position and not sweep:
             self._awake = now + self._poll
             return []
-
-        entries = self._read(until)
-        full = len(entries) >= self._batch_size
+        entries, full = self._read(until, sweep)
         if full:
-            # Stopped early: the rest of the range is read next time; the
-            # position only covers what was emitted (ties are re-read and
-            # dropped as already emitted).
+            # Stopped early: the rest is read next time; the position only
+            # covers what was emitted (ties are re-read and dropped).
             until = max(self._position, entries[-1].feed_time)
         self._advance(until)
+        if sweep and not full:
+            self._swept(until, now)
         self._awake = None if full or until < readable else now + self._poll
         self._entries.inc(len(entries))
-        if self._progress_at is None or now - self._progress_at >= self._progress_interval:
-            self._record_progress(now)
-        watermark = until - self._hold
+        watermark = self._watermark - self._hold
         return [FeedItem(entry, watermark) for entry in entries]
 
-    def _read(self, until: datetime) -> list[FeedEntry]:
+    def _read(self, until: datetime, sweep: bool) -> tuple[list[FeedEntry], bool]:
+        """New entries up to `until`, those that landed behind the position
+        first when sweeping; and whether the batch size cut the read short."""
         entries: list[FeedEntry] = []
-        for entry in self._reader.read(self._shard, self._position - self._overlap, until):
-            if entry.feed_id in self._emitted:
-                continue
-            self._emitted.add(entry.feed_id)
-            entries.append(entry)
-            if len(entries) >= self._batch_size:
-                break
-        return entries
+        ranges = [(self._position, until)]
+        if sweep and self._landed_late():
+            ranges.insert(0, (self._position - self._overlap, self._position))
+        for after, end in ranges:
+            for entry in self._reader.read(self._shard, after, end):
+                if entry.feed_id in self._emitted:
+                    continue
+                self._emitted.add(entry.feed_id)
+                entries.append(entry)
+                if len(entries) >= self._batch_size:
+                    return entries, True
+        return entries, False
+
+    def _landed_late(self) -> bool:
+        """Whether the overlap holds an entry not emitted: ids only, cheap."""
+        ids = self._reader.ids(self._shard, self._position - self._overlap, self._position)
+        return any(feed_id not in self._emitted for feed_id in ids)
 
     def _advance(self, position: datetime) -> None:
         self._position = position
         horizon = position - self._overlap
         self._emitted = {i for i in self._emitted if time_of(i) > horizon}
 
+    def _swept(self, until: datetime, now: datetime) -> None:
+        self._watermark = until
+        self._swept_at = now
+        self._record_progress(now)
+
     def _record_progress(self, now: datetime) -> None:
-        watermark = to_stored_time(self._position - self._hold)
+        watermark = to_stored_time(self._watermark - self._hold)
         row = ProgressRow(self._flow, self._shard, watermark, now)
         self._session.execute(self._write_progress, DATAFLOW_PROGRESS.values(row))
-        self._progress_at = now
 
     def next_awake(self) -> datetime | None:
         return None if self._awake is None else self._awake.replace(tzinfo=UTC)

@@ -21,14 +21,13 @@ replay of a flow while the same flow runs live.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
-import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
@@ -40,11 +39,14 @@ from cql.session import Db
 from cql.table import Table
 from dataflows.resources import acquire_db, release_db
 from runtime.generations import bump_generations
+from runtime.redis_client import connect
 from runtime.settings import Settings
 
 R = TypeVar("R")
 F = TypeVar("F", ErrorPointFact, LearningFact)
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 Learner = tuple[str, str]
 
@@ -92,11 +94,7 @@ class _LearnerSinkPartition(StatelessSinkPartition[tuple[str, list[T]]], Generic
         self._cassandra = settings.cassandra
         db = acquire_db(settings.cassandra)
         self._writer = make_writer(db, settings)
-        self._redis = redis.Redis.from_url(
-            settings.redis.url,
-            socket_timeout=settings.redis.socket_timeout_s,
-            socket_connect_timeout=settings.redis.socket_timeout_s,
-        )
+        self._redis = connect(settings.redis)
 
     def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
         learners = self._writer.write([value for _key, batch in items for value in batch])
@@ -128,9 +126,15 @@ def upsert_rows(
     rows: Iterable[Any],
     concurrency: int,
 ) -> None:
-    """Upsert rows with `insert`, the rows of each partition together as
-    unlogged batches: a single-partition batch is one request and one
-    mutation for Cassandra, rather than one per row."""
+    execute_all(session, upserts(insert, table, rows), concurrency)
+
+
+def upserts(
+    insert: PreparedStatement, table: Table[Any], rows: Iterable[Any]
+) -> list[tuple[Any, Sequence[Any] | None]]:
+    """The statements that upsert rows with `insert`, the rows of each
+    partition together as unlogged batches: a single-partition batch is one
+    request and one mutation for Cassandra, rather than one per row."""
     partition = attrgetter(*table.partition_key)
     by_partition: dict[Any, list[Any]] = defaultdict(list)
     for row in rows:
@@ -146,7 +150,7 @@ def upsert_rows(
             for row in chunk:
                 batch.add(insert, table.values(row))
             statements.append((batch, None))
-    execute_all(session, statements, concurrency)
+    return statements
 
 
 def latest_as_of(items: Iterable[Stamped[Any]]) -> dict[Learner, datetime]:
@@ -162,15 +166,85 @@ def merge_facts(
     table: Table[F], stored: Iterable[F], batch: Iterable[F]
 ) -> tuple[list[F], list[F]]:
     """The facts of a partition once `batch` is written into it, and the
-    batch facts that need writing. A fact is keyed by the table's primary
-    key (the utterance, and the point index for error points) and keeps the
-    latest `written_at`: an utterance in the feed twice was last accepted at
-    the later time, whichever of its entries comes first."""
+    batch facts that need writing (see `merge_into`)."""
     key = attrgetter(*table.primary_key)
     merged = {key(fact): fact for fact in stored}
-    changed: dict[tuple[Any, ...], F] = {}
+    changed = merge_into(table, merged, batch)
+    return list(merged.values()), changed
+
+
+def merge_into(table: Table[F], facts: dict[Any, F], batch: Iterable[F]) -> list[F]:
+    """Merge `batch` into one partition's facts (keyed by the table's primary
+    key: the utterance, and the point index for error points); return the
+    facts that need writing. A fact keeps the latest `written_at`: an
+    utterance in the feed twice was last accepted at the later time,
+    whichever of its entries comes first."""
+    key = attrgetter(*table.primary_key)
+    changed: dict[Any, F] = {}
     for fact in batch:
-        current = merged.get(key(fact))
+        current = facts.get(key(fact))
         if current is None or current.written_at < fact.written_at:
-            merged[key(fact)] = changed[key(fact)] = fact
-    return list(merged.values()), list(changed.values())
+            facts[key(fact)] = changed[key(fact)] = fact
+    return list(changed.values())
+
+
+class Loaded(Generic[K, V]):
+    """What a writer has read of the tables it alone writes, kept current by
+    its own writes: a bounded map (least recently used out first) filled by
+    `load(keys)`, one concurrent read per key not held. Safe because each
+    learner has one writer (see above); a restarted writer starts empty and
+    reads again."""
+
+    def __init__(self, capacity: int, read: Callable[[list[K]], list[V]]) -> None:
+        self._held: OrderedDict[K, V] = OrderedDict()
+        self._capacity = capacity
+        self._read = read
+
+    def load(self, keys: Iterable[K]) -> dict[K, V]:
+        wanted = list(dict.fromkeys(keys))
+        missing = [key for key in wanted if key not in self._held]
+        for key, value in zip(missing, self._read(missing) if missing else [], strict=True):
+            self._held[key] = value
+        for key in wanted:
+            self._held.move_to_end(key)
+        loaded = {key: self._held[key] for key in wanted}
+        while len(self._held) > max(self._capacity, len(wanted)):
+            self._held.popitem(last=False)
+        return loaded
+
+
+Day = tuple[str, str, datetime]  # (tenant, user_id, UTC day)
+
+
+class HeldFacts(Generic[F]):
+    """A counting writer's facts: one partition per learner and UTC day,
+    read the first time a batch touches it and then kept current here."""
+
+    def __init__(self, db: Db, settings: Settings, table: Table[F]) -> None:
+        self.table = table
+        self.insert = db.prepare(table.insert(), idempotent=True)
+        self._select = db.prepare(table.select(), idempotent=True)
+        self._session = db.session
+        self._concurrency = settings.cassandra.max_in_flight
+        self._key = attrgetter(*table.primary_key)
+        self._held = Loaded(settings.dataflow.held_partitions, self._read)
+
+    def merge(
+        self, items: Sequence[Stamped[F]]
+    ) -> tuple[dict[Day, list[F]], dict[Day, dict[Any, F]], list[F]]:
+        """The batch's facts by day, every touched day's facts with the batch
+        merged in, and the facts that need writing."""
+        by_day: dict[Day, list[F]] = defaultdict(list)
+        for item in items:
+            by_day[(item.row.tenant, item.row.user_id, item.row.day)].append(item.row)
+        held = self._held.load(by_day)
+        changed = [
+            f for key, batch in by_day.items() for f in merge_into(self.table, held[key], batch)
+        ]
+        return by_day, held, changed
+
+    def _read(self, days: list[Day]) -> list[dict[Any, F]]:
+        results = execute_all(
+            self._session, ((self._select, day) for day in days), self._concurrency
+        )
+        return [{self._key(f): f for f in map(self.table.from_row, rows)} for rows in results]

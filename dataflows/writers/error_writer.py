@@ -1,25 +1,27 @@
-"""Writes error points as facts and recounts every error window they touch.
+"""Writes error points as facts and rewrites every error window they touch,
+as absolute counts, as soon as a batch arrives (see
+cql/schema/005_error_counts.cql).
 
-For one batch of error points (see cql/schema/005_error_counts.cql), per
-(learner, UTC day) touched:
+For one batch of error points, per (learner, UTC day) touched:
 
-1. the day's facts are read (one partition of error_points_by_user_day) and
-   the batch's points merged in, keyed by (utterance_id, point index): a
-   duplicate or replayed point is the same fact. When an utterance is in the
-   feed twice (a retried request), the fact keeps the later acceptance time
-   whichever entry comes first, so a replay reproduces `written_at`, and
-   with it `late_events`, exactly;
-2. the points that are new (or newly later) are written, then every touched
-   (minute, hour, day) window is recounted from the merged facts, for the
-   touched (category, subcategory) pairs;
+1. the points are merged into the day's facts, keyed by (utterance_id, point
+   index): a duplicate or replayed point is the same fact. When an utterance
+   is in the feed twice (a retried request), the fact keeps the later
+   acceptance time whichever entry comes first, so a replay reproduces
+   `written_at`, and with it `late_events`, exactly;
+2. every touched (minute, hour, day) window is recounted from the day's
+   facts, for the touched (category, subcategory) pairs;
 3. each touched month is the sum of its day rows, and each touched pair's
    all-time total the sum of its month rows.
 
-Every count is written as an absolute value. Phases run one after another,
-each with bounded concurrency across learners, and a phase only reads what
-earlier phases wrote once those writes are acknowledged (LOCAL_QUORUM both
-ways). Reading before writing is safe because a learner has one writer (see
-dataflows/sinks.py).
+The facts of a day, the day rows of a month and the month rows of a learner
+are read from Cassandra the first time a batch needs them and then kept,
+current, in memory (`Loaded`): this writer is the only one of its learners
+(see dataflows/connectors/sinks.py), so what it holds is what the tables
+hold. After a restart it reads them again; a batch replayed after a crash
+recounts from facts already written, so every count is still exact. All of
+a batch's writes (facts, windows, totals) then go out together; each is an
+absolute value, so their order does not matter.
 """
 
 from __future__ import annotations
@@ -29,14 +31,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from cassandra.query import PreparedStatement
-
 from cql.clock import month_start, year_start
 from cql.error_counts import (
     ERROR_COUNTS,
     ERROR_POINTS,
     ERROR_TOTALS,
     MONTH_ROWS_BUCKET,
+    WINDOWS_FROM_TO,
     ErrorCountRow,
     ErrorPointFact,
     ErrorTotalRow,
@@ -45,19 +46,23 @@ from cql.error_counts import (
     month_window,
 )
 from cql.session import Db
-from cql.table import Table
 from dataflows.connectors.sinks import (
+    Day,
+    HeldFacts,
     Learner,
+    Loaded,
     Stamped,
     execute_all,
     latest_as_of,
-    merge_facts,
-    upsert_rows,
+    upserts,
 )
 from runtime.settings import Settings
 
 Pair = tuple[str, str]
 Touched = tuple[Window, Pair]
+Spanned = tuple[datetime, Pair]  # a window start and a pair
+# The columns a window row is held by.
+_TALLY = ("window_start", "category", "subcategory", "count", "late_events")
 
 
 class Tally(NamedTuple):
@@ -82,14 +87,13 @@ def recount(
     return counts
 
 
-def sum_by_pair(rows: Iterable[Sequence[Any]], pairs: set[Pair]) -> dict[Pair, Tally]:
-    """Sums of (category, subcategory, count[, late_events]) rows per pair."""
+def sum_by_pair(held: dict[Spanned, Tally], pairs: set[Pair]) -> dict[Pair, Tally]:
+    """Sums of held (start, pair) tallies per touched pair."""
     sums: dict[Pair, Tally] = {}
-    for category, subcategory, count, *late in rows:
-        pair = (category, subcategory)
+    for (_start, pair), (count, late) in held.items():
         if pair in pairs:
             total, total_late = sums.get(pair, (0, 0))
-            sums[pair] = Tally(total + count, total_late + sum(late))
+            sums[pair] = Tally(total + count, total_late + late)
     return sums
 
 
@@ -98,96 +102,102 @@ class ErrorCountWriter:
         self._session = db.session
         self._concurrency = settings.cassandra.max_in_flight
         self._late_after = timedelta(seconds=settings.dataflow.late_after_s)
+        self._facts = HeldFacts(db, settings, ERROR_POINTS)
         p = db.prepare
-        self._insert_fact = p(ERROR_POINTS.insert(), idempotent=True)
-        self._day_facts = p(ERROR_POINTS.select(), idempotent=True)
         self._insert_count = p(ERROR_COUNTS.insert(), idempotent=True)
-        self._days_of_month = p(
-            ERROR_COUNTS.select(
-                f"{ERROR_COUNTS.key_where()} AND window_start >= ? AND window_start < ?",
-                columns=("category", "subcategory", "count", "late_events"),
-            ),
-            idempotent=True,
-        )
-        self._months = p(
-            ERROR_COUNTS.select(columns=("category", "subcategory", "count")), idempotent=True
-        )
+        self._span_rows = p(ERROR_COUNTS.select(WINDOWS_FROM_TO, columns=_TALLY), idempotent=True)
+        self._all_rows = p(ERROR_COUNTS.select(columns=_TALLY), idempotent=True)
         self._insert_total = p(ERROR_TOTALS.insert(), idempotent=True)
+        held = settings.dataflow.held_partitions
+        self._day_rows = Loaded(held, self._read_day_rows)
+        self._month_rows = Loaded(held, self._read_month_rows)
 
     def write(self, points: Sequence[Stamped[ErrorPointFact]]) -> set[Learner]:
         as_of = latest_as_of(points)
-        months = self._recount_days([point.row for point in points], as_of)
-        pairs = self._sum_months(months, as_of)
-        self._sum_totals(pairs, as_of)
+        by_day, held_facts, facts = self._facts.merge(points)
+        rows, months = self._recount_days(by_day, held_facts, as_of)
+        rows += self._sum_months(months, as_of)
+        totals = self._sum_totals(months, as_of)
+        self._run(
+            upserts(self._facts.insert, ERROR_POINTS, facts)
+            + upserts(self._insert_count, ERROR_COUNTS, rows)
+            + upserts(self._insert_total, ERROR_TOTALS, totals)
+        )
         return set(as_of)
 
     def _recount_days(
-        self, batch: list[ErrorPointFact], as_of: dict[Learner, datetime]
-    ) -> dict[tuple[str, str, datetime], set[Pair]]:
-        """Facts, then minute, hour and day rows; returns the pairs touched
-        per month."""
-        by_day: dict[tuple[str, str, datetime], list[ErrorPointFact]] = defaultdict(list)
-        for fact in batch:
-            by_day[(fact.tenant, fact.user_id, fact.day)].append(fact)
-        days = list(by_day)
-        stored = self._run((self._day_facts, day) for day in days)
-        writes: list[ErrorPointFact] = []
+        self,
+        by_day: dict[Day, list[ErrorPointFact]],
+        held_facts: dict[Day, dict[Any, ErrorPointFact]],
+        as_of: dict[Learner, datetime],
+    ) -> tuple[list[ErrorCountRow], dict[Day, set[Pair]]]:
+        """The minute, hour and day rows the batch touches, recounted from
+        the day's facts; the day rows are also kept in their month's held
+        rows. Returns the pairs touched per month too."""
+        held_days = self._day_rows.load({_month_of(day) for day in by_day})
         rows: list[ErrorCountRow] = []
-        months: dict[tuple[str, str, datetime], set[Pair]] = defaultdict(set)
-        for key, result in zip(days, stored, strict=True):
-            tenant, user_id, day = key
-            facts, changed = merge_facts(
-                ERROR_POINTS, map(ERROR_POINTS.from_row, result), by_day[key]
-            )
-            writes.extend(changed)
-            touched = {
-                (window, (f.category, f.subcategory))
-                for f in by_day[key]
-                for window in error_windows(f.ts)
-            }
-            for (window, pair), tally in recount(facts, touched, self._late_after).items():
+        months: dict[Day, set[Pair]] = defaultdict(set)
+        for key, batch in by_day.items():
+            tenant, user_id, _day = key
+            touched = {(w, (f.category, f.subcategory)) for f in batch for w in error_windows(f.ts)}
+            recounted = recount(held_facts[key].values(), touched, self._late_after)
+            for (window, pair), tally in recounted.items():
                 rows.append(_count_row(tenant, user_id, window, pair, tally, as_of))
-            months[(tenant, user_id, month_start(day))].update(pair for _w, pair in touched)
-        self._upsert(self._insert_fact, ERROR_POINTS, writes)
-        self._upsert(self._insert_count, ERROR_COUNTS, rows)
-        return months
+                if window.kind == "day":
+                    held_days[_month_of(key)][(window.start, pair)] = tally
+            months[_month_of(key)].update(pair for _w, pair in touched)
+        return rows, months
 
     def _sum_months(
-        self, months: dict[tuple[str, str, datetime], set[Pair]], as_of: dict[Learner, datetime]
-    ) -> dict[Learner, set[Pair]]:
-        """Month rows from the day rows; returns the pairs touched per learner."""
-        keys = list(months)
-        reads = (
-            (self._days_of_month, (t, u, "day", year_start(m), m, month_window(m).end))
-            for t, u, m in keys
-        )
+        self, months: dict[Day, set[Pair]], as_of: dict[Learner, datetime]
+    ) -> list[ErrorCountRow]:
+        """Month rows from the held day rows; kept in the learner's held month rows."""
+        held_days = self._day_rows.load(months)
+        held_months = self._month_rows.load({(t, u) for t, u, _m in months})
         rows: list[ErrorCountRow] = []
-        pairs: dict[Learner, set[Pair]] = defaultdict(set)
-        for key, result in zip(keys, self._run(reads), strict=True):
+        for key, pairs in months.items():
             tenant, user_id, month = key
-            for pair, tally in sum_by_pair(result, months[key]).items():
+            for pair, tally in sum_by_pair(held_days[key], pairs).items():
                 rows.append(_count_row(tenant, user_id, month_window(month), pair, tally, as_of))
-            pairs[(tenant, user_id)].update(months[key])
-        self._upsert(self._insert_count, ERROR_COUNTS, rows)
-        return pairs
+                held_months[(tenant, user_id)][(month, pair)] = tally
+        return rows
 
-    def _sum_totals(self, pairs: dict[Learner, set[Pair]], as_of: dict[Learner, datetime]) -> None:
-        """Each touched pair's all-time total from its month rows."""
-        learners = list(pairs)
-        reads = ((self._months, (t, u, "month", MONTH_ROWS_BUCKET)) for t, u in learners)
-        rows: list[ErrorTotalRow] = []
-        for learner, result in zip(learners, self._run(reads), strict=True):
-            for (category, subcategory), tally in sum_by_pair(result, pairs[learner]).items():
-                rows.append(
-                    ErrorTotalRow(*learner, category, subcategory, tally.count, as_of[learner])
-                )
-        self._upsert(self._insert_total, ERROR_TOTALS, rows)
+    def _sum_totals(
+        self, months: dict[Day, set[Pair]], as_of: dict[Learner, datetime]
+    ) -> list[ErrorTotalRow]:
+        """Each touched pair's all-time total from the held month rows."""
+        pairs: dict[Learner, set[Pair]] = defaultdict(set)
+        for (tenant, user_id, _month), touched in months.items():
+            pairs[(tenant, user_id)] |= touched
+        held_months = self._month_rows.load(pairs)
+        return [
+            ErrorTotalRow(*learner, category, subcategory, tally.count, as_of[learner])
+            for learner, touched in pairs.items()
+            for (category, subcategory), tally in sum_by_pair(held_months[learner], touched).items()
+        ]
 
-    def _run(self, statements: Iterable[tuple[Any, Sequence[Any]]]) -> list[Any]:
+    def _read_day_rows(self, months: list[Day]) -> list[dict[Spanned, Tally]]:
+        reads = (
+            (self._span_rows, (t, u, "day", year_start(m), m, month_window(m).end))
+            for t, u, m in months
+        )
+        return [_tallies(rows) for rows in self._run(reads)]
+
+    def _read_month_rows(self, learners: list[Learner]) -> list[dict[Spanned, Tally]]:
+        reads = ((self._all_rows, (t, u, "month", MONTH_ROWS_BUCKET)) for t, u in learners)
+        return [_tallies(rows) for rows in self._run(reads)]
+
+    def _run(self, statements: Iterable[tuple[Any, Sequence[Any] | None]]) -> list[Any]:
         return execute_all(self._session, statements, self._concurrency)
 
-    def _upsert(self, insert: PreparedStatement, table: Table[Any], rows: Iterable[Any]) -> None:
-        upsert_rows(self._session, insert, table, rows, self._concurrency)
+
+def _month_of(day: Day) -> Day:
+    tenant, user_id, start = day
+    return (tenant, user_id, month_start(start))
+
+
+def _tallies(rows: Iterable[Sequence[Any]]) -> dict[Spanned, Tally]:
+    return {(start, (c, s)): Tally(count, late) for start, c, s, count, late in rows}
 
 
 def _count_row(

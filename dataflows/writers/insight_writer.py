@@ -36,12 +36,10 @@ import redis.asyncio
 import structlog
 from cassandra.query import PreparedStatement
 from prometheus_client import Counter, Histogram
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from cql.aio import execute
 from cql.change_feed import FeedEntry, shard_of
-from cql.clock import DAY, HOUR, floor_to, month_start, utc_now
+from cql.clock import DAY, floor_to, utc_now
 from cql.insights import (
     FAILED_INSIGHTS,
     INSIGHTS,
@@ -51,11 +49,14 @@ from cql.insights import (
     InsightByHourRow,
     InsightByUserRow,
     InsightRow,
+    hour_of,
+    month_of,
 )
 from cql.session import Db
 from cql.table import Table
 from cql.utterances import UTTERANCES, UtteranceRow
 from llm.client import InsightResult, LlmClient
+from runtime.redis_client import connect_async
 from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -116,14 +117,14 @@ def hour_row(row: InsightRow, shards: int) -> InsightByHourRow:
     # The hour's shard comes from the utterance alone, so a rewrite lands on
     # the same row.
     return InsightByHourRow(
-        row.tenant, floor_to(row.ts, HOUR), shard_of(row.tenant, row.utterance_id, shards),
+        row.tenant, hour_of(row.ts), shard_of(row.tenant, row.utterance_id, shards),
         row.ts, row.utterance_id, row.user_id, *_served(row),
     )  # fmt: skip
 
 
 def user_row(row: InsightRow) -> InsightByUserRow:
     return InsightByUserRow(
-        row.tenant, row.user_id, month_start(row.ts), row.ts, row.utterance_id, *_served(row)
+        row.tenant, row.user_id, month_of(row.ts), row.ts, row.utterance_id, *_served(row)
     )
 
 
@@ -266,14 +267,7 @@ class Analyst:
 
 async def open_analyst(writer: InsightWriter, settings: Settings) -> Analyst:
     """Connect the LLM client (and its Redis rate bucket) on the running loop."""
-    client = redis.asyncio.Redis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.socket_timeout_s,
-        # Each call waits on Redis for its rate token: one quick retry, and
-        # then the client's "open" fallback, not redis-py's default retries.
-        retry=Retry(NoBackoff(), retries=1),
-    )
+    client = connect_async(settings.redis)
     llm = LlmClient(settings.llm, client, limiter_prefix=settings.llm.limiter_prefix)
     await llm.warm_up()
     log.info("insights.analyst_ready", online=llm.online, rate_per_s=settings.llm.rate_per_s)

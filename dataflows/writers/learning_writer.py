@@ -1,31 +1,33 @@
-"""Writes utterances as learning facts and recounts every quarter-hour
-bucket they touch (see cql/schema/006_learning.cql).
+"""Writes utterances as learning facts and rewrites every quarter-hour
+bucket they touch, as soon as a batch arrives (see
+cql/schema/006_learning.cql).
 
-For one batch, per (learner, UTC day) touched: the facts in the span of
-touched buckets are read (one partition range of learning_events_by_user_day)
-and the batch's utterances merged in, keyed by utterance_id (a duplicate
-keeps the later acceptance time, as for error points: see
-dataflows/sinks.py merge_facts); new facts are written, then each touched
-bucket is rewritten with its absolute entry count, words and late events.
+For one batch, per (learner, UTC day) touched: the batch's utterances are
+merged into the day's facts, keyed by utterance_id (a duplicate keeps the
+later acceptance time, as for error points: see
+dataflows/connectors/sinks.py merge_into); new facts are written, and each
+touched bucket with its absolute entry count, words and late events,
+recounted from the day's facts. The facts of a day are read the first time
+a batch needs them and then kept, current, in memory (one writer per
+learner; a restarted writer reads them again).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from cql.clock import QUARTER_HOUR, floor_to, month_start
 from cql.learning import LEARNING_BUCKETS, LEARNING_EVENTS, LearningBucketRow, LearningFact
 from cql.session import Db
 from dataflows.connectors.sinks import (
+    HeldFacts,
     Learner,
     Stamped,
     execute_all,
     latest_as_of,
-    merge_facts,
-    upsert_rows,
+    upserts,
 )
 from runtime.settings import Settings
 
@@ -56,47 +58,29 @@ class LearningWriter:
         self._session = db.session
         self._concurrency = settings.cassandra.max_in_flight
         self._late_after = timedelta(seconds=settings.dataflow.late_after_s)
-        p = db.prepare
-        self._insert_fact = p(LEARNING_EVENTS.insert(), idempotent=True)
-        self._facts = p(
-            LEARNING_EVENTS.select(f"{LEARNING_EVENTS.key_where()} AND ts >= ? AND ts < ?"),
-            idempotent=True,
-        )
-        self._insert_bucket = p(LEARNING_BUCKETS.insert(), idempotent=True)
+        self._facts = HeldFacts(db, settings, LEARNING_EVENTS)
+        self._insert_bucket = db.prepare(LEARNING_BUCKETS.insert(), idempotent=True)
 
     def write(self, events: Sequence[Stamped[LearningFact]]) -> set[Learner]:
         as_of = latest_as_of(events)
-        by_day: dict[tuple[str, str, datetime], list[LearningFact]] = defaultdict(list)
-        for event in events:
-            fact = event.row
-            by_day[(fact.tenant, fact.user_id, fact.day)].append(fact)
-        touched = {
-            day: {floor_to(fact.ts, QUARTER_HOUR) for fact in facts}
-            for day, facts in by_day.items()
-        }
-        days = list(by_day)
-        reads = (
-            (self._facts, (*day, min(touched[day]), max(touched[day]) + QUARTER_HOUR))
-            for day in days
-        )
-        writes: list[LearningFact] = []
+        by_day, held, writes = self._facts.merge(events)
         rows: list[LearningBucketRow] = []
-        for day, result in zip(days, self._run(reads), strict=True):
-            tenant, user_id, _ = day
-            facts, changed = merge_facts(
-                LEARNING_EVENTS, map(LEARNING_EVENTS.from_row, result), by_day[day]
-            )
-            writes.extend(changed)
-            for start, bucket in recount_buckets(facts, touched[day], self._late_after).items():
+        for key, batch in by_day.items():
+            tenant, user_id, _day = key
+            touched = {floor_to(fact.ts, QUARTER_HOUR) for fact in batch}
+            for start, bucket in recount_buckets(
+                held[key].values(), touched, self._late_after
+            ).items():
                 rows.append(
                     LearningBucketRow(
                         tenant, user_id, month_start(start), start,
                         bucket.entries, bucket.words, bucket.late, as_of[(tenant, user_id)],
                     )
                 )  # fmt: skip
-        upsert_rows(self._session, self._insert_fact, LEARNING_EVENTS, writes, self._concurrency)
-        upsert_rows(self._session, self._insert_bucket, LEARNING_BUCKETS, rows, self._concurrency)
+        execute_all(
+            self._session,
+            upserts(self._facts.insert, LEARNING_EVENTS, writes)
+            + upserts(self._insert_bucket, LEARNING_BUCKETS, rows),
+            self._concurrency,
+        )
         return set(as_of)
-
-    def _run(self, statements: Iterable[tuple[Any, Sequence[Any]]]) -> list[Any]:
-        return execute_all(self._session, statements, self._concurrency)

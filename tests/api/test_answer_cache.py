@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from api.reads import answer_cache
 from runtime.generations import bump_generations
 from tests.conftest import Tenant, free_port
-from tests.served_seed import Seeder, own_flows, utc
+from tests.served_seed import own_flows, utc
 
 DAY = {"granularity": "day", "from": "2026-05-10", "to": "2026-05-12", "tz": "Asia/Kolkata"}
 HOURS = {"window": "hour", "from": "2026-05-10T00:00:00Z", "to": "2026-05-11T00:00:00Z"}
@@ -27,11 +27,6 @@ BUCKET = utc(2026, 5, 10, 6)  # 11:30 in Kolkata, on the 10th
 def dead_redis() -> aioredis.Redis:
     """A client of a Redis that is not there, retrying as the app's does."""
     return aioredis.Redis(port=free_port(), socket_timeout=0.2, retry=Retry(NoBackoff(), retries=1))
-
-
-@pytest.fixture
-def seed(db, tenant: Tenant) -> Seeder:
-    return Seeder(db, tenant.name)
 
 
 async def words(client, tenant: Tenant, user_id: str) -> list[int]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
+from litestar.testing import AsyncTestClient
 
+from api.app import create_app
+from api.shapes import BatchIn
 from tests.helpers import feed_entries, learner, utterance
 
 PROBLEM = "application/problem+json"
@@ -97,14 +101,41 @@ async def test_oversized_body_is_413(client, tenant, settings) -> None:
     assert str(settings.api.max_body_bytes) in r.json()["detail"]
 
 
-async def test_oversized_batch_is_400_naming_the_field(client, tenant) -> None:
+async def test_oversized_batch_is_400_naming_the_field(client, tenant, settings) -> None:
     user_id, conversation_id = await learner(client, tenant.headers)
-    items = [utterance(user_id, conversation_id, text="x")] * 1001
+    items = [utterance(user_id, conversation_id, text="x")] * (settings.api.max_batch_items + 1)
     r = await client.post(
         "/v1/utterances/batch", json={"utterances": items}, headers=tenant.headers
     )
     assert r.status_code == 400
     assert r.json()["field"] == "utterances"
+    assert f"at most {settings.api.max_batch_items} items" in r.json()["detail"]
+
+
+async def test_the_batch_limit_is_the_setting(migrated, redis_client, tenant) -> None:
+    api = msgspec.structs.replace(migrated.api, max_batch_items=2)
+    app = create_app(msgspec.structs.replace(migrated, api=api))
+    async with AsyncTestClient(app=app) as client:
+        user_id, conversation_id = await learner(client, tenant.headers)
+        items = [utterance(user_id, conversation_id, text=f"Item {i}.") for i in range(3)]
+        two = await client.post(
+            "/v1/utterances/batch", json={"utterances": items[:2]}, headers=tenant.headers
+        )
+        three = await client.post(
+            "/v1/utterances/batch", json={"utterances": items}, headers=tenant.headers
+        )
+    assert two.status_code == 202, two.text
+    assert three.status_code == 400
+    assert three.headers["content-type"].startswith(PROBLEM)
+    assert three.json()["field"] == "utterances"
+    assert "at most 2 items, not 3" in three.json()["detail"]
+
+
+def test_the_body_shape_does_not_cap_a_batch_the_setting_allows() -> None:
+    # A larger api.max_batch_items must not be cut short by decoding.
+    item = utterance("u", "c")
+    raw = msgspec.json.encode({"utterances": [item] * 1001})
+    assert len(msgspec.json.decode(raw, type=BatchIn, strict=True).utterances) == 1001
 
 
 async def test_batch_reports_each_item(client, tenant) -> None:

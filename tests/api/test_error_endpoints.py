@@ -8,11 +8,11 @@ from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
-from api.resources.errors import since_slices
+from api.reads.errors import since_slices
 from tests.conftest import Tenant, new_tenant
+from tests.helpers import Served, bad_values
 from tests.served_seed import Seeder, own_flows, utc
 
 WATERMARK = utc(2026, 11, 1)
@@ -21,15 +21,17 @@ Fact = tuple[datetime, str, str, int, int, datetime]
 
 
 @pytest.fixture
-def seed(db, tenant: Tenant) -> Seeder:
-    return Seeder(db, tenant.name)
+def errors(client, tenant: Tenant, db) -> Served:
+    """GET /errors as `tenant`, with the (test's own) dataflow watermark at WATERMARK."""
+    own_flows(client, db, position=WATERMARK)
+    return Served(client, tenant, "errors")
 
 
-async def errors(
-    client: httpx.AsyncClient, tenant: Tenant, user_id: str, **params: Any
-) -> httpx.Response:
-    params = {("from" if k == "from_" else k): v for k, v in params.items()}
-    return await client.get(f"/v1/users/{user_id}/errors", params=params, headers=tenant.headers)
+@pytest.fixture
+def top(client, tenant: Tenant, db) -> Served:
+    """GET /errors/top as `tenant`, with the dataflow watermark at WATERMARK."""
+    own_flows(client, db, position=WATERMARK)
+    return Served(client, tenant, "errors/top")
 
 
 def z(moment: datetime) -> str:
@@ -68,8 +70,7 @@ def seed_facts(seed: Seeder, user_id: str, window: str, facts: list[Fact]) -> No
 # ---- windows
 
 
-async def test_minute_windows_across_two_utc_days(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
+async def test_minute_windows_across_two_utc_days(errors, seed) -> None:
     user_id = seed.learner()
     early, late = utc(2026, 3, 8, 0, 1), utc(2026, 3, 8, 2)
     facts: list[Fact] = [
@@ -83,16 +84,9 @@ async def test_minute_windows_across_two_utc_days(client, tenant, db, seed) -> N
     seed_facts(seed, user_id, "minute", facts)
     # 05:29+05:30 is 23:59 UTC on the 7th: the range spans two partitions.
     start, end = utc(2026, 3, 7, 23, 59), utc(2026, 3, 8, 0, 30)
-    r = await errors(
-        client,
-        tenant,
-        user_id,
-        window="minute",
-        from_="2026-03-08T05:29:00+05:30",
-        to="2026-03-08T00:30:00Z",
+    body = await errors.ok(
+        user_id, window="minute", from_="2026-03-08T05:29:00+05:30", to="2026-03-08T00:30:00Z"
     )
-    assert r.status_code == 200, r.text
-    body = r.json()
     assert body["user_id"] == user_id
     assert body["window"] == "minute"
     assert (body["from"], body["to"]) == (z(start), z(end))
@@ -100,28 +94,18 @@ async def test_minute_windows_across_two_utc_days(client, tenant, db, seed) -> N
     assert body["windows"] == expected_windows(facts, start, end, timedelta(minutes=1))
     assert len(body["windows"]) == 3  # only windows with counts are listed
 
-    r = await errors(
-        client, tenant, user_id, window="minute", from_=z(start), to=z(end), category="grammar"
-    )
+    query = {"window": "minute", "from_": z(start), "to": z(end)}
+    r = await errors(user_id, **query, category="grammar")
     assert r.json()["windows"] == expected_windows(
         facts, start, end, timedelta(minutes=1), "grammar"
     )
-    r = await errors(
-        client,
-        tenant,
-        user_id,
-        window="minute",
-        from_=z(start),
-        to=z(end),
-        subcategory="word choice",
-    )
+    r = await errors(user_id, **query, subcategory="word choice")
     assert [w["counts"] for w in r.json()["windows"]] == [
         [{"category": "vocabulary", "subcategory": "word choice", "count": 1}]
     ]
 
 
-async def test_hour_windows_across_a_utc_month_boundary(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
+async def test_hour_windows_across_a_utc_month_boundary(errors, seed) -> None:
     user_id = seed.learner()
     facts: list[Fact] = [
         (utc(2026, 1, 31, 19), "grammar", "articles", 9, 0, WATERMARK),
@@ -132,13 +116,11 @@ async def test_hour_windows_across_a_utc_month_boundary(client, tenant, db, seed
     ]
     seed_facts(seed, user_id, "hour", facts)
     start, end = utc(2026, 1, 31, 20), utc(2026, 2, 1, 4)
-    r = await errors(client, tenant, user_id, window="hour", from_=z(start), to=z(end))
-    assert r.status_code == 200, r.text
-    assert r.json()["windows"] == expected_windows(facts, start, end, timedelta(hours=1))
+    body = await errors.ok(user_id, window="hour", from_=z(start), to=z(end))
+    assert body["windows"] == expected_windows(facts, start, end, timedelta(hours=1))
 
 
-async def test_day_windows_across_a_utc_year_boundary(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
+async def test_day_windows_across_a_utc_year_boundary(errors, seed) -> None:
     user_id = seed.learner()
     facts: list[Fact] = [
         (utc(2025, 12, 30), "grammar", "articles", 9, 0, WATERMARK),
@@ -149,82 +131,55 @@ async def test_day_windows_across_a_utc_year_boundary(client, tenant, db, seed) 
     seed_facts(seed, user_id, "day", facts)
     # A day window is a UTC day: from 2025-12-31T00:00+05:30 (18:30 UTC on
     # the 30th) the first window starting in range is the 31st.
-    r = await errors(
-        client,
-        tenant,
-        user_id,
-        window="day",
-        from_="2025-12-31T00:00:00+05:30",
-        to="2026-01-02T00:00:00Z",
+    body = await errors.ok(
+        user_id, window="day", from_="2025-12-31T00:00:00+05:30", to="2026-01-02T00:00:00Z"
     )
-    assert r.status_code == 200, r.text
     expected = expected_windows(
         facts, utc(2025, 12, 30, 18, 30), utc(2026, 1, 2), timedelta(days=1)
     )
     assert [w["window_start"] for w in expected] == ["2025-12-31T00:00:00Z", "2026-01-01T00:00:00Z"]
-    assert r.json()["windows"] == expected
+    assert body["windows"] == expected
 
 
 async def test_a_learner_without_errors_gets_an_empty_list_and_an_unknown_one_404(
-    client, tenant, db, seed
+    client, db, errors, seed
 ) -> None:
     own_flows(client, db, position=None)
-    user_id = seed.learner()
-    r = await errors(
-        client,
-        tenant,
-        user_id,
-        window="hour",
-        from_="2026-03-01T00:00:00Z",
-        to="2026-03-02T00:00:00Z",
-    )
-    assert r.status_code == 200, r.text
-    assert r.json()["windows"] == []
-    assert r.json()["as_of"] is None  # the (test's) dataflow has recorded no progress
-    r = await errors(
-        client,
-        tenant,
-        "nobody",
-        window="hour",
-        from_="2026-03-01T00:00:00Z",
-        to="2026-03-02T00:00:00Z",
-    )
+    query = {"window": "hour", "from_": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"}
+    body = await errors.ok(seed.learner(), **query)
+    assert body["windows"] == []
+    assert body["as_of"] is None  # the (test's) dataflow has recorded no progress
+    r = await errors("nobody", **query)
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["field"] == "user_id"
 
 
-async def test_a_tenant_sees_only_its_own_learners(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
+async def test_a_tenant_sees_only_its_own_learners(client, db, errors, seed) -> None:
     user_id = seed.learner()
     seed.error_count(user_id, "hour", utc(2026, 3, 1, 10), "grammar", "articles", 3)
-    other = new_tenant(db)
     query = {"window": "hour", "from_": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"}
-    assert (await errors(client, other, user_id, **query)).status_code == 404
+    other = new_tenant(db)
+    as_other = Served(client, other, "errors")
+    assert (await as_other(user_id, **query)).status_code == 404
     Seeder(db, other.name).learner(user_id)  # the same id in another tenant
-    r = await errors(client, other, user_id, **query)
+    r = await as_other(user_id, **query)
     assert r.status_code == 200
     assert r.json()["windows"] == []
-    assert len((await errors(client, tenant, user_id, **query)).json()["windows"]) == 1
+    assert len((await errors(user_id, **query)).json()["windows"]) == 1
 
 
 @pytest.mark.parametrize(
     ("window", "longest"),
     [("minute", timedelta(days=7)), ("hour", timedelta(days=92)), ("day", timedelta(days=1096))],
 )
-async def test_range_limits(client, tenant, db, seed, window: str, longest: timedelta) -> None:
+async def test_range_limits(client, db, errors, seed, window: str, longest: timedelta) -> None:
     own_flows(client, db, position=None)
     user_id = seed.learner()
-    start = utc(2025, 1, 1)
-    ok = await errors(client, tenant, user_id, window=window, from_=z(start), to=z(start + longest))
-    assert ok.status_code == 200, ok.text
+    start, end = utc(2025, 1, 1), utc(2025, 1, 1) + longest
+    await errors.ok(user_id, window=window, from_=z(start), to=z(end))
     too_long = await errors(
-        client,
-        tenant,
-        user_id,
-        window=window,
-        from_=z(start),
-        to=z(start + longest + timedelta(minutes=1)),
+        user_id, window=window, from_=z(start), to=z(end + timedelta(minutes=1))
     )
     assert too_long.status_code == 400
     problem = too_long.json()
@@ -233,54 +188,26 @@ async def test_range_limits(client, tenant, db, seed, window: str, longest: time
 
 
 GOOD = {"window": "hour", "from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"}
+# Each parameter's bad values (None: left out); a `to` equal to or before `from` too.
+BAD = {
+    "window": [None, "week", "Hour"],
+    "from": [None, "2026-03-01T00:00:00", "2026-03-01", "yesterday"],
+    "to": [None, "2026-02-30T00:00:00Z", "2026-03-01T00:00:00Z", "2026-02-28T00:00:00Z"],
+    "category": ["", " grammar"],
+    "subcategory": ["x" * 65],
+    "windw": ["hour"],
+}
 
 
-@pytest.mark.parametrize(
-    ("changes", "field"),
-    [
-        ({"window": None}, "window"),
-        ({"window": "week"}, "window"),
-        ({"window": "Hour"}, "window"),
-        ({"from": None}, "from"),
-        ({"from": "2026-03-01T00:00:00"}, "from"),
-        ({"from": "2026-03-01"}, "from"),
-        ({"from": "yesterday"}, "from"),
-        ({"to": None}, "to"),
-        ({"to": "2026-02-30T00:00:00Z"}, "to"),
-        ({"to": "2026-03-01T00:00:00Z"}, "to"),  # equal to `from`
-        ({"to": "2026-02-28T00:00:00Z"}, "to"),  # before `from`
-        ({"category": ""}, "category"),
-        ({"category": " grammar"}, "category"),
-        ({"subcategory": "x" * 65}, "subcategory"),
-        ({"windw": "hour"}, "windw"),
-    ],
-)
-async def test_bad_parameters_are_400_naming_the_parameter(
-    client, tenant, seed, changes: dict, field: str
-) -> None:
-    user_id = seed.learner()
-    params = {k: v for k, v in (GOOD | changes).items() if v is not None}
-    r = await client.get(f"/v1/users/{user_id}/errors", params=params, headers=tenant.headers)
-    assert r.status_code == 400, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    problem = r.json()
-    assert problem["field"] == field
-    assert f"`{field}`" in problem["detail"]
+@pytest.mark.parametrize(("field", "value"), bad_values(BAD))
+async def test_bad_parameters_are_400_naming_the_parameter(errors, seed, field, value) -> None:
+    await errors.assert_bad_parameter(seed.learner(), GOOD | {field: value}, field)
 
 
 # ---- top
 
 
-async def top(
-    client: httpx.AsyncClient, tenant: Tenant, user_id: str, **params: Any
-) -> httpx.Response:
-    return await client.get(
-        f"/v1/users/{user_id}/errors/top", params=params, headers=tenant.headers
-    )
-
-
-async def test_top_all_time_is_ranked_by_count_then_labels(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
+async def test_top_all_time_is_ranked_by_count_then_labels(top, seed) -> None:
     user_id = seed.learner()
     totals = [
         ("vocabulary", "word choice", 5),
@@ -297,16 +224,14 @@ async def test_top_all_time_is_ranked_by_count_then_labels(client, tenant, db, s
         {"category": "vocabulary", "subcategory": "word choice", "count": 5},
         {"category": "pronunciation", "subcategory": "th", "count": 1},
     ]
-    r = await top(client, tenant, user_id)
-    assert r.status_code == 200, r.text
-    assert r.json() == {"user_id": user_id, "since": None, "as_of": z(WATERMARK), "errors": ranked}
-    assert (await top(client, tenant, user_id, limit=2)).json()["errors"] == ranked[:2]
+    body = await top.ok(user_id)
+    assert body == {"user_id": user_id, "since": None, "as_of": z(WATERMARK), "errors": ranked}
+    assert (await top(user_id, limit=2)).json()["errors"] == ranked[:2]
 
 
-async def test_top_since_counts_from_that_utc_day(client, tenant, db, seed) -> None:
+async def test_top_since_counts_from_that_utc_day(top, seed) -> None:
     """Facts over the last 400 days, written as day rows and month rows the
     way the dataflow writes both; `since` must count each fact once."""
-    own_flows(client, db, position=WATERMARK)
     user_id = seed.learner()
     today = datetime.now(UTC).date()
     labels = [("grammar", "articles"), ("grammar", "past tense"), ("vocabulary", "word choice")]
@@ -340,9 +265,7 @@ async def test_top_since_counts_from_that_utc_day(client, tenant, db, seed) -> N
         today - timedelta(days=1),
         today,
     ):
-        r = await top(client, tenant, user_id, since=since.isoformat())
-        assert r.status_code == 200, r.text
-        body = r.json()
+        body = await top.ok(user_id, since=since.isoformat())
         assert body["since"] == since.isoformat()
         assert {(e["category"], e["subcategory"]): e["count"] for e in body["errors"]} == expected(
             since
@@ -350,7 +273,7 @@ async def test_top_since_counts_from_that_utc_day(client, tenant, db, seed) -> N
 
     # A timestamp means its UTC day: 02:00 at +05:30 is the day before.
     since = today - timedelta(days=100)
-    r = await top(client, tenant, user_id, since=f"{since + timedelta(days=1)}T02:00:00+05:30")
+    r = await top(user_id, since=f"{since + timedelta(days=1)}T02:00:00+05:30")
     assert r.json()["since"] == since.isoformat()
 
 
@@ -413,19 +336,19 @@ def test_since_reads_month_rows_for_whole_months_and_day_rows_for_the_rest(
     ],
 )
 async def test_top_bad_parameters_are_400_naming_the_parameter(
-    client, tenant, seed, params: dict, field: str
+    top, seed, params: dict, field: str
 ) -> None:
-    r = await top(client, tenant, seed.learner(), **params)
+    r = await top(seed.learner(), **params)
     assert r.status_code == 400, r.text
     assert r.json()["field"] == field
 
 
 async def test_top_of_an_unknown_learner_is_404_and_of_a_quiet_one_empty(
-    client, tenant, db, seed
+    client, db, top, seed
 ) -> None:
     own_flows(client, db, position=None)
-    assert (await top(client, tenant, "nobody")).status_code == 404
-    r = await top(client, tenant, seed.learner(), since=str(datetime.now(UTC).date()))
+    assert (await top("nobody")).status_code == 404
+    r = await top(seed.learner(), since=str(datetime.now(UTC).date()))
     assert r.status_code == 200
     assert r.json()["errors"] == []
 

@@ -205,3 +205,43 @@ def test_kill_9_mid_stream_loses_nothing_and_writes_nothing_twice(
     assert set(ids) == expected
     acknowledged_before_kill = sum(s == 202 for s in first.values())
     assert acknowledged_before_kill < len(keys), "the kill came too late to test anything"
+
+
+async def test_keys_and_feed_entries_live_as_long_as_the_settings_say(
+    migrated, redis_client, tenant, db
+) -> None:
+    """The tables' default_time_to_live is only a fallback: the API writes
+    idempotency keys with api.idempotency_ttl_s and feed entries with
+    feed.ttl_days, on every write (claim and finish alike)."""
+    from litestar.testing import AsyncTestClient
+
+    from api.app import create_app
+
+    started = datetime.now(UTC)
+    api = msgspec.structs.replace(migrated.api, idempotency_ttl_s=100_000)
+    feed = msgspec.structs.replace(migrated.feed, ttl_days=2)
+    settings = msgspec.structs.replace(migrated, api=api, feed=feed)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        user_id, conversation_id = await learner(client, tenant.headers)
+        r = await client.post(
+            "/v1/utterances",
+            json=utterance(user_id, conversation_id),
+            headers=tenant.headers | {"Idempotency-Key": "k-ttl"},
+        )
+    assert r.status_code == 202, r.text
+    key_ttls = db.session.execute(
+        db.prepare(
+            "SELECT TTL(request_hash), TTL(owner), TTL(state), TTL(response)"
+            f" FROM {IDEMPOTENCY_KEYS.name} WHERE {IDEMPOTENCY_KEYS.key_where()}"
+        ),
+        (tenant.name, "k-ttl"),
+    ).one()
+    assert all(100_000 - 600 < ttl <= 100_000 for ttl in key_ttls), key_ttls
+    [entry] = feed_entries(db, settings.feed, tenant.name, started)
+    (feed_ttl,) = db.session.execute(
+        db.prepare(
+            "SELECT TTL(text) FROM change_feed WHERE shard = ? AND bucket = ? AND feed_id = ?"
+        ),
+        (entry.shard, entry.bucket, entry.feed_id),
+    ).one()
+    assert 2 * 86400 - 600 < feed_ttl <= 2 * 86400

@@ -10,32 +10,29 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 
 from tests.conftest import Tenant, new_tenant
+from tests.helpers import Served, bad_values
 from tests.served_seed import Seeder, own_flows, utc
 
 WATERMARK = utc(2026, 11, 20)
 # (instant, words): one utterance each
 Event = tuple[datetime, int]
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 @pytest.fixture
-def seed(db, tenant: Tenant) -> Seeder:
-    return Seeder(db, tenant.name)
+def learning(client, tenant: Tenant, db) -> Served:
+    """The endpoint as `tenant`, with the (test's own) dataflow watermark at WATERMARK."""
+    own_flows(client, db, position=WATERMARK)
+    return Served(client, tenant, "learning")
 
 
-async def learning(
-    client: httpx.AsyncClient, tenant: Tenant, user_id: str, **params: Any
-) -> httpx.Response:
-    params = {("from" if k == "from_" else k): v for k, v in params.items()}
-    return await client.get(f"/v1/users/{user_id}/learning", params=params, headers=tenant.headers)
-
-
-def seed_events(seed: Seeder, user_id: str, events: list[Event]) -> None:
-    """What the learning flow would write: per quarter hour, the number of
-    utterances and their words."""
+def learner_with(seed: Seeder, events: list[Event]) -> str:
+    """A new learner with what the learning flow would write for `events`:
+    per quarter hour, the number of utterances and their words."""
+    user_id = seed.learner()
     buckets: dict[datetime, list[int]] = {}
     for moment, words in events:
         utc_moment = moment.astimezone(UTC)
@@ -47,6 +44,7 @@ def seed_events(seed: Seeder, user_id: str, events: list[Event]) -> None:
         entries_words[1] += words
     for start, (entries, words) in buckets.items():
         seed.learning_bucket(user_id, start, entries, words)
+    return user_id
 
 
 def period_key(moment: datetime, zone: ZoneInfo, granularity: str) -> date:
@@ -86,10 +84,7 @@ def check_periods(
     assert totals == {}, "events outside the listed periods"
 
 
-async def test_kolkata_days_across_a_month_end(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
-    user_id = seed.learner()
-    kolkata = ZoneInfo("Asia/Kolkata")
+async def test_kolkata_days_across_a_month_end(learning, seed) -> None:
     events: list[Event] = [
         (utc(2026, 1, 30, 18, 30), 4),  # 00:00 on the 31st in Kolkata
         (utc(2026, 1, 31, 18, 29), 2),  # 23:59 on the 31st
@@ -97,61 +92,34 @@ async def test_kolkata_days_across_a_month_end(client, tenant, db, seed) -> None
         (utc(2026, 2, 1, 3), 1),
         (utc(2026, 2, 1, 3, 5), 2),
     ]
-    seed_events(seed, user_id, events)
-    r = await learning(
-        client,
-        tenant,
-        user_id,
-        granularity="day",
-        from_="2026-01-30",
-        to="2026-02-03",
-        tz="Asia/Kolkata",
+    user_id = learner_with(seed, events)
+    body = await learning.ok(
+        user_id, granularity="day", from_="2026-01-30", to="2026-02-03", tz="Asia/Kolkata"
     )
-    assert r.status_code == 200, r.text
-    body = r.json()
     assert (body["tz"], body["from"], body["to"]) == (
         "Asia/Kolkata",
         "2026-01-30T00:00:00+05:30",
         "2026-02-03T00:00:00+05:30",
     )
     assert body["as_of"] == "2026-11-20T00:00:00Z"
-    check_periods(
-        body,
-        events,
-        kolkata,
-        "day",
-        [f"2026-{d}T00:00:00+05:30" for d in ("01-30", "01-31", "02-01", "02-02")],
-    )
+    starts = [f"2026-{d}T00:00:00+05:30" for d in ("01-30", "01-31", "02-01", "02-02")]
+    check_periods(body, events, ZoneInfo("Asia/Kolkata"), "day", starts)
     assert [p["period_end"] for p in body["periods"]][-1] == "2026-02-03T00:00:00+05:30"
     assert body["periods"][2]["average_words"] == 2.67
 
 
-async def test_kathmandu_quarter_hour_offset(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
-    user_id = seed.learner()
+async def test_kathmandu_quarter_hour_offset(learning, seed) -> None:
     events: list[Event] = [
         (utc(2026, 6, 1, 18, 14), 3),  # 23:59 on 1 June at +05:45 (bucket 18:00 UTC)
         (utc(2026, 6, 1, 18, 15), 7),  # 00:00 on 2 June
     ]
-    seed_events(seed, user_id, events)
-    r = await learning(
-        client,
-        tenant,
-        user_id,
-        granularity="day",
-        from_="2026-06-01",
-        to="2026-06-03",
-        tz="Asia/Kathmandu",
+    user_id = learner_with(seed, events)
+    body = await learning.ok(
+        user_id, granularity="day", from_="2026-06-01", to="2026-06-03", tz="Asia/Kathmandu"
     )
-    assert r.status_code == 200, r.text
-    check_periods(
-        r.json(),
-        events,
-        ZoneInfo("Asia/Kathmandu"),
-        "day",
-        ["2026-06-01T00:00:00+05:45", "2026-06-02T00:00:00+05:45"],
-    )
-    assert [p["total_words"] for p in r.json()["periods"]] == [3, 7]
+    starts = ["2026-06-01T00:00:00+05:45", "2026-06-02T00:00:00+05:45"]
+    check_periods(body, events, ZoneInfo("Asia/Kathmandu"), "day", starts)
+    assert [p["total_words"] for p in body["periods"]] == [3, 7]
 
 
 @pytest.mark.parametrize(
@@ -183,24 +151,18 @@ async def test_kathmandu_quarter_hour_offset(client, tenant, db, seed) -> None:
     ],
 )
 async def test_new_york_daylight_saving_days(
-    client, tenant, db, seed, day: str, events: list[Event], starts: list[str], hours: list[int]
+    learning, seed, day: str, events: list[Event], starts: list[str], hours: list[int]
 ) -> None:
-    own_flows(client, db, position=WATERMARK)
-    user_id = seed.learner()
-    seed_events(seed, user_id, events)
+    user_id = learner_with(seed, events)
     middle = date.fromisoformat(day)
-    r = await learning(
-        client,
-        tenant,
+    body = await learning.ok(
         user_id,
         granularity="day",
         tz="America/New_York",
         from_=str(middle - timedelta(days=1)),
         to=str(middle + timedelta(days=2)),
     )
-    assert r.status_code == 200, r.text
-    body = r.json()
-    check_periods(body, events, ZoneInfo("America/New_York"), "day", starts)
+    check_periods(body, events, NEW_YORK, "day", starts)
     lengths = [
         (datetime.fromisoformat(p["period_end"]) - datetime.fromisoformat(p["period_start"]))
         / timedelta(hours=1)
@@ -209,9 +171,7 @@ async def test_new_york_daylight_saving_days(
     assert lengths == hours
 
 
-async def test_iso_week_spanning_the_year_end(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
-    user_id = seed.learner()
+async def test_iso_week_spanning_the_year_end(learning, seed) -> None:
     events: list[Event] = [
         (utc(2026, 12, 27, 23), 1),  # Sunday: the week before
         (utc(2026, 12, 28, 0), 2),  # Monday 00:00 UTC
@@ -220,74 +180,41 @@ async def test_iso_week_spanning_the_year_end(client, tenant, db, seed) -> None:
         (utc(2027, 1, 3, 23, 59), 5),  # Sunday, last minute of the week
         (utc(2027, 1, 4, 0), 6),  # the next week
     ]
-    seed_events(seed, user_id, events)
-    r = await learning(
-        client, tenant, user_id, granularity="week", from_="2026-12-20", to="2027-01-10"
-    )
-    assert r.status_code == 200, r.text
-    body = r.json()
+    user_id = learner_with(seed, events)
+    body = await learning.ok(user_id, granularity="week", from_="2026-12-20", to="2027-01-10")
     assert body["tz"] == "UTC"
-    check_periods(
-        body,
-        events,
-        ZoneInfo("UTC"),
-        "week",
-        [
-            "2026-12-14T00:00:00Z",
-            "2026-12-21T00:00:00Z",
-            "2026-12-28T00:00:00Z",
-            "2027-01-04T00:00:00Z",
-        ],
-    )
+    mondays = ["2026-12-14", "2026-12-21", "2026-12-28", "2027-01-04"]
+    check_periods(body, events, ZoneInfo("UTC"), "week", [f"{d}T00:00:00Z" for d in mondays])
     assert body["periods"][2]["entries"] == 4
     assert body["periods"][2]["period_end"] == "2027-01-04T00:00:00Z"
 
 
-async def test_local_months_in_new_york(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
-    user_id = seed.learner()
+async def test_local_months_in_new_york(learning, seed) -> None:
     events: list[Event] = [
         (utc(2026, 2, 1, 4, 30), 3),  # 23:30 on 31 January in New York
         (utc(2026, 2, 1, 5), 4),  # 00:00 on 1 February
         (utc(2026, 3, 8, 12), 5),
         (utc(2026, 4, 1, 3, 59), 6),  # 23:59 on 31 March (EDT)
     ]
-    seed_events(seed, user_id, events)
-    r = await learning(
-        client,
-        tenant,
-        user_id,
-        granularity="month",
-        from_="2026-01-15",
-        to="2026-03-15",
-        tz="America/New_York",
+    user_id = learner_with(seed, events)
+    body = await learning.ok(
+        user_id, granularity="month", from_="2026-01-15", to="2026-03-15", tz="America/New_York"
     )
-    assert r.status_code == 200, r.text
     # March is listed whole (it overlaps the range), so its last evening counts.
-    check_periods(
-        r.json(),
-        events,
-        ZoneInfo("America/New_York"),
-        "month",
-        ["2026-01-01T00:00:00-05:00", "2026-02-01T00:00:00-05:00", "2026-03-01T00:00:00-05:00"],
-    )
-    assert r.json()["periods"][-1]["period_end"] == "2026-04-01T00:00:00-04:00"
+    starts = [f"2026-{m}-01T00:00:00-05:00" for m in ("01", "02", "03")]
+    check_periods(body, events, NEW_YORK, "month", starts)
+    assert body["periods"][-1]["period_end"] == "2026-04-01T00:00:00-04:00"
 
 
-async def test_timestamps_as_bounds_and_empty_periods(client, tenant, db, seed) -> None:
+async def test_timestamps_as_bounds_and_empty_periods(client, db, learning, seed) -> None:
     own_flows(client, db, position=None)
-    user_id = seed.learner()
-    r = await learning(
-        client,
-        tenant,
-        user_id,
+    body = await learning.ok(
+        seed.learner(),
         granularity="day",
         from_="2026-05-10T12:00:00+02:00",
         to="2026-05-12T00:00:00Z",
         tz="Europe/Paris",
     )
-    assert r.status_code == 200, r.text
-    body = r.json()
     assert body["as_of"] is None
     # 12:00 on the 10th to 02:00 on the 12th in Paris: three local days.
     assert body["periods"] == [
@@ -303,42 +230,24 @@ async def test_timestamps_as_bounds_and_empty_periods(client, tenant, db, seed) 
     ]
 
 
-async def test_unknown_learner_is_404_and_tenants_are_apart(client, tenant, db, seed) -> None:
-    own_flows(client, db, position=WATERMARK)
-    user_id = seed.learner()
-    seed_events(seed, user_id, [(utc(2026, 5, 10, 12), 9)])
+async def test_unknown_learner_is_404_and_tenants_are_apart(client, db, learning, seed) -> None:
+    user_id = learner_with(seed, [(utc(2026, 5, 10, 12), 9)])
     query = {"granularity": "day", "from_": "2026-05-10", "to": "2026-05-11"}
-    assert (await learning(client, tenant, "nobody", **query)).status_code == 404
+    assert (await learning("nobody", **query)).status_code == 404
     other = new_tenant(db)
-    assert (await learning(client, other, user_id, **query)).status_code == 404
+    as_other = Served(client, other, "learning")
+    assert (await as_other(user_id, **query)).status_code == 404
     Seeder(db, other.name).learner(user_id)
-    assert (await learning(client, other, user_id, **query)).json()["periods"][0]["entries"] == 0
-    assert (await learning(client, tenant, user_id, **query)).json()["periods"][0]["entries"] == 1
+    assert (await as_other(user_id, **query)).json()["periods"][0]["entries"] == 0
+    assert (await learning(user_id, **query)).json()["periods"][0]["entries"] == 1
 
 
-async def test_four_hundred_days_at_most(client, tenant, db, seed) -> None:
+async def test_four_hundred_days_at_most(client, db, learning, seed) -> None:
     own_flows(client, db, position=None)
     user_id = seed.learner()
-    r = await learning(
-        client,
-        tenant,
-        user_id,
-        granularity="month",
-        from_="2025-10-20",
-        to="2026-11-24",
-        tz="America/New_York",
-    )
-    assert r.status_code == 200, r.text
-    assert len(r.json()["periods"]) == 14
-    r = await learning(
-        client,
-        tenant,
-        user_id,
-        granularity="month",
-        from_="2025-10-20",
-        to="2026-11-25",
-        tz="America/New_York",
-    )
+    query = {"granularity": "month", "from_": "2025-10-20", "tz": "America/New_York"}
+    assert len((await learning.ok(user_id, to="2026-11-24", **query))["periods"]) == 14
+    r = await learning(user_id, to="2026-11-25", **query)
     assert r.status_code == 400
     assert r.json()["field"] == "to"
     assert "400 days" in r.json()["detail"]
@@ -347,31 +256,16 @@ async def test_four_hundred_days_at_most(client, tenant, db, seed) -> None:
 GOOD = {"granularity": "day", "from": "2026-05-01", "to": "2026-05-08", "tz": "Asia/Kolkata"}
 
 
-@pytest.mark.parametrize(
-    ("changes", "field"),
-    [
-        ({"granularity": None}, "granularity"),
-        ({"granularity": "year"}, "granularity"),
-        ({"from": None}, "from"),
-        ({"from": "2026-05-01T00:00:00"}, "from"),
-        ({"from": "2026-5-1"}, "from"),
-        ({"from": "2026-02-30"}, "from"),
-        ({"to": None}, "to"),
-        ({"to": "2026-05-01"}, "to"),  # equal to `from`
-        ({"to": "2026-04-30"}, "to"),  # before `from`
-        ({"tz": "Mars/Olympus"}, "tz"),
-        ({"tz": "IST"}, "tz"),
-        ({"tz": ""}, "tz"),
-        ({"timezone": "UTC"}, "timezone"),
-    ],
-)
-async def test_bad_parameters_are_400_naming_the_parameter(
-    client, tenant, seed, changes: dict, field: str
-) -> None:
-    user_id = seed.learner()
-    params = {k: v for k, v in (GOOD | changes).items() if v is not None}
-    r = await client.get(f"/v1/users/{user_id}/learning", params=params, headers=tenant.headers)
-    assert r.status_code == 400, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["field"] == field
-    assert f"`{field}`" in r.json()["detail"]
+# Each parameter's bad values (None: left out); a `to` equal to or before `from` too.
+BAD = {
+    "granularity": [None, "year"],
+    "from": [None, "2026-05-01T00:00:00", "2026-5-1", "2026-02-30"],
+    "to": [None, "2026-05-01", "2026-04-30"],
+    "tz": ["Mars/Olympus", "IST", ""],
+    "timezone": ["UTC"],
+}
+
+
+@pytest.mark.parametrize(("field", "value"), bad_values(BAD))
+async def test_bad_parameters_are_400_naming_the_parameter(learning, seed, field, value) -> None:
+    await learning.assert_bad_parameter(seed.learner(), GOOD | {field: value}, field)

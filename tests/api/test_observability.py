@@ -30,16 +30,10 @@ REQUEST_ID = "X-Request-ID"
 
 
 class Server(ApiProcess):
-    """A real API process that is stopped if it never gets ready (instead of
-    being left running), given long enough to start on a busy machine.
+    """A real API process given long enough to start on a busy machine.
     The API test modules of this suite share it."""
 
-    def wait_ready(self, deadline_s: float = 90.0) -> None:
-        try:
-            super().wait_ready(deadline_s)
-        except RuntimeError:
-            self.stop()
-            raise
+    ready_deadline_s = 90.0
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -89,7 +83,7 @@ def _access_lines(
     started = time.monotonic()
     while True:
         found = []
-        for line in open(server.log.name, encoding="utf-8", errors="replace"):  # noqa: SIM115
+        for line in open(server.log_path, encoding="utf-8", errors="replace"):  # noqa: SIM115
             if request_id in line and line.startswith("{"):
                 found.append(json.loads(line))
         if found or time.monotonic() - started > deadline_s:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from api.edge.problems import BadRequest
 from api.reads import periods
+from cql import clock
 
 NEW_YORK = ZoneInfo("America/New_York")
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -139,40 +140,40 @@ def test_range_length_is_counted_on_the_local_wall_clock() -> None:
 
 
 def test_spans_cover_the_range() -> None:
-    assert periods.spans(utc(2026, 3, 7, 23, 59), utc(2026, 3, 9), "day") == [
+    assert clock.spans(utc(2026, 3, 7, 23, 59), utc(2026, 3, 9), "day") == [
         utc(2026, 3, 7),
         utc(2026, 3, 8),
     ]
-    assert periods.spans(utc(2026, 11, 30), utc(2027, 1, 1, 0, 0, 1), "month") == [
+    assert clock.spans(utc(2026, 11, 30), utc(2027, 1, 1, 0, 0, 1), "month") == [
         utc(2026, 11, 1),
         utc(2026, 12, 1),
         utc(2027, 1, 1),
     ]
-    assert periods.spans(utc(2025, 6, 1), utc(2027, 1, 1), "year") == [
+    assert clock.spans(utc(2025, 6, 1), utc(2027, 1, 1), "year") == [
         utc(2025, 1, 1),
         utc(2026, 1, 1),
     ]
     # An offset is converted first: 00:30+05:30 is the previous UTC day.
-    assert periods.span_start(datetime(2026, 1, 1, 0, 30, tzinfo=KOLKATA), "year") == utc(
-        2025, 1, 1
-    )
+    assert clock.span_start(datetime(2026, 1, 1, 0, 30, tzinfo=KOLKATA), "year") == utc(2025, 1, 1)
 
 
 def test_ceil_to_window_boundaries() -> None:
-    assert periods.ceil_to(utc(2026, 3, 8, 10, 0, 1), timedelta(minutes=1)) == utc(
-        2026, 3, 8, 10, 1
-    )
-    assert periods.ceil_to(utc(2026, 3, 8, 10), timedelta(hours=1)) == utc(2026, 3, 8, 10)
-    assert periods.ceil_to(utc(2026, 12, 31, 0, 0, 1), timedelta(days=1)) == utc(2027, 1, 1)
+    assert clock.ceil_to(utc(2026, 3, 8, 10, 0, 1), timedelta(minutes=1)) == utc(2026, 3, 8, 10, 1)
+    assert clock.ceil_to(utc(2026, 3, 8, 10), timedelta(hours=1)) == utc(2026, 3, 8, 10)
+    assert clock.ceil_to(utc(2026, 12, 31, 0, 0, 1), timedelta(days=1)) == utc(2027, 1, 1)
 
 
 # ---- local periods
 
 
+def local_periods(granularity: str, start: str, end: str, zone: ZoneInfo) -> list[periods.Period]:
+    """The periods over [start, end), both wall-clock times in `zone`."""
+    bounds = [datetime.fromisoformat(t).replace(tzinfo=zone) for t in (start, end)]
+    return periods.periods(granularity, *bounds, zone)
+
+
 def test_kolkata_days_across_a_month_end() -> None:
-    found = periods.periods(
-        "day", datetime(2026, 1, 31, tzinfo=KOLKATA), datetime(2026, 2, 2, tzinfo=KOLKATA), KOLKATA
-    )
+    found = local_periods("day", "2026-01-31", "2026-02-02", KOLKATA)
     assert spans_of(found) == [
         ("2026-01-31T00:00:00+05:30", "2026-02-01T00:00:00+05:30"),
         ("2026-02-01T00:00:00+05:30", "2026-02-02T00:00:00+05:30"),
@@ -181,23 +182,13 @@ def test_kolkata_days_across_a_month_end() -> None:
 
 
 def test_kathmandu_quarter_hour_offset() -> None:
-    (day,) = periods.periods(
-        "day",
-        datetime(2026, 6, 1, tzinfo=KATHMANDU),
-        datetime(2026, 6, 2, tzinfo=KATHMANDU),
-        KATHMANDU,
-    )
+    (day,) = local_periods("day", "2026-06-01", "2026-06-02", KATHMANDU)
     assert day.start.astimezone(UTC) == utc(2026, 5, 31, 18, 15)
     assert day.end.astimezone(UTC) == utc(2026, 6, 1, 18, 15)
 
 
 def test_new_york_spring_forward_day_is_23_hours() -> None:
-    found = periods.periods(
-        "day",
-        datetime(2026, 3, 7, tzinfo=NEW_YORK),
-        datetime(2026, 3, 10, tzinfo=NEW_YORK),
-        NEW_YORK,
-    )
+    found = local_periods("day", "2026-03-07", "2026-03-10", NEW_YORK)
     assert spans_of(found) == [
         ("2026-03-07T00:00:00-05:00", "2026-03-08T00:00:00-05:00"),
         ("2026-03-08T00:00:00-05:00", "2026-03-09T00:00:00-04:00"),
@@ -211,12 +202,7 @@ def test_new_york_spring_forward_day_is_23_hours() -> None:
 
 
 def test_new_york_fall_back_day_is_25_hours() -> None:
-    (day,) = periods.periods(
-        "day",
-        datetime(2026, 11, 1, tzinfo=NEW_YORK),
-        datetime(2026, 11, 2, tzinfo=NEW_YORK),
-        NEW_YORK,
-    )
+    (day,) = local_periods("day", "2026-11-01", "2026-11-02", NEW_YORK)
     assert (iso(day.start), iso(day.end)) == (
         "2026-11-01T00:00:00-04:00",
         "2026-11-02T00:00:00-05:00",
@@ -225,12 +211,7 @@ def test_new_york_fall_back_day_is_25_hours() -> None:
 
 
 def test_iso_week_spanning_the_year_end() -> None:
-    found = periods.periods(
-        "week",
-        datetime(2026, 12, 31, 15, tzinfo=KOLKATA),
-        datetime(2027, 1, 5, tzinfo=KOLKATA),
-        KOLKATA,
-    )
+    found = local_periods("week", "2026-12-31T15:00", "2027-01-05", KOLKATA)
     assert spans_of(found) == [
         ("2026-12-28T00:00:00+05:30", "2027-01-04T00:00:00+05:30"),
         ("2027-01-04T00:00:00+05:30", "2027-01-11T00:00:00+05:30"),
@@ -238,12 +219,7 @@ def test_iso_week_spanning_the_year_end() -> None:
 
 
 def test_months_are_local_calendar_months() -> None:
-    found = periods.periods(
-        "month",
-        datetime(2026, 10, 15, tzinfo=NEW_YORK),
-        datetime(2026, 12, 1, tzinfo=NEW_YORK),
-        NEW_YORK,
-    )
+    found = local_periods("month", "2026-10-15", "2026-12-01", NEW_YORK)
     assert spans_of(found) == [
         ("2026-10-01T00:00:00-04:00", "2026-11-01T00:00:00-04:00"),
         ("2026-11-01T00:00:00-04:00", "2026-12-01T00:00:00-05:00"),

@@ -227,6 +227,9 @@ async def test_limits_per_key_from_keys_create(
 # ---- Redis goes away and comes back
 
 
+OUTAGE_BURST = 3
+
+
 def _limits_apply(c: httpx.Client, tenant: Tenant, burst: int, *, spent: int = 0) -> None:
     """`burst - spent` requests pass, the next one is refused."""
     answers = [c.get("/v1/utterances/x", headers=tenant.headers) for _ in range(burst - spent + 1)]
@@ -234,29 +237,42 @@ def _limits_apply(c: httpx.Client, tenant: Tenant, burst: int, *, spent: int = 0
     assert_429(answers[-1], burst)
 
 
-def _recovery(c: httpx.Client, tenant: Tenant, redis_server: ThrowawayRedis) -> float:
-    """Restart Redis on the same port; seconds until an answer carries a
-    rate-limit decision again (that answer takes one token)."""
+def _outage(c: httpx.Client, db, redis_server: ThrowawayRedis) -> Tenant:
+    """A new tenant (OUTAGE_BURST, next to no refill) whose limit is seen to
+    apply; then Redis is killed."""
+    tenant = new_tenant(db, rate=0.01, burst=OUTAGE_BURST)
+    _limits_apply(c, tenant, OUTAGE_BURST)
+    redis_server.kill()
+    return tenant
+
+
+def _recovers(
+    c: httpx.Client, tenant: Tenant, redis_server: ThrowawayRedis, event: str, **facts: float
+) -> None:
+    """Restart Redis on the same port: within 5 s an answer carries a
+    rate-limit decision again (taking one token), and, Redis having come
+    back empty, the limit applies from a full bucket."""
     redis_server.start()
     started = time.monotonic()
     while True:
         r = c.get("/v1/utterances/x", headers=tenant.headers)
         assert r.status_code in (404, 503), r.text
         if "ratelimit-limit" in r.headers:
-            return time.monotonic() - started
+            break
         assert time.monotonic() - started < 10, "limits never applied again"
         time.sleep(0.05)
+    recovered = time.monotonic() - started
+    log.info(event, recovery_s=round(recovered, 3), **facts)
+    assert recovered < 5
+    _limits_apply(c, tenant, OUTAGE_BURST, spent=1)
 
 
 def test_redis_down_open_policy_serves_counts_fallbacks_and_recovers(
     servers, redis_up: ThrowawayRedis, db
 ) -> None:
-    burst = 3
-    tenant = new_tenant(db, rate=0.01, burst=burst)
     with httpx.Client(base_url=servers["open"].url, timeout=10) as c:
-        _limits_apply(c, tenant, burst)
         before = metric(c.get("/metrics").text, FALLBACKS)
-        redis_up.kill()
+        tenant = _outage(c, db, redis_up)
         slowest = 0.0
         for _ in range(10):
             started = time.monotonic()
@@ -269,26 +285,21 @@ def test_redis_down_open_policy_serves_counts_fallbacks_and_recovers(
         ready = c.get("/ready")
         assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "down"
 
-        recovered = _recovery(c, tenant, redis_up)
-        log.info(
+        _recovers(
+            c,
+            tenant,
+            redis_up,
             "rate_limits_api.redis_open",
-            recovery_s=round(recovered, 3),
             slowest_answer_during_outage_s=round(slowest, 3),
         )
-        assert recovered < 5
-        # Redis came back empty: a full bucket, then the limit again.
-        _limits_apply(c, tenant, burst, spent=1)
         assert c.get("/ready").status_code == 200
 
 
 def test_redis_down_closed_policy_is_503_with_retry_after_and_recovers(
     servers, redis_up: ThrowawayRedis, db
 ) -> None:
-    burst = 3
-    tenant = new_tenant(db, rate=0.01, burst=burst)
     with httpx.Client(base_url=servers["closed"].url, timeout=10) as c:
-        _limits_apply(c, tenant, burst)
-        redis_up.kill()
+        tenant = _outage(c, db, redis_up)
         refused = [c.get("/v1/utterances/x", headers=tenant.headers) for _ in range(5)]
         refused.append(
             c.post(
@@ -300,7 +311,4 @@ def test_redis_down_closed_policy_is_503_with_retry_after_and_recovers(
             assert r.headers["content-type"] == PROBLEM
             assert int(r.headers["retry-after"]) >= 1
 
-        recovered = _recovery(c, tenant, redis_up)
-        log.info("rate_limits_api.redis_closed", recovery_s=round(recovered, 3))
-        assert recovered < 5
-        _limits_apply(c, tenant, burst, spent=1)
+        _recovers(c, tenant, redis_up, "rate_limits_api.redis_closed")

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 import bytewax.operators as op
 import msgspec
 import pytest
 from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, cluster_main, run_main
+from bytewax.testing import TestingSink
 from cassandra.util import uuid_from_time
 
 from cql.change_feed import CHANGE_FEED, FeedEntry, bucket_of, time_of
@@ -21,7 +24,7 @@ from cql.learning import DATAFLOW_PROGRESS
 from cql.session import Db
 from dataflows.connectors.feed_source import FeedItem, FeedSource, ShardState
 from runtime.settings import Settings
-from tests.dataflow_helpers import flow_settings
+from tests.dataflow_helpers import flow_settings, run
 
 
 def write_entries(
@@ -45,6 +48,26 @@ def ours(items: list[FeedItem], tenant: str) -> list[FeedItem]:
     return [item for item in items if item.entry.tenant == tenant]
 
 
+class Clock:
+    """A source's clock that a test moves on by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@contextmanager
+def partition(source: FeedSource, shard: int, state: ShardState | None = None) -> Iterator[Any]:
+    """The source's partition of `shard` (resumed from `state`), closed after."""
+    part = source.build_part("read_feed", str(shard), state)
+    try:
+        yield part
+    finally:
+        part.close()
+
+
 def poll_until_stopped(part, limit: int = 1000) -> list[FeedItem]:
     items: list[FeedItem] = []
     for _ in range(limit):
@@ -61,16 +84,15 @@ def tenant_name() -> str:
 
 
 @pytest.fixture
-def base() -> datetime:
+def now() -> datetime:
     """A "now" days back, with a clock the source is given: the feed there
     holds nothing but what a test writes (other tests write at the present)."""
     return utc_now() - timedelta(days=2, milliseconds=random.randrange(86_400_000))
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_flow_reads_every_entry_once_in_feed_order(db, migrated, tenant_name, workers, base):
+def test_a_flow_reads_every_entry_once_in_feed_order(db, migrated, tenant_name, workers, now):
     settings = flow_settings(migrated)
-    now = base
     later = now + timedelta(seconds=1)  # past stop_at by more than the reader lag
     # Spread over several feed buckets and every shard, written out of order.
     times = [(i % settings.feed.shards, now - timedelta(seconds=3 * i + 1)) for i in range(60)]
@@ -81,10 +103,7 @@ def test_a_flow_reads_every_entry_once_in_feed_order(db, migrated, tenant_name, 
         "feed_test", settings, start=now - timedelta(minutes=4), stop_at=now, clock=lambda: later
     )
     op.output("collect", op.input("read_feed", flow, source), TestingSink(out))
-    if workers == 1:
-        run_main(flow)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    run(flow, workers)
 
     got = ours(out, tenant_name)
     assert sorted(i.entry.feed_id.bytes for i in got) == sorted(e.feed_id.bytes for e in written)
@@ -95,33 +114,26 @@ def test_a_flow_reads_every_entry_once_in_feed_order(db, migrated, tenant_name, 
 
 
 def test_a_write_landing_late_is_read_once_and_earlier_ones_not_again(
-    db, migrated, tenant_name, base
+    db, migrated, tenant_name, now
 ):
     settings = flow_settings(migrated)
-    now = base
-    clock = [now]
-    source = FeedSource(
-        "feed_test", settings, start=now - timedelta(seconds=30), clock=lambda: clock[0]
-    )
-    part = source.build_part("read_feed", "0", None)
-    try:
+    clock = Clock(now)
+    source = FeedSource("feed_test", settings, start=now - timedelta(seconds=30), clock=clock)
+    with partition(source, 0) as part:
         (first,) = write_entries(db, settings, tenant_name, [(0, now - timedelta(seconds=10))])
         assert [i.entry.feed_id for i in ours(part.next_batch(), tenant_name)] == [first.feed_id]
         position = part.snapshot().position
         assert position == now - timedelta(seconds=settings.feed.reader_lag_s)
         # A write whose id is behind the position, but within the overlap, lands now.
         (late,) = write_entries(db, settings, tenant_name, [(0, position - timedelta(seconds=1))])
-        clock[0] = now + timedelta(seconds=1)
+        clock.now = now + timedelta(seconds=1)
         assert [i.entry.feed_id for i in ours(part.next_batch(), tenant_name)] == [late.feed_id]
-        clock[0] = now + timedelta(seconds=2)
+        clock.now = now + timedelta(seconds=2)
         assert ours(part.next_batch(), tenant_name) == []
-    finally:
-        part.close()
 
 
-def test_resuming_from_a_snapshot_neither_repeats_nor_skips(db, migrated, tenant_name, base):
+def test_resuming_from_a_snapshot_neither_repeats_nor_skips(db, migrated, tenant_name, now):
     settings = flow_settings(migrated)
-    now = base
     # Three entries share one instant: a batch limit must not split them badly.
     times = [(1, now - timedelta(seconds=20 - i)) for i in range(9)] + [
         (1, now - timedelta(seconds=5))
@@ -132,26 +144,19 @@ def test_resuming_from_a_snapshot_neither_repeats_nor_skips(db, migrated, tenant
         "feed_test", settings, start=now - timedelta(seconds=30), stop_at=now, batch_size=2,
         clock=lambda: later,
     )  # fmt: skip
-    first = source.build_part("read_feed", "1", None)
-    try:
+    with partition(source, 1) as first:
         seen = ours(first.next_batch() + first.next_batch(), tenant_name)
         # Two batches of two; other tests' entries in the shared keyspace
         # may take some of those places.
         assert len(seen) <= 4
         state = msgspec.msgpack.decode(msgspec.msgpack.encode(first.snapshot()), type=ShardState)
-    finally:
-        first.close()
-    resumed = source.build_part("read_feed", "1", state)
-    try:
+    with partition(source, 1, state) as resumed:
         seen += ours(poll_until_stopped(resumed), tenant_name)
-    finally:
-        resumed.close()
     assert sorted(i.entry.feed_id.bytes for i in seen) == sorted(e.feed_id.bytes for e in written)
 
 
-def test_the_partition_stops_at_stop_at_and_records_its_progress(db, migrated, tenant_name, base):
+def test_the_partition_stops_at_stop_at_and_records_its_progress(db, migrated, tenant_name, now):
     settings = flow_settings(migrated)
-    now = base
     stop_at = now - timedelta(seconds=3)
     write_entries(
         db,
@@ -163,11 +168,8 @@ def test_the_partition_stops_at_stop_at_and_records_its_progress(db, migrated, t
     source = FeedSource(
         flow, settings, start=now - timedelta(seconds=30), stop_at=stop_at, clock=lambda: now
     )
-    part = source.build_part("read_feed", "2", None)
-    try:
+    with partition(source, 2) as part:
         items = ours(poll_until_stopped(part), tenant_name)
-    finally:
-        part.close()
     assert [i.entry.feed_time for i in items] == [now - timedelta(seconds=5)]
     rows = [DATAFLOW_PROGRESS.from_row(r) for r in db.session.execute(
         db.prepare(DATAFLOW_PROGRESS.select()), (flow,)
@@ -175,43 +177,33 @@ def test_the_partition_stops_at_stop_at_and_records_its_progress(db, migrated, t
     assert [(r.shard, r.position) for r in rows] == [(2, stop_at)]
 
 
-def test_items_and_progress_carry_the_position_less_the_flows_hold(db, migrated, tenant_name, base):
+def test_items_and_progress_carry_the_position_less_the_flows_hold(db, migrated, tenant_name, now):
     settings = flow_settings(migrated)
-    now = base
     write_entries(db, settings, tenant_name, [(2, now - timedelta(seconds=2))])
     flow = f"feed-test-{uuid.uuid4().hex[:6]}"
     hold = timedelta(seconds=77)
     source = FeedSource(
         flow, settings, start=now - timedelta(seconds=10), hold=hold, clock=lambda: now
     )
-    part = source.build_part("read_feed", "2", None)
-    try:
+    with partition(source, 2) as part:
         (item,) = ours(part.next_batch(), tenant_name)
         position = part.snapshot().position
-    finally:
-        part.close()
     assert item.watermark == position - hold
     (row,) = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
     assert DATAFLOW_PROGRESS.from_row(row).position == position - hold
 
 
-def test_it_polls_at_once_when_behind_and_waits_when_caught_up(db, migrated, base):
+def test_it_polls_at_once_when_behind_and_waits_when_caught_up(db, migrated, now):
     settings = flow_settings(migrated)
-    now = base
-    clock = [now]
-    source = FeedSource(
-        "feed_test", settings, start=now - timedelta(hours=1), clock=lambda: clock[0]
-    )
-    part = source.build_part("read_feed", "3", None)
-    try:
+    clock = Clock(now)
+    source = FeedSource("feed_test", settings, start=now - timedelta(hours=1), clock=clock)
+    with partition(source, 3) as part:
         part.next_batch()
         assert part.next_awake() is None  # an hour behind: one poll covers ten minutes
         poll_until_stopped_or(part, lambda: part.next_awake() is not None)
         assert part.snapshot().position == now - timedelta(seconds=settings.feed.reader_lag_s)
         expected = now + timedelta(seconds=settings.dataflow.poll_interval_s)
         assert part.next_awake().replace(tzinfo=None) == expected
-    finally:
-        part.close()
 
 
 def poll_until_stopped_or(part, done, limit: int = 100) -> None:
@@ -230,22 +222,16 @@ def test_the_overlap_must_cover_the_reader_lag(migrated):
         FeedSource("feed_test", settings)
 
 
-def test_emitted_ids_are_forgotten_once_behind_the_overlap(db, migrated, tenant_name, base):
+def test_emitted_ids_are_forgotten_once_behind_the_overlap(db, migrated, tenant_name, now):
     settings = flow_settings(migrated)
-    now = base
-    clock = [now]
+    clock = Clock(now)
     write_entries(db, settings, tenant_name, [(3, now - timedelta(seconds=1))])
-    source = FeedSource(
-        "feed_test", settings, start=now - timedelta(seconds=5), clock=lambda: clock[0]
-    )
-    part = source.build_part("read_feed", "3", None)
-    try:
-        clock[0] = now + timedelta(seconds=1)
+    source = FeedSource("feed_test", settings, start=now - timedelta(seconds=5), clock=clock)
+    with partition(source, 3) as part:
+        clock.now = now + timedelta(seconds=1)
         assert len(ours(part.next_batch(), tenant_name)) == 1
         assert len(part.snapshot().emitted) >= 1
-        clock[0] = now + timedelta(seconds=settings.dataflow.feed_overlap_s + 2)
+        clock.now = now + timedelta(seconds=settings.dataflow.feed_overlap_s + 2)
         part.next_batch()
         horizon = part.snapshot().position - timedelta(seconds=settings.dataflow.feed_overlap_s)
         assert all(time_of(i) > horizon for i in part.snapshot().emitted)
-    finally:
-        part.close()

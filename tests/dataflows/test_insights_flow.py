@@ -10,11 +10,7 @@ feed holds nothing but what it wrote, and reads only that stretch.
 from __future__ import annotations
 
 import bisect
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -37,8 +33,11 @@ from cql.insights import FAILED_INSIGHTS, INSIGHTS, INSIGHTS_BY_HOUR, INSIGHTS_B
 from cql.session import Db
 from cql.utterances import UTTERANCES, UtteranceRow
 from dataflows import insights
+from dataflows.commands.run import bytewax_command
 from dataflows.connectors.feed_source import FeedItem, FeedSource
-from llm.analysis import OFFLINE_MODEL, PROMPT_VERSION
+from llm.analysis import PROMPT_VERSION
+from llm.offline import OFFLINE_MODEL
+from runtime.processes import launch, stop
 from runtime.settings import Settings
 from tests.conftest import ROOT, new_tenant, settings_env
 from tests.dataflow_helpers import flow_settings
@@ -196,7 +195,6 @@ class FlowProcess:
         self, settings: Settings, seeded: Seeded, recovery: Path, env: dict[str, str]
     ) -> None:
         self.log_path = ROOT / ".local" / "log" / f"test-insights-{uuid.uuid4().hex[:8]}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115
         full_env = {
             **settings_env(settings),
             "UTTERSTREAM_DATAFLOW_START_AT": seeded.start.isoformat() + "Z",
@@ -204,25 +202,18 @@ class FlowProcess:
             "UTTERSTREAM_DATAFLOW_POLL_INTERVAL_S": "0.1",
             **env,
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "dataflows.insights:get_flow()",
-             "-w", "2", "-r", str(recovery), "-s", "1", "-b", "0"],
-            cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        command = bytewax_command("insights", recovery, workers=2, snapshot_s=1)
+        self.proc = launch(command, self.log_path, full_env)
 
     def wait(self, timeout_s: float) -> None:
         try:
             code = self.proc.wait(timeout_s)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.log.close()
+            stop(self.proc, grace_s=0)  # SIGKILL if it is still running
         assert code == 0, f"the flow exited with {code}; see {self.log_path}"
 
     def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.log.close()
+        stop(self.proc, grace_s=0)
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ import random
 from collections import Counter
 from datetime import date, datetime, timedelta
 
-import httpx
 import pytest
-from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from cassandra.util import uuid_from_time
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -21,24 +19,10 @@ from cql.clock import utc_now
 from cql.learning import LearningFact
 from cql.utterances import UtteranceRow
 from dataflows import learning
-from dataflows.commands import replay
 from dataflows.connectors.feed_source import FeedItem
 from dataflows.writers.learning_writer import Bucket, recount_buckets
+from tests import dataflow_helpers as df
 from tests import oracle
-from tests.conftest import new_tenant
-from tests.dataflow_helpers import (
-    PatientApiProcess,
-    create_learners,
-    flow_settings,
-    now_utc,
-    post_all,
-    random_utterances,
-    run_to_end,
-    served_quarter_hours,
-    utterance,
-    wipe,
-    write_again_as_retry,
-)
 
 # ---- pure steps
 
@@ -84,30 +68,9 @@ def test_every_utterance_reaches_the_sink_once_in_learner_batches(migrated, work
     items = []
     for i in range(200):
         ts = now - timedelta(seconds=rng.choice([rng.uniform(0, 900), rng.uniform(0, 86400)]))
-        entry = FeedEntry(
-            0,
-            bucket_of(now, 60),
-            uuid_from_time(now),
-            "t",
-            f"a{i}",
-            f"u{i % 5}",
-            "c",
-            "x",
-            ts,
-            [],
-            i,
-        )
-        items.append(FeedItem(entry, now))
-    out: list = []
-    flow = learning.get_flow(source=TestingSource(items), sink=TestingSink(out), settings=migrated)
-    if workers == 1:
-        run_main(flow)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    got = Counter()
-    for key, batch in out:
-        assert {f"t\x1f{e.row.user_id}" for e in batch} == {key}
-        got.update(e.row.utterance_id for e in batch)
+        items.append(df.feed_item("t", f"u{i % 5}", f"a{i}", ts, [], words=i))
+    batches = df.learner_batches(learning, items, migrated, workers)
+    got = Counter(e.row.utterance_id for batch in batches for e in batch)
     assert got == Counter(f"a{i}" for i in range(200))
 
 
@@ -145,80 +108,39 @@ def test_oracle_periods_follow_local_days_weeks_and_months():
 # ---- end to end
 
 
-@pytest.fixture(scope="module")
-def api(migrated):
-    proc = PatientApiProcess(migrated)
-    yield proc
-    proc.stop()
-
-
-utterance_specs = st.lists(
-    st.tuples(
-        st.integers(0, 2),
-        st.one_of(
-            st.integers(-20_000, 1_800_000),  # ahead of the server's clock, to half an hour
-            st.integers(0, 259_200_000),  # days old
-            st.integers(0, 34_560_000_000),  # up to 400 days: other months and years
-        ),
-        st.integers(0, 30),
-        st.sampled_from(["once", "posted_twice", "retried"]),
-    ),
-    min_size=1,
-    max_size=40,
+ages_ms = st.one_of(
+    st.integers(-20_000, 1_800_000),  # ahead of the server's clock, to half an hour
+    st.integers(0, 259_200_000),  # days old
+    st.integers(0, 34_560_000_000),  # up to 400 days: other months and years
 )
+utterance_specs = df.drawn_specs(ages_ms, st.just([]), st.integers(0, 30))
 
 
 @pytest.mark.slow
 @hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=utterance_specs)
 def test_served_buckets_equal_a_recount_from_the_base_table(specs, api, db, migrated):
-    settings = flow_settings(migrated)
-    tenant = new_tenant(db)
-    start = utc_now() - timedelta(seconds=1)
-    with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=30) as http:
-        learners = create_learners(http, 3)
-        now = now_utc()
-        items = [
-            utterance(learners[who], now - timedelta(milliseconds=age), [], words)
-            for who, age, words, _ in specs
-        ]
-        post_all(http, items)
-        post_all(
-            http,
-            [item for item, spec in zip(items, specs, strict=True) if spec[3] == "posted_twice"],
-        )
-    ids = [item["utterance_id"] for item in items]
-    write_again_as_retry(
-        db, settings, tenant.name, [i for i, s in zip(ids, specs, strict=True) if s[3] == "retried"]
-    )
+    sent = df.send_drawn(api, db, migrated, specs)
 
-    run_to_end(learning, settings, start)
+    df.run_to_end(learning, sent.settings, sent.start)
 
-    utterances = oracle.load_utterances(db, tenant.name, ids)
-    expected = oracle.quarter_hours(utterances, settings.dataflow.late_after_s)
-    assert served_quarter_hours(db, tenant.name, utterances) == expected
+    utterances = oracle.load_utterances(db, sent.tenant.name, sent.ids)
+    expected = oracle.quarter_hours(utterances, sent.settings.dataflow.late_after_s)
+    assert df.served_quarter_hours(db, sent.tenant.name, utterances) == expected
 
 
 @pytest.mark.slow
 def test_one_or_two_workers_and_a_replay_write_identical_buckets(api, db, migrated):
-    settings = flow_settings(migrated)
-    tenant = new_tenant(db)
-    start = utc_now() - timedelta(seconds=1)
-    with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=30) as http:
-        learners = create_learners(http, 6)
-        items = random_utterances(random.Random(5), learners, 400, now_utc())
-        post_all(http, items)
-    ids = [item["utterance_id"] for item in items]
-    write_again_as_retry(db, settings, tenant.name, ids[::10])
-    utterances = oracle.load_utterances(db, tenant.name, ids)
+    sent = df.send_random(api, db, migrated, rng_seed=5)
+    tenant = sent.tenant.name
+    utterances = oracle.load_utterances(db, tenant, sent.ids)
+    expected = oracle.quarter_hours(utterances, sent.settings.dataflow.late_after_s)
 
-    run_to_end(learning, settings, start, workers=1)
-    one_worker = served_quarter_hours(db, tenant.name, utterances)
-    assert one_worker == oracle.quarter_hours(utterances, settings.dataflow.late_after_s)
-    wipe(db, tenant.name, utterances)
-    assert served_quarter_hours(db, tenant.name, utterances) == {}
-    run_to_end(learning, settings, start, workers=2)
-    assert served_quarter_hours(db, tenant.name, utterances) == one_worker
-
-    replay.replay(learning.FLOW, settings, start=start, workers=2)
-    assert served_quarter_hours(db, tenant.name, utterances) == one_worker
+    df.one_and_two_workers_and_a_replay(
+        learning,
+        sent,
+        lambda: df.served_quarter_hours(db, tenant, utterances),
+        lambda: df.wipe(db, tenant, utterances),
+        expected,
+        empty={},
+    )

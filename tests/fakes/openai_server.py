@@ -35,8 +35,9 @@ from typing import Any, Literal, Self
 import msgspec
 import structlog
 
-from llm.analysis import OfflineAnalyzer
+from llm.offline import OfflineAnalyzer
 from runtime.logs import configure_logging
+from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hang-s", type=float, default=60.0, help="how long a hang lasts")
     args = parser.parse_args(argv)
-    configure_logging()
+    configure_logging(Settings.from_env().log)
     fake = FakeOpenAI(
         policy=mix_policy(args.fault_mix, args.seed),
         hang_s=args.hang_s,

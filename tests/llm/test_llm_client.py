@@ -23,8 +23,10 @@ from prometheus_client import REGISTRY
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from llm.analysis import OFFLINE_MODEL, PROMPT_VERSION
-from llm.client import RATE_BURST, InsightResult, LlmClient
+from llm.analysis import PROMPT_VERSION
+from llm.calls import RATE_BURST
+from llm.client import InsightResult, LlmClient
+from llm.offline import OFFLINE_MODEL, OfflineAnalyzer
 from runtime.settings import LlmSettings
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, Kind, mix_policy
 
@@ -277,7 +279,7 @@ def test_without_a_model_the_offline_analyzer_answers(fake: FakeOpenAI, prefix: 
     [result] = analyze(LlmSettings(), prefix, TEXT)
 
     assert (result.parse_status, result.model, result.attempts) == ("strict", OFFLINE_MODEL, 1)
-    assert result.analysis is not None and result.analysis.sentiment == 0.0
+    assert result.analysis == OfflineAnalyzer().analyze(TEXT)
     assert fake.arrivals == []
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -27,7 +25,9 @@ import pytest
 from bytewax.recovery import init_db_dir
 
 from cql.clock import utc_now
-from dataflows.commands.status import open_window_keys
+from dataflows.commands.run import bytewax_command
+from dataflows.commands.status import held_keys
+from runtime.processes import launch, stop
 from runtime.settings import Settings
 from tests import oracle
 from tests.conftest import ROOT, new_tenant, settings_env
@@ -50,21 +50,16 @@ class FlowProcess:
     """`python -m bytewax.run "dataflows.error_counters:get_flow()"`, 2 workers."""
 
     def __init__(self, recovery: Path, env: dict[str, str], log: Path) -> None:
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "dataflows.error_counters:get_flow()",
-             "-w", "2", "-r", str(recovery), "-s", "1", "-b", "0"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.log = log
+        command = bytewax_command("error_counters", recovery, workers=2, snapshot_s=1)
+        self.proc = launch(command, log, env, append=True)
 
     def kill(self) -> None:
-        self.proc.kill()  # SIGKILL: no snapshot, no close, nothing flushed
-        self.proc.wait()
-        self.log.close()
+        stop(self.proc, grace_s=0)  # SIGKILL: no snapshot, no close, nothing flushed
 
     def assert_running(self) -> None:
         assert self.proc.poll() is None, (
-            f"the flow exited with {self.proc.returncode}; see {self.log.name}"
+            f"the flow exited with {self.proc.returncode}; see {self.log}"
         )
 
 
@@ -183,9 +178,7 @@ def test_kill_9_three_times_mid_stream_then_counts_equal_the_recount(
         assert got == expected
 
         deadline = time.monotonic() + 30
-        while (
-            live := open_window_keys(recovery, "batch_by_minute")
-        ) and time.monotonic() < deadline:
+        while (live := held_keys(recovery)) and time.monotonic() < deadline:
             time.sleep(1)
         assert live == 0, "window state left after every window closed"
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.commands import load
+from loader.lines import content_id
 from tests.conftest import ApiProcess, new_tenant
 from tests.helpers import feed_entries
 
@@ -50,7 +50,7 @@ def write_jsonl(path: Path, lines: list[dict], bad_at: int | None = None) -> Non
 
 def run_loader(path: Path, api: ApiProcess, key: str, *args: str) -> tuple[int, dict]:
     done = subprocess.run(
-        [sys.executable, "-m", "api", "load", str(path), "--api", api.url, "--key", key, *args],
+        [sys.executable, "-m", "loader", str(path), "--api", api.url, "--key", key, *args],
         capture_output=True,
         text=True,
         timeout=180,
@@ -95,7 +95,6 @@ def test_a_file_loads_once_whatever_the_batch_size(tmp_path, api, db, tenant, se
     assert (other["accepted"], other["duplicates"], other["replayed"]) == (0, 25, 0)
 
     # Read back: every utterance exactly once, by its id (explicit or derived).
-    content_id = load.content_id
     headers = tenant.headers
     with httpx.Client(base_url=api.url, headers=headers, timeout=10) as client:
         for line in lines:

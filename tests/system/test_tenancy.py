@@ -351,7 +351,7 @@ def test_keys_never_reach_the_log(migrated: Settings, db) -> None:
             assert c.get("/v1/utterances/x", headers={"Authorization": stranger}).status_code == 401
     finally:
         server.stop()
-    log = open(server.log.name, encoding="utf-8", errors="replace").read()  # noqa: SIM115
+    log = open(server.log_path, encoding="utf-8", errors="replace").read()  # noqa: SIM115
     assert tenant.name in log, "the log holds the access lines"
     for key in (tenant.key, stranger):
         assert key not in log

@@ -1,0 +1,40 @@
+"""The one wiring of an idempotent POST: check the Idempotency-Key, hash the
+request, and run the handler's work at most once per key (api.edge.idempotency).
+Also the one rule for an id the client did not give."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from litestar import Request, Response
+
+from api.edge import idempotency
+from api.services import Principal, Services
+
+
+def new_id(tenant: str, key: str | None, index: int = 0) -> str:
+    """Fixed by the key when there is one (a retry writes the same rows),
+    random otherwise."""
+    return idempotency.derived_id(tenant, key, index) if key else str(uuid.uuid4())
+
+
+async def keyed_post(
+    request: Request,
+    body: msgspec.Struct,
+    principal: Principal,
+    services: Services,
+    raw_key: str | None,
+    work: Callable[[str | None], Awaitable[idempotency.Answer]],
+) -> Response:
+    """`work(key)` runs once per key: a repeat replays its answer."""
+    key = idempotency.checked_key(raw_key)
+    return await idempotency.run(
+        services.store,
+        tenant=principal.tenant,
+        key=key,
+        digest=idempotency.request_hash("POST", request.url.path, body),
+        in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
+        work=lambda: work(key),
+    )

@@ -1,0 +1,50 @@
+"""How the counting flows batch a learner's items before writing them.
+
+Nothing waits for an event-time window to close: a learner's items are
+collected for at most `dataflow.flush_interval_s` (or until
+`dataflow.batch_max_items`) and then written, so a served number reflects an
+utterance within about the feed's reader lag plus that interval, however
+old the utterance is. The batch only routes and groups: the writers recount
+every touched window from stored facts, so a batch never carries a partial
+count.
+
+The collect step is keyed by learner, so all of a learner's items reach the
+one worker that owns the key, and the sink after it (a DynamicSink: no
+exchange) writes them there: one writer per learner, which is what lets a
+writer keep that learner's partitions in memory.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+
+from runtime.settings import DataflowSettings
+
+T = TypeVar("T")
+
+# What the source's watermark allows for the time between reading an entry
+# and the sink's write of it: the collect interval, and the write itself (an
+# allowance, not a bound: a sink slower than that under load makes the
+# published watermark optimistic by the difference).
+_WRITE_ALLOWANCE = timedelta(seconds=0.5)
+
+
+def batch_by_learner(
+    keyed: Stream[tuple[str, T]], settings: DataflowSettings
+) -> Stream[tuple[str, list[T]]]:
+    return op.collect(
+        "batch_by_learner",
+        keyed,
+        timeout=timedelta(seconds=settings.flush_interval_s),
+        max_size=settings.batch_max_items,
+    )
+
+
+def write_hold(settings: DataflowSettings) -> timedelta:
+    """How long after a feed entry is read the counting flows may take to
+    write it, at most: the source's watermark is its position less this."""
+    return timedelta(seconds=settings.flush_interval_s) + _WRITE_ALLOWANCE
