@@ -16,8 +16,8 @@ import msgspec
 from api.edge.problems import NotFound
 from api.reads import answer_cache
 from api.reads.served import ErrorCountTuple
+from api.reads.shapes import ErrorCount, ErrorWindow, ErrorWindows, TopErrors
 from api.services import Services
-from api.shapes import ErrorCount, ErrorWindow, ErrorWindows, TopErrors
 from cql import clock
 from cql.clock import DAY, HOUR, MINUTE, from_stored_time
 from cql.error_counts import MONTH_ROWS_BUCKET, PARTITION_SPAN
@@ -67,9 +67,11 @@ async def error_windows(
     served = services.served
 
     async def compute() -> answer_cache.Computed:
-        user, as_of, *parts = await asyncio.gather(
+        # The watermark first: counts read after it hold at least what it
+        # vouches for, so an answer never pairs a newer as_of with older counts.
+        as_of = await served.watermark(served.error_flow)
+        user, *parts = await asyncio.gather(
             services.store.user(tenant, user_id),
-            served.watermark(served.error_flow),
             *(
                 served.error_counts(tenant, user_id, asked.window, bucket, asked.start, asked.end)
                 for bucket in clock.spans(asked.start, asked.end, kind.span)
@@ -101,13 +103,12 @@ async def top_errors(
     services: Services, tenant: str, user_id: str, asked: TopQuery, today: date
 ) -> TopErrors:
     served = services.served
+    as_of = await served.watermark(served.error_flow)  # first: see error_windows
     if asked.since is None:
         counts = served.error_totals(tenant, user_id)
     else:
         counts = _counts_since(services, tenant, user_id, since_slices(asked.since, today))
-    user, as_of, pairs = await asyncio.gather(
-        services.store.user(tenant, user_id), served.watermark(served.error_flow), counts
-    )
+    user, pairs = await asyncio.gather(services.store.user(tenant, user_id), counts)
     _exists(user, user_id)
     top = heapq.nsmallest(
         asked.limit, (p for p in pairs if p[2] > 0), key=lambda p: (-p[2], p[0], p[1])

@@ -18,8 +18,8 @@ from litestar.params import FromPath
 from api.edge.problems import KEYED, NotFound, problem_responses
 from api.reads import answer_cache, periods, query
 from api.reads.served import LearningTuple
+from api.reads.shapes import Learning, LearningPeriod
 from api.services import PrincipalDep, Services, ServicesDep
-from api.shapes import Learning, LearningPeriod
 from cql import clock
 from cql.clock import to_stored_time
 
@@ -135,9 +135,10 @@ async def learning(
     served = services.served
 
     async def compute() -> answer_cache.Computed:
-        user, as_of, *parts = await asyncio.gather(
+        # The watermark first, as for error counts (api/reads/errors.py).
+        as_of = await served.watermark(served.learning_flow)
+        user, *parts = await asyncio.gather(
             services.store.user(tenant, user_id),
-            served.watermark(served.learning_flow),
             *(
                 served.learning(tenant, user_id, month, first, last)
                 for month in clock.spans(first, last, "month")

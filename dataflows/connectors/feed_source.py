@@ -36,7 +36,9 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import structlog
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from prometheus_client import Counter
+from cassandra import OperationTimedOut, Unavailable, WriteFailure, WriteTimeout
+from cassandra.cluster import NoHostAvailable
+from prometheus_client import Counter, Gauge
 
 from cql.change_feed import FeedEntry, FeedReader, time_of
 from cql.clock import to_stored_time, utc_now
@@ -46,9 +48,33 @@ from runtime.settings import Settings
 
 log = structlog.get_logger("dataflows.feed")
 
+# What a busy or briefly unreachable Cassandra answers a write.
+CASSANDRA_BUSY = (WriteTimeout, WriteFailure, Unavailable, OperationTimedOut, NoHostAvailable)
+
 ENTRIES_READ = Counter(
     "utterstream_feed_entries_read", "Change-feed entries emitted by a dataflow", ["flow", "shard"]
 )
+# Set at every sweep. In multiprocess mode the newest process's value counts
+# ("livemostrecent"): a restarted flow replaces the dead one's sample.
+READ_LAG = Gauge(
+    "utterstream_dataflow_read_lag_seconds",
+    "Now minus the position of a feed shard's last complete sweep",
+    ["flow", "shard"],
+    multiprocess_mode="livemostrecent",
+)
+AS_OF_LAG = Gauge(
+    "utterstream_dataflow_as_of_lag_seconds",
+    "Now minus the watermark (as_of) a feed shard last recorded",
+    ["flow", "shard"],
+    multiprocess_mode="livemostrecent",
+)
+
+# A shard that has read nothing for a while polls and sweeps less often: an
+# idle flow costs a few Cassandra requests a second instead of dozens, and
+# the first utterance after a pause waits at most a second longer.
+_IDLE_AFTER = timedelta(seconds=10)
+_IDLE_POLL = timedelta(seconds=1)
+_IDLE_SWEEP = timedelta(seconds=2)
 
 # How much feed one poll may cover: bounds the bucket reads per poll when a
 # partition is far behind (each bucket is one query, most of them empty).
@@ -140,6 +166,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         self._watermark = state.position - self._overlap
         self._swept_at: datetime | None = None
         self._awake: datetime | None = None
+        self._read_at = source.clock()  # when this shard last read an entry
         self._entries = ENTRIES_READ.labels(self._flow, str(shard))
 
         db = acquire_db(self._cassandra)
@@ -158,9 +185,12 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         if self._stop_at is not None:
             readable = min(readable, self._stop_at)
         until = max(self._position, min(readable, self._position + _MAX_SPAN))
-        sweep = self._swept_at is None or now - self._swept_at >= self._sweep_every
+        idle = now - self._read_at > _IDLE_AFTER
+        poll = _IDLE_POLL if idle else self._poll
+        every = max(self._sweep_every, _IDLE_SWEEP) if idle else self._sweep_every
+        sweep = self._swept_at is None or now - self._swept_at >= every
         if until == self._position and not sweep:
-            self._awake = now + self._poll
+            self._awake = now + poll
             return []
         entries, full = self._read(until, sweep)
         if full:
@@ -170,7 +200,9 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         self._advance(until)
         if sweep and not full:
             self._swept(until, now)
-        self._awake = None if full or until < readable else now + self._poll
+        self._awake = None if full or until < readable else now + poll
+        if entries:
+            self._read_at = now
         self._entries.inc(len(entries))
         watermark = self._watermark - self._hold
         return [FeedItem(entry, watermark) for entry in entries]
@@ -210,7 +242,18 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
     def _record_progress(self, now: datetime) -> None:
         watermark = to_stored_time(self._watermark - self._hold)
         row = ProgressRow(self._flow, self._shard, watermark, now)
-        self._session.execute(self._write_progress, DATAFLOW_PROGRESS.values(row))
+        try:
+            self._session.execute(self._write_progress, DATAFLOW_PROGRESS.values(row))
+        except CASSANDRA_BUSY as exc:
+            # Progress is advisory and rewritten at the next sweep; stopping the
+            # flow for it would cost a restart and a replay from the snapshot.
+            log.warning(
+                "progress_not_recorded", flow=self._flow, shard=self._shard, error=repr(exc)
+            )
+            return
+        shard = str(self._shard)
+        READ_LAG.labels(self._flow, shard).set((now - self._watermark).total_seconds())
+        AS_OF_LAG.labels(self._flow, shard).set((now - watermark).total_seconds())
 
     def next_awake(self) -> datetime | None:
         return None if self._awake is None else self._awake.replace(tzinfo=UTC)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -32,7 +32,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from prometheus_client import Counter
 
+from cql.clock import floor_to
 from cql.error_counts import ErrorPointFact
 from cql.learning import LearningFact
 from cql.session import Db
@@ -59,6 +61,21 @@ class Stamped(msgspec.Struct, Generic[R], frozen=True):
 
     row: R
     as_of: datetime
+
+
+LATE_EVENTS = Counter(
+    "utterstream_dataflow_late_events_total",
+    "Facts a counting flow wrote that arrived after their smallest window's end plus late_after_s",
+    ["flow"],
+)
+
+
+def count_late(flow: str, facts: Iterable[Any], step: timedelta, late_after: timedelta) -> None:
+    """Counts the late ones among newly written facts (their `ts` window of
+    `step`, accepted at `written_at`)."""
+    late = sum(f.written_at > floor_to(f.ts, step) + step + late_after for f in facts)
+    if late:
+        LATE_EVENTS.labels(flow).inc(late)
 
 
 def learner_key_of(tenant: str, user_id: str) -> str:

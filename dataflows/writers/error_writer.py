@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from cql.clock import month_start, year_start
+from cql.clock import MINUTE, month_start, year_start
 from cql.error_counts import (
     ERROR_COUNTS,
     ERROR_POINTS,
@@ -45,6 +45,7 @@ from cql.error_counts import (
     error_windows,
     month_window,
 )
+from cql.learning import ERROR_FLOW
 from cql.session import Db
 from dataflows.connectors.sinks import (
     Day,
@@ -52,6 +53,7 @@ from dataflows.connectors.sinks import (
     Learner,
     Loaded,
     Stamped,
+    count_late,
     execute_all,
     latest_as_of,
     upserts,
@@ -115,6 +117,7 @@ class ErrorCountWriter:
     def write(self, points: Sequence[Stamped[ErrorPointFact]]) -> set[Learner]:
         as_of = latest_as_of(points)
         by_day, held_facts, facts = self._facts.merge(points)
+        count_late(ERROR_FLOW, facts, MINUTE, self._late_after)
         rows, months = self._recount_days(by_day, held_facts, as_of)
         rows += self._sum_months(months, as_of)
         totals = self._sum_totals(months, as_of)

@@ -19,12 +19,19 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from cql.clock import QUARTER_HOUR, floor_to, month_start
-from cql.learning import LEARNING_BUCKETS, LEARNING_EVENTS, LearningBucketRow, LearningFact
+from cql.learning import (
+    LEARNING_BUCKETS,
+    LEARNING_EVENTS,
+    LEARNING_FLOW,
+    LearningBucketRow,
+    LearningFact,
+)
 from cql.session import Db
 from dataflows.connectors.sinks import (
     HeldFacts,
     Learner,
     Stamped,
+    count_late,
     execute_all,
     latest_as_of,
     upserts,
@@ -64,6 +71,7 @@ class LearningWriter:
     def write(self, events: Sequence[Stamped[LearningFact]]) -> set[Learner]:
         as_of = latest_as_of(events)
         by_day, held, writes = self._facts.merge(events)
+        count_late(LEARNING_FLOW, writes, QUARTER_HOUR, self._late_after)
         rows: list[LearningBucketRow] = []
         for key, batch in by_day.items():
             tenant, user_id, _day = key

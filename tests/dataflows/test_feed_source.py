@@ -22,7 +22,7 @@ from cql.change_feed import CHANGE_FEED, FeedEntry, bucket_of, time_of
 from cql.clock import utc_now
 from cql.learning import DATAFLOW_PROGRESS
 from cql.session import Db
-from dataflows.connectors.feed_source import FeedItem, FeedSource, ShardState
+from dataflows.connectors.feed_source import AS_OF_LAG, READ_LAG, FeedItem, FeedSource, ShardState
 from runtime.settings import Settings
 from tests.dataflow_helpers import flow_settings, run
 
@@ -235,3 +235,29 @@ def test_emitted_ids_are_forgotten_once_behind_the_overlap(db, migrated, tenant_
         part.next_batch()
         horizon = part.snapshot().position - timedelta(seconds=settings.dataflow.feed_overlap_s)
         assert all(time_of(i) > horizon for i in part.snapshot().emitted)
+
+
+def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
+    db, migrated, tenant_name, now
+):
+    settings = flow_settings(migrated)
+    lag = timedelta(seconds=settings.feed.reader_lag_s)
+    sweep = timedelta(seconds=settings.dataflow.sweep_interval_s)
+    clock = Clock(now)
+    flow = f"feed-test-{uuid.uuid4().hex[:6]}"
+    source = FeedSource(flow, settings, start=now - timedelta(seconds=30), clock=clock)
+    with partition(source, 3) as part:
+        part.next_batch()  # the first poll sweeps
+        swept = now - lag
+        assert READ_LAG.labels(flow, "3")._value.get() == pytest.approx(lag.total_seconds())
+        assert AS_OF_LAG.labels(flow, "3")._value.get() == pytest.approx(lag.total_seconds())
+        # Between sweeps a poll reads new entries, but cannot vouch for late
+        # landings behind it: its items keep the last sweep's watermark.
+        clock.now = now + sweep / 2
+        write_entries(db, settings, tenant_name, [(3, now)])
+        (item,) = ours(part.next_batch(), tenant_name)
+        assert item.watermark == swept
+        clock.now = now + sweep
+        part.next_batch()
+        (row,) = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
+        assert DATAFLOW_PROGRESS.from_row(row).position == now + sweep - lag
