@@ -1,6 +1,6 @@
 """`ops/bench [--quick] [options]`: every benchmark section once, one report.
 
-    ops/bench                  # the full run, about 22 minutes on 2 cores (10 of them the soak)
+    ops/bench                  # the full run, about 25 minutes on 2 cores (10 of them the soak)
     ops/bench --quick          # a smoke run, about 5 minutes
     ops/bench --only limit,ingest --duration 20
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         run["config"]["freshness_rate"] = rate or "bench_dataflow default"
         run["dataflow"] = section(
             "dataflow",
-            lambda: dataflow.run(args.quick, timeout_s=300 if args.quick else 900, rate=rate),
+            lambda: dataflow.run(args.quick, timeout_s=480 if args.quick else 1200, rate=rate),
         )
     run["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     paths = report.write(run, args.results)

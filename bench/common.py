@@ -8,7 +8,6 @@ import asyncio
 import math
 import os
 import platform
-import socket
 import subprocess
 import threading
 import time
@@ -21,6 +20,8 @@ from typing import Any
 import httpx
 
 from api.app import server_command
+from api.commands.serve import children_of
+from runtime.processes import free_port, launch, stop
 from runtime.settings import CassandraSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,12 +73,6 @@ def summarize(latencies_ms: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_id() -> str:
     return f"b{uuid.uuid4().hex[:10]}"
 
@@ -90,62 +85,32 @@ class ApiServer:
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"bench-api-{self.port}.log"
         env = {
             **os.environ,
             "UTTERSTREAM_CASSANDRA_KEYSPACE": settings.cassandra.keyspace,
             "API_PORT": str(self.port),
         }
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            server_command(self.port, workers),
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        self.proc = launch(
+            server_command(self.port, workers), self.log_path, env, ready=self._ready, deadline_s=60
         )
-        self._wait_ready()
 
-    def _wait_ready(self, deadline_s: float = 60.0) -> None:
-        start = time.monotonic()
-        while time.monotonic() - start < deadline_s:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"API exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                # /ready is answered by one worker; wait until all have forked.
-                ready = httpx.get(self.url + "/ready", timeout=1).status_code == 200
-                if ready and len(self.worker_pids()) >= self.workers:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"API not ready after {deadline_s}s; see {self.log_path}")
+    def _ready(self, proc: subprocess.Popen[bytes]) -> bool:
+        """/ready is answered by one worker; wait until all have forked too."""
+        self.proc = proc  # launch() has not returned it yet
+        try:
+            answered = httpx.get(self.url + "/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+        return answered and len(self.worker_pids()) >= self.workers
 
     def worker_pids(self) -> list[int]:
-        try:
-            import psutil
-        except ImportError:  # pragma: no cover - psutil comes with locust
-            out = subprocess.run(
-                ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
-            )
-            return [int(p) for p in out.stdout.split()]
-        return sorted(c.pid for c in psutil.Process(self.proc.pid).children())
+        """granian's workers: the children of the server that the supervisor
+        (`python -m api serve`, this process) runs as its child."""
+        return [pid for server in children_of(self.proc.pid) for pid in children_of(server)]
 
     def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL after 15 s if it is still there."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(self.proc, grace_s=15)
 
 
 def create_key(settings: Settings, tenant: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,16 +16,19 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cassandra_pid() -> int | None:
-    """The local CassandraDaemon, when this machine runs one."""
+    """The local CassandraDaemon, when this machine runs one: the oldest,
+    when there are several (tests start short-lived ones of their own)."""
+    found: list[tuple[int, int]] = []  # (start time in ticks since boot, pid)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             if b"CassandraDaemon" in (proc / "cmdline").read_bytes():
-                return int(proc.name)
-        except OSError:
+                started = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19])
+                found.append((started, int(proc.name)))
+        except (OSError, ValueError, IndexError):
             continue
-    return None
+    return min(found)[1] if found else None
 
 
 def _cpu_s(pid: int) -> float:
@@ -64,3 +68,102 @@ def _machine_busy_s() -> float:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
     return (user + nice + system + irq + softirq + steal) / TICK
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and everything under it: its
+    live descendants, and the children each of them has reaped. 0 once it is
+    gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in tree:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # ended meanwhile: its parent's children_* have it once reaped
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def own_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and the children it has reaped (no scan for
+    live descendants: cheap enough to call often)."""
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and its live descendants, MiB."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for proc in tree:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return round(total / 2**20, 1)
+
+
+class CoreShare:
+    """`with CoreShare(cpu_s, rss_mib) as share: ...` then `share.result`:
+    for each name `cpu_s()` gives (its CPU seconds so far, e.g. `tree_cpu_s`
+    of its process), the CPU over the block as % of one core (200 = two cores
+    busy all the time), and its RSS from `rss_mib()` at the end."""
+
+    def __init__(
+        self, cpu_s: Callable[[], dict[str, float]], rss_mib: Callable[[], dict[str, float]]
+    ) -> None:
+        self._read_cpu, self._read_rss = cpu_s, rss_mib
+        self.result: dict[str, dict[str, float]] = {}
+        self.seconds = 0.0
+
+    def __enter__(self) -> CoreShare:
+        self._start, self._cpu = time.monotonic(), self._read_cpu()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.seconds = time.monotonic() - self._start
+        used, rss = self._read_cpu(), self._read_rss()
+        self.result = {
+            name: {
+                "cpu_percent_of_core": round(
+                    100 * (used[name] - self._cpu[name]) / self.seconds, 1
+                ),
+                "rss_mib": rss.get(name, 0.0),
+            }
+            for name in used
+        }
+
+
+class OwnShare:
+    """`with OwnShare() as share: ...` then `share.result`: this process's
+    CPU over the block (every thread, no children) as % of one core."""
+
+    def __enter__(self) -> OwnShare:
+        self._start, self._cpu = time.monotonic(), time.process_time()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        seconds = time.monotonic() - self._start
+        self.result = round(100 * (time.process_time() - self._cpu) / seconds, 1)

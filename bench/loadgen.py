@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -164,29 +165,41 @@ def wrk_script(w: Workload) -> str:
     }
 
 
-def run_wrk(w: Workload) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(wrk_script(w))
-        script = f.name
+def _generate(
+    w: Workload, command: Callable[[str], list[str]], spec: bytes, suffix: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a load generator, `command(path)`, given `spec` in a temporary
+    file at `path`; allowed the workload's duration and timeout and a minute."""
+    with tempfile.NamedTemporaryFile("wb", suffix=suffix, delete=False) as f:
+        f.write(spec)
     try:
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t1",
-                f"-c{w.concurrency}",
-                f"-d{max(1, round(w.duration_s))}s",
-                f"--timeout={round(w.timeout_s)}s",
-                "-s",
-                script,
-                w.url,
-            ],
+        return subprocess.run(
+            command(f.name),
             capture_output=True,
             text=True,
             timeout=w.duration_s + w.timeout_s + 60,
             check=False,
         )
     finally:
-        Path(script).unlink(missing_ok=True)
+        Path(f.name).unlink(missing_ok=True)
+
+
+def run_wrk(w: Workload) -> dict[str, Any]:
+    out = _generate(
+        w,
+        lambda script: [
+            "wrk",
+            "-t1",
+            f"-c{w.concurrency}",
+            f"-d{max(1, round(w.duration_s))}s",
+            f"--timeout={round(w.timeout_s)}s",
+            "-s",
+            script,
+            w.url,
+        ],
+        wrk_script(w).encode(),
+        ".lua",
+    )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
@@ -292,19 +305,12 @@ async def _httpx_load(w: Workload) -> dict[str, Any]:
 def run_httpx(w: Workload) -> dict[str, Any]:
     """The httpx generator in a child process, so it never shares a core's
     time slice with the caller."""
-    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as f:
-        f.write(msgspec.json.encode(w))
-        spec = f.name
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.loadgen", spec],
-            capture_output=True,
-            text=True,
-            timeout=w.duration_s + w.timeout_s + 60,
-            check=False,
-        )
-    finally:
-        Path(spec).unlink(missing_ok=True)
+    out = _generate(
+        w,
+        lambda spec: [sys.executable, "-m", "bench.loadgen", spec],
+        msgspec.json.encode(w),
+        ".json",
+    )
     if out.returncode != 0:
         raise RuntimeError(f"httpx generator failed: {out.stderr[-800:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

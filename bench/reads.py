@@ -90,15 +90,7 @@ def http(
     run: str,
     api_pids: list[int],
 ) -> dict[str, Any]:
-    w = Workload(
-        mode="get",
-        url=url,
-        key=key,
-        run=run,
-        concurrency=concurrency,
-        duration_s=warmup_s,
-        paths=paths,
-    )
+    w = Workload("get", url, key, run, concurrency, duration_s=warmup_s, paths=paths)
     if warmup_s > 0:
         loadgen.run(w, generator)
     w.duration_s = duration_s

@@ -28,6 +28,11 @@ def _cpu(point: dict[str, Any]) -> str:
     return f"{c['cassandra']} / {c['api']} / {c['other']} / {c['idle']}"
 
 
+def _table(header: str) -> list[str]:
+    """The head of a Markdown table whose columns are `header` ("A|B|C")."""
+    return [f"|{header}|", "|---" * (header.count("|") + 1) + "|"]
+
+
 def best_lwt(run: dict[str, Any]) -> float | None:
     points = [p["ops_per_s"] for p in run.get("limit", []) if p["statement"] == "lwt"]
     return max(points) if points else None
@@ -54,10 +59,9 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
 
     out += ["## 1. Limit: raw Cassandra, cassandra-driver at its best", ""]
     if run.get("limit"):
-        out += [
-            "|Statement|Concurrency|Processes|Ops|Errors|Ops/s|p50 ms|p99 ms|p99.9 ms|Max ms|",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
+        out += _table(
+            "Statement|Concurrency|Processes|Ops|Errors|Ops/s|p50 ms|p99 ms|p99.9 ms|Max ms"
+        )
         for p in run["limit"]:
             lat = p["latency_ms"]
             out.append(
@@ -73,8 +77,7 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
         out += [
             "The load generator alone, against GET /health (a figure near this ceiling measures the generator):",
             "",
-            "|Generator|Concurrency|Requests|Requests/s|p50 ms|p99 ms|",
-            "|---|---|---|---|---|---|",
+            *_table("Generator|Concurrency|Requests|Requests/s|p50 ms|p99 ms"),
         ]
         for g in run["generator_ceiling"]:
             lat = g["latency_ms"]
@@ -83,10 +86,9 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
             )
         out.append("")
     if run.get("ingest"):
-        out += [
-            "|Endpoint|Requests in flight|Utterances in flight|Requests|Failures|Requests/s|Utterances/s|p50 ms|p99 ms|p99.9 ms|Max ms|vs best LWT|Statuses|CPU: Cassandra / API / other / idle %|",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
+        out += _table(
+            "Endpoint|Requests in flight|Utterances in flight|Requests|Failures|Requests/s|Utterances/s|p50 ms|p99 ms|p99.9 ms|Max ms|vs best LWT|Statuses|CPU: Cassandra / API / other / idle %"
+        )
         for p in run["ingest"]:
             lat = p["latency_ms"]
             name = (
@@ -120,7 +122,7 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
     for number, name in ((3, "freshness"), (4, "dataflow")):
         out += [f"## {number}. {name.capitalize()}", ""]
         if df.get("status") == "ok" and name in df:
-            out += _FLOW_SECTIONS[name](df[name])
+            out += _FLOW_SECTIONS[name](df[name], full=df.get("for_ratios", True))
         elif df.get("status") == "ok":
             out += [
                 f"bench/flows.py reported no `{name}` key; its whole answer is in the JSON report.",
@@ -132,10 +134,9 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
     out += ["## 5. Reads: GET endpoints against a raw single-partition driver read", ""]
     if run.get("reads"):
         raw = next((r for r in run["reads"] if r["generator"] == "cassandra-driver"), None)
-        out += [
-            "|Endpoint|Generator|Concurrency|Requests|Failures|Requests/s|p50 ms|p99 ms|p99.9 ms|p50 vs raw|p99 vs raw|CPU: Cassandra / API / other / idle %|",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
+        out += _table(
+            "Endpoint|Generator|Concurrency|Requests|Failures|Requests/s|p50 ms|p99 ms|p99.9 ms|p50 vs raw|p99 vs raw|CPU: Cassandra / API / other / idle %"
+        )
         for r in run["reads"]:
             lat = r["latency_ms"]
             rl = raw["latency_ms"] if raw else {}
@@ -153,7 +154,7 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
     out += ["## 6. Memory: RSS of the API workers", ""]
     mem = run.get("memory")
     if mem:
-        out += ["|At|Per worker (MiB)|Total MiB|", "|---|---|---|"]
+        out += _table("At|Per worker (MiB)|Total MiB")
         for s in mem["samples"]:
             per = ", ".join(_ms(x) for x in s["workers"].values())
             out.append(f"|{s['at']}|{per}|{s['total_mib']}|")
@@ -191,12 +192,12 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
                 + ", ".join(f"{t['name']} {t['share']:.0%}" for t in prof["by_thread"]),
                 "",
             ]
-        out += ["|Self time by package|Share|", "|---|---|"]
+        out += _table("Self time by package|Share")
         out += [f"|{p['name']}|{p['share']:.1%}|" for p in prof["by_package"]]
-        out += ["", "|Self time by function|Share|", "|---|---|"]
+        out += ["", *_table("Self time by function|Share")]
         out += [f"|`{p['name']}`|{p['share']:.1%}|" for p in prof["top_functions"]]
         if prof.get("own_inclusive"):
-            out += ["", "|Inclusive time in our code (api/, cql/)|Share|", "|---|---|"]
+            out += ["", *_table("Inclusive time in our code (api/, cql/)|Share")]
             out += [f"|`{p['name']}`|{p['share']:.1%}|" for p in prof["own_inclusive"]]
         out.append("")
     if not run.get("profiles"):
@@ -221,8 +222,7 @@ def _soak(soak: dict[str, Any] | None) -> list[str]:
         "of served GETs, "
         f"{soak['concurrency']} in flight; RSS of all API workers after each minute.",
         "",
-        "|Minute|POSTs|POST failures|GETs|GET failures|Total MiB|",
-        "|---|---|---|---|---|---|",
+        *_table("Minute|POSTs|POST failures|GETs|GET failures|Total MiB"),
     ]
     for m in soak["minutes"]:
         out.append(
@@ -241,46 +241,183 @@ def _verdict(verdict: dict[str, Any], start: str) -> str:
     )
 
 
-def _freshness(f: dict[str, Any]) -> list[str]:
-    seen = f["seconds_to_visible"]
-    cfg = f["settings"]
-    samples = f.get("flow_samples", [])
-    rss = [x["flow_rss_mib"] for x in samples]
-    keys = [x["open_window_keys"] for x in samples]
-    return [
-        f"Steady ingest of {f['rate_per_s']:g} POSTs/s for {f['seconds']:g} s over {f['learners']} "
-        f"learners (half the best single-POST rate of section 2 when it ran): "
-        f"{f['acknowledged']} acknowledged, {f['never_visible']} never visible.",
-        "",
-        "|Seconds from acknowledged POST to the count in GET /errors|p50|p99|p99.9|max|",
-        "|---|---|---|---|---|",
-        f"|{cfg['window']} windows, wait {cfg['window_wait_s']:g} s, reader lag {cfg['reader_lag_s']:g} s"
-        f"|{seen['p50']}|{seen['p99']}|{seen['p999']}|{seen['max']}|",
-        "",
-        f"The error-counter flow meanwhile: RSS {min(rss, default=0)}-{max(rss, default=0)} MiB; "
-        f"learners holding open window state at most {max(keys, default=0)}, "
-        f"{keys[-1] if keys else 'n/a'} once the stream ended.",
-        "",
-    ]
+_NOT_FOR_RATIOS = (
+    "**Quick run**: a smoke test with a short load and a small feed; "
+    "its figures are not for ratios or targets."
+)
 
 
-def _dataflow(d: dict[str, Any]) -> list[str]:
-    rows = [("passthrough (reads the feed only)", d["passthrough"])]
-    rows.append(("error_counters", d["error_counters"]))
-    out = [
-        f"The same feed of {d['events_written']} events ({d['learners']} learners), read by each "
-        f"flow from fresh recovery state, {d['workers']} workers (passthrough: best of "
-        f"{len(d.get('passthrough_runs', [])) or 1}).",
+def _seconds(summary: dict[str, Any]) -> str:
+    return "|".join(_ms(summary.get(q)) for q in ("p50", "p99", "max"))
+
+
+def _met(ok: bool | None, full: bool) -> str:
+    if ok is None:
+        return ""
+    return ("met" if ok else "**not met**") if full else ("(met)" if ok else "(not met)")
+
+
+def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
+    from bench.freshness import TABLES
+
+    target = f["target"]
+    acked = f["acknowledged"]
+    posts = f["post_latency_ms"]
+    statuses = " ".join(f"{k}:{n}" for k, n in sorted(f["post_statuses"].items()))
+    out = [] if full else [_NOT_FOR_RATIOS, ""]
+    out += [
+        f"Steady ingest of {f['rate_per_s']:g} single POSTs/s for {f['seconds']:g} s over "
+        f"{f['learners']} learners (half the best single-POST rate of section 2 when it ran, "
+        "else bench/flows.py's default), "
+        f"with the API and all three flows running as operators run them: {f['posted']} posted "
+        f"(answers, retries with the same key included: {statuses}), "
+        f"{acked.get('current', 0)} current and {acked.get('late', 0)} late "
+        f"(timestamps {f['late_days'][0]:g}-{f['late_days'][1]:g} days old) acknowledged, "
+        f"{f.get('post_unacknowledged', 0)} never; "
+        f"POST p50 {_ms(posts['p50'])} ms, p99 {_ms(posts['p99'])} ms; at most "
+        f"{f.get('in_flight_max', {}).get('posts')} in flight, a POST waited for a slot up to "
+        f"{_ms(f.get('post_waited_for_slot_ms', {}).get('max'))} ms (more than a few ms: the "
+        f"offered rate was not kept), the last answered {f.get('posts_answered_within_s')} s "
+        "after the first.",
         "",
-        "|Flow|Entries|Seconds|Entries/s|vs passthrough|",
-        "|---|---|---|---|---|",
+        f"One in {f['sample_every']['current']} current and one in {f['sample_every']['late']} "
+        f"late acknowledged POSTs is read back through the GET endpoints every {f['poll_every_s']:g} s "
+        "until the answer includes it (its window's, total's or period's count reaches the "
+        "number of utterances acknowledged in it up to that one); one not included within "
+        f"{f['give_up_s']:g} s is never seen. Seconds from the 202 to the first answer that "
+        f"includes it; target p50 <= {target['p50_s']:g} s and p99 <= {target['p99_s']:g} s. "
+        f"`top since` is since {f['since']}, learning periods are in {f['tz']}. "
+        "GET /v1/utterances/{id} (status present) waits for no flow: its figures are the "
+        "measurement's own part (the wait for the next poll and the GET itself). "
+        "An as_of violation is an answer whose as_of is after a POST's 202 and that does not "
+        f"count it yet. Reads: {f['reads']}, failed: {f['read_failures'] or 0}.",
+        "",
+        *_table(
+            "Served table|Kind|Samples|p50 s|p99 s|max s|Never seen|as_of violated: samples (answers), ahead by up to s|Target"
+        ),
     ]
-    base = d["passthrough"]["entries_per_s"]
-    for label, r in rows:
+    for table, label in TABLES.items():
+        for kind, r in f["tables"].get(table, {}).items():
+            timed = table != "utterance_completed"  # the insights flow's work: no target
+            ok = (
+                r["never_seen"] == 0
+                and r["p50"] is not None
+                and r["p50"] <= target["p50_s"]
+                and r["p99"] <= target["p99_s"]
+            )
+            out.append(
+                f"|{label}|{kind}|{r['n']}|{_seconds(r)}|{r['never_seen']}|"
+                f"{r['as_of_violated']} ({r['as_of_violating_answers']}), {r['as_of_ahead_max_s']:g}|"
+                f"{_met(ok if timed else None, full)}|"
+            )
+    out += [
+        "",
+        f"as_of against the present, sampled twice a second under the load (target: at most "
+        f"{target['as_of_lag_s']:g} s behind):",
+        "",
+        *_table("Answer|Samples|p50 s|p99 s|max s|Target"),
+    ]
+    for flow, label in (
+        ("error_counters", "GET /errors (error_counters)"),
+        ("learning", "GET /learning (learning)"),
+    ):
+        lag = f["as_of_lag_s"].get(flow, {})
+        ok = lag.get("max") is not None and lag["max"] <= target["as_of_lag_s"]
+        out.append(f"|{label}|{lag.get('n', '')}|{_seconds(lag)}|{_met(ok, full)}|")
+    idle, load = f["flow_cpu"]["idle"], f["flow_cpu"]["load"]
+    out += [
+        "",
+        f"The flows' CPU (each process with its children, % of one core) and RSS: idle "
+        f"({idle['seconds']:g} s without POSTs, after their first sweep) and under the load "
+        f"({load['seconds']:g} s of POSTs):",
+        "",
+        *_table("Flow|Idle CPU %|Idle RSS MiB|Load CPU %|Load RSS MiB"),
+    ]
+    for flow, i in idle["flows"].items():
+        under = load["flows"].get(flow, {})
         out.append(
-            f"|{label}|{r['entries']}|{r['seconds']}|{r['entries_per_s']}|{_ratio(r['entries_per_s'], base)}|"
+            f"|{flow}|{i['cpu_percent_of_core']}|{i['rss_mib']}|"
+            f"{under.get('cpu_percent_of_core', '')}|{under.get('rss_mib', '')}|"
         )
-    return [*out, ""]
+    machine = f.get("machine_cpu", {})
+    held = f.get("held_learners", {})
+    cfg = f["settings"]
+    out += [
+        "",
+        "The machine (all cores = 100), Cassandra / API / other / idle %: "
+        f"idle {_cpu({'cpu_percent': machine.get('idle')})}, "
+        f"under the load {_cpu({'cpu_percent': machine.get('load')})}; "
+        f"the bench's own client took {f.get('client_cpu_percent_of_core')} % of a core, its "
+        f"event loop woke up to {_ms(f['client_loop_lag_ms']['p99'])} ms late (p99).",
+        "",
+        "Learners with items waiting in the collect step (latest snapshot): "
+        + ", ".join(f"{k} {v}" for k, v in held.get("end_of_load", {}).items())
+        + " at the end of the load; "
+        + ", ".join(f"{k} {v}" for k, v in held.get("after_11_s", {}).items())
+        + " 11 s later."
+        + _restarts(f.get("flow_restarts", {}), f.get("load_window_s", [])),
+        "",
+        f"Settings: reader lag {cfg['reader_lag_s']:g} s, poll every {cfg['poll_interval_s']:g} s, "
+        f"sweep every {cfg['sweep_interval_s']:g} s over {cfg['feed_overlap_s']:g} s, flush every "
+        f"{cfg['flush_interval_s']:g} s (at most {cfg['batch_max_items']} items), "
+        f"{cfg['workers']} workers per flow.",
+        "",
+    ]
+    return out
+
+
+def _restarts(restarts: dict[str, list[dict[str, Any]]], load: list[float]) -> str:
+    """Flows that exited (a Cassandra or Redis error) and were started again."""
+    found = [
+        f"{flow} at {r['at_s']:g} s (exit {r['exit']})"
+        for flow, events in restarts.items()
+        for r in events
+    ]
+    if not found:
+        return ""
+    during = f" (the load ran from {load[0]:g} s to {load[1]:g} s)" if len(load) == 2 else ""
+    return f" **Flows that exited and were restarted 5 s later**: {', '.join(found)}{during}."
+
+
+def _dataflow(d: dict[str, Any], full: bool = True) -> list[str]:
+    labels = {
+        "passthrough": "passthrough (reads the feed only)",
+        "reference": "reference (one Cassandra row per entry)",
+        "error_counters": "error_counters",
+        "learning": "learning",
+    }
+    flows = d["flows"]
+    order = " -> ".join(r["flow"] for r in d["runs"])
+    out = [] if full else [_NOT_FOR_RATIOS, ""]
+    out += [
+        f"The same feed of {d['events_written']} events ({d['learners']} learners, timestamps up "
+        f"to three days old), replayed by each flow from fresh recovery state with "
+        f"{d['workers']} workers, in this order: {order} (a flow run twice: its faster run).",
+        "",
+        *_table("Flow|Entries|Seconds|Entries/s|vs reference|vs passthrough"),
+    ]
+    for name, label in labels.items():
+        if (r := flows.get(name)) is None:
+            continue
+        out.append(
+            f"|{label}|{r['entries']}|{r['seconds']}|{r['entries_per_s']}|"
+            f"{_ratio(r['entries_per_s'], flows.get('reference', {}).get('entries_per_s'))}|"
+            f"{_ratio(r['entries_per_s'], flows.get('passthrough', {}).get('entries_per_s'))}|"
+        )
+    target = d.get("target_ratio", 0.5)
+    verdicts = []
+    for flow in ("error_counters", "learning"):
+        ratio = d.get("ratios", {}).get(f"{flow}_vs_reference")
+        if ratio is not None:
+            verdicts.append(f"{flow} / reference = {ratio:.3f} {_met(ratio >= target, full)}")
+    out += [
+        "",
+        f"Target: each counting flow at least {target:g}x the reference: "
+        + "; ".join(verdicts)
+        + ".",
+        "",
+    ]
+    return out
 
 
 _FLOW_SECTIONS = {"freshness": _freshness, "dataflow": _dataflow}
