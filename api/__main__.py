@@ -1,6 +1,6 @@
 """`python -m api COMMAND ...`: the API package's operator commands.
 
-    keys create|revoke ...   API keys (ops/keys)
+    keys create|revoke|list  API keys (ops/keys)
     openapi [PATH]           write the served OpenAPI document
     serve [--port P] ...     the API server (ops/api)
 

@@ -7,6 +7,13 @@ row; `errors` as a JSON array or `category:subcategory;category:subcategory`)
 through POST /v1/utterances/batch, after creating the learners and
 conversations the file names.
 
+CSV as spreadsheets export it: a byte-order mark is skipped, and the
+separator is `,`, `;` or tab, whichever the header row holds most of. The
+header is checked once, before anything is sent: an unknown column, a
+missing required one or a column named twice stops the load with one message
+listing the accepted columns (exit 2). `--map content=text` (repeatable, or
+comma-separated) reads a column, or a JSON Lines field, under another name.
+
 Running it again imports nothing twice, whatever the batch size:
 - every line gets an `utterance_id`; a line without one gets an id derived
   from its content, so the API's per-id claim makes a re-sent line a
@@ -24,12 +31,16 @@ rest still load. Rejected lines, with the reason, go to FILE.rejected.jsonl.
 Retries: 429, 503, 502, 504, 409 "still in flight", timeouts and broken
 connections are retried with the same Idempotency-Key, after Retry-After
 when the API sends one, until --retry-deadline seconds have passed for that
-batch.
+batch. A batch still without an answer then is "not delivered": the report
+lists each such batch's lines with its last status and detail (or the
+connection error), and so do the summary's `not_delivered` and the rejected
+file.
 
 Optional columns used only for creating things: `user_email`, `user_name`,
 `conversation_title`.
 
 Exit status: 0 everything loaded (or already there); 3 some lines were
 rejected (see the rejected file); 1 some batches could not be delivered
-before their deadline, or the API refused the key.
+before their deadline, or the API refused the key; 2 bad arguments or a CSV
+header that cannot be loaded (nothing sent).
 """

@@ -12,14 +12,14 @@ from typing import Any
 
 import httpx
 
-from loader.lines import read_lines
+from loader.lines import ACCEPTED, BadHeader, accepted_columns, read_lines
 from loader.sender import Fatal, Outcome, create_learners, reject, send_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 async def load(args: argparse.Namespace, console: Any) -> Outcome:
-    lines = read_lines(args.file)
+    lines = read_lines(args.file, args.map)
     outcome = Outcome()
     for line in lines:
         if line.reason is not None:
@@ -92,12 +92,17 @@ def report(
         f"learners and conversations: {learners}; {outcome.batches} batches, "
         f"{outcome.retries} retries, {elapsed_s:.1f}s"
     )
+    for batch in sorted(outcome.not_delivered, key=lambda b: b["first_line"]):
+        console.print(
+            f"[red]not delivered:[/red] lines {batch['first_line']}-{batch['last_line']} "
+            f"({batch['lines']} utterances): {batch['reason']}"
+        )
     rejected_path = args.rejected or args.file.with_name(args.file.name + ".rejected.jsonl")
     if outcome.rejections:
         with rejected_path.open("w", encoding="utf-8") as f:
             for r in sorted(outcome.rejections, key=lambda r: r.get("line", 0)):
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        console.print(f"rejected lines and reasons: {rejected_path}")
+        console.print(f"rejected and undelivered lines, with reasons: {rejected_path}")
         return rejected_path
     rejected_path.unlink(missing_ok=True)
     return None
@@ -115,7 +120,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--retry-deadline", type=float, default=300.0, help="seconds to keep retrying one batch"
     )
     parser.add_argument("--rejected", type=Path, help="where rejected lines go")
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="COLUMN=FIELD",
+        help="read COLUMN as FIELD, e.g. --map content=text (repeatable, or comma-separated)",
+    )
     args = parser.parse_args(argv)
+    args.map = _mapping(parser, args.map)
     if not 1 <= args.batch <= 1000:
         parser.error("--batch must be between 1 and 1000")
     if args.concurrency < 1:
@@ -130,6 +143,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _mapping(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, str]:
+    """--map COLUMN=FIELD options (repeated or comma-separated) as a dict."""
+    mapping: dict[str, str] = {}
+    for pair in (p.strip() for item in given for p in item.split(",")):
+        column, sep, target = (part.strip() for part in pair.partition("="))
+        if not sep or not column or not target:
+            parser.error(f"--map {pair!r}: write COLUMN=FIELD, e.g. --map content=text")
+        if target not in ACCEPTED:
+            parser.error(f"--map {pair}: `{target}` is not a field; accepted: {accepted_columns()}")
+        mapping[column] = target
+    return mapping
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
@@ -138,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         outcome = asyncio.run(load(args, console))
+    except BadHeader as exc:
+        console.print(f"[red]error:[/red] {exc} Nothing was sent.", highlight=False, soft_wrap=True)
+        return 2
     except Fatal as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 1
@@ -153,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "replayed_batches": outcome.replayed_batches,
         "retries": outcome.retries,
         "learners": dict(outcome.learners),
+        "not_delivered": sorted(outcome.not_delivered, key=lambda b: b["first_line"]),
     }
     sys.stdout.write(json.dumps(summary) + "\n")
     if outcome.undelivered:

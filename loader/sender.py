@@ -32,6 +32,16 @@ class Outcome:
     retries: int = 0
     rejections: list[dict[str, Any]] = field(default_factory=list)
     learners: Counter[str] = field(default_factory=Counter)
+    # One entry per batch that was not delivered: its lines and why.
+    not_delivered: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class NoAnswer:
+    """post() gave up: the deadline passed with only retry-later answers
+    (or none); `reason` says which was the last."""
+
+    reason: str
 
 
 class Fatal(Exception):
@@ -40,29 +50,36 @@ class Fatal(Exception):
 
 async def post(
     client: httpx.AsyncClient, path: str, body: bytes, key: str, deadline_s: float, outcome: Outcome
-) -> httpx.Response | None:
-    """POST with retries under one Idempotency-Key; None when the deadline
-    passed without an answer that is not worth retrying."""
+) -> httpx.Response | NoAnswer:
+    """POST with retries under one Idempotency-Key; NoAnswer, with the last
+    status or error, when the deadline passed without an answer that is not
+    worth retrying."""
     headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
     give_up = time.monotonic() + deadline_s
     attempt = 0
+    last = ""
     while True:
         attempt += 1
         wait = min(MAX_BACKOFF_S, 0.2 * 2**attempt) * random.uniform(0.5, 1.0)
         try:
             response = await client.post(path, content=body, headers=headers)
-        except (httpx.TimeoutException, httpx.TransportError):
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
             response = None
+            last = f"{type(exc).__name__}" + (f" ({exc})" if str(exc) else "")
         if response is not None:
             if response.status_code == 401:
                 raise Fatal(f"the API refused the key: {_detail(response)}")
             if response.status_code not in RETRY_STATUSES or _is_conflict(response):
                 return response
+            last = _detail(response)
             retry_after = response.headers.get("Retry-After")
             if retry_after and retry_after.replace(".", "", 1).isdigit():
                 wait = float(retry_after) + random.uniform(0, 0.2)
         if time.monotonic() + wait > give_up:
-            return None
+            return NoAnswer(
+                f"gave up after {attempt} attempt{'s' * (attempt > 1)} within the "
+                f"{deadline_s:g} s retry deadline; last answer: {last}"
+            )
         outcome.retries += 1
         await asyncio.sleep(wait)
 
@@ -99,8 +116,9 @@ async def create_learners(
             response = await post(
                 client, path, raw, idempotency_key(kind, raw), deadline_s, outcome
             )
-        if response is None:
+        if isinstance(response, NoAnswer):
             outcome.learners[f"{kind}_failed"] += 1
+            outcome.rejections.append({"create": kind, "body": body, "reason": response.reason})
         elif response.status_code == 201:
             outcome.learners[f"{kind}_ok"] += 1
         else:
@@ -169,12 +187,18 @@ async def _send_batch(
         client, "/v1/utterances/batch", body, idempotency_key("batch", body), deadline_s, outcome
     )
     outcome.batches += 1
-    if response is None:
+    if isinstance(response, NoAnswer):
         outcome.undelivered += len(batch)
+        outcome.not_delivered.append(
+            {
+                "first_line": batch[0].number,
+                "last_line": batch[-1].number,
+                "lines": len(batch),
+                "reason": response.reason,
+            }
+        )
         for line in batch:
-            _record(
-                outcome, line, None, "not delivered: no answer but retry-later before the deadline"
-            )
+            _record(outcome, line, None, f"not delivered: {response.reason}")
         return
     if response.status_code >= 300:
         reason = _detail(response)

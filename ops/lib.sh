@@ -19,6 +19,17 @@ mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# no_args USAGE "$@": for a command that takes no arguments: -h/--help
+# prints USAGE and exits 0; anything else is refused (exit 1).
+no_args() {
+  local usage=$1; shift
+  case "${1:-}" in
+    "") return 0 ;;
+    -h|--help) echo "$usage"; exit 0 ;;
+    *) die "unknown argument '$1'; $usage" ;;
+  esac
+}
+
 # pid_alive NAME: the process recorded in .local/run/NAME.pid is running.
 pid_alive() {
   local f="$LOCAL/run/$1.pid"

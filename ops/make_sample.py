@@ -2,11 +2,18 @@
 learners, the same every time (fixed seed), for `ops/load` and demos.
 
     uv run python ops/make_sample.py [--learners 50] [--seed 20250301] [--out PATH]
+        [--end YYYY-MM-DD]
 
 Each learner has a home time zone (timestamps carry its real offset,
-daylight-saving changes of March 2025 included), a few weak spots that
-their mistakes lean towards, and conversations of 5-25 utterances spread
-over March 2025. Each line is an utterance as POST /v1/utterances takes it,
+daylight-saving changes included), a few weak spots that their mistakes
+lean towards, and conversations of 5-25 utterances spread over March 2025
+(the committed ops/data/sample_utterances.jsonl), or, with --end DAY, over
+the 28 days before DAY less one: DAY-29 to DAY-2 local time, so that every
+timestamp lies in the past and at most 31 days back (ops/up passes today's
+UTC date and loads that file). --end only moves the conversations in time:
+the seed draws the same learners, ids, texts and mistakes either way.
+
+Each line is an utterance as POST /v1/utterances takes it,
 plus `user_name`, `user_email` and `conversation_title`, which `ops/load`
 uses to create the learner and the conversation. One line in ten has no
 `utterance_id`, so the loader's derived ids get exercised too.
@@ -18,13 +25,14 @@ import argparse
 import json
 import random
 import sys
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 OUT = Path(__file__).resolve().parent / "data" / "sample_utterances.jsonl"
 START = datetime(2025, 3, 1)
-DAYS = 31
+DAYS = 31  # the seed draws a day in range(DAYS) either way, so --end changes dates only
+RECENT_DAYS = 28  # with --end: conversations start DAY-29 .. DAY-2 (local)
 
 FILL = {
     "place": ["market", "library", "station", "beach", "office", "museum", "park", "cinema"],
@@ -130,8 +138,13 @@ def utterance(rng: random.Random, weak: list[tuple[str, str]]) -> tuple[str, lis
     return " ".join(sentences), errors, words
 
 
-def generate(learners: int, seed: int) -> list[dict]:
+def generate(learners: int, seed: int, end: date | None = None) -> list[dict]:
     rng = random.Random(seed)
+    start, days = START, DAYS
+    if end is not None:
+        # The last conversation starts on DAY-2 by 22:59 local and runs < 1 h:
+        # before DAY 00:00 UTC even at UTC-12, so never in the future.
+        start, days = datetime.combine(end, time()) - timedelta(days=RECENT_DAYS + 1), RECENT_DAYS
     lines = []
     for n in range(1, learners + 1):
         user_id = f"learner-{n:03d}"
@@ -141,7 +154,8 @@ def generate(learners: int, seed: int) -> list[dict]:
         for c in range(1, rng.randint(3, 8) + 1):
             conversation_id = f"{user_id}-conv-{c:02d}"
             title = fill(rng.choice(TITLES), rng)
-            local = START + timedelta(days=rng.randrange(DAYS), hours=rng.randint(7, 22),
+            day = rng.randrange(DAYS) * days // DAYS
+            local = start + timedelta(days=day, hours=rng.randint(7, 22),
                                       minutes=rng.randrange(60))  # fmt: skip
             moment = local.replace(tzinfo=zone)
             for u in range(1, rng.randint(5, 25) + 1):
@@ -173,8 +187,14 @@ def main() -> None:
     parser.add_argument("--learners", type=int, default=50)
     parser.add_argument("--seed", type=int, default=20250301)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--end",
+        type=date.fromisoformat,
+        help="date conversations in the 28 days before this day less one (DAY-29 .. DAY-2), "
+        "instead of March 2025",
+    )
     args = parser.parse_args()
-    lines = generate(args.learners, args.seed)
+    lines = generate(args.learners, args.seed, args.end)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as f:
         for line in lines:

@@ -5,6 +5,12 @@ SHA-256 is stored: the key is random, so a fast hash is enough (no password
 stretching needed), and the lookup by hash is a single-partition read. The
 stored hash is compared again in constant time before the key is trusted.
 Keys are never logged; `key_id` is what logs and metrics name.
+
+A key is usable while it is not revoked and, when it has an `expires_at`
+(`ops/keys create --expires-in/--expires-at`), until that moment: an expired
+key gets the same 401 as a revoked one. Each API process caches lookups for
+up to 30 s (`KeyCache`), so a revocation takes effect within 30 s; expiry is
+checked on every request against the cached entry, so it is exact.
 """
 
 from __future__ import annotations
@@ -13,10 +19,15 @@ import hashlib
 import hmac
 import secrets
 import time
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from api.edge.problems import Unauthorized
+
+if TYPE_CHECKING:
+    from cql.api_keys import ApiKeyRow
 
 PREFIX = "us_"
 
@@ -26,12 +37,21 @@ class Principal(msgspec.Struct, frozen=True):
     key_id: str
     rate: float
     burst: int
+    expires_at: datetime | None = None  # naive UTC, as stored
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 def new_key() -> tuple[str, str]:
     """A fresh (key_id, key)."""
     key_id = secrets.token_hex(6)
     return key_id, f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def key_prefix(key_id: str) -> str:
+    """The public part of a key, `us_<key_id>`, as `ops/keys list` shows it."""
+    return f"{PREFIX}{key_id}"
 
 
 def key_hash(key: str) -> bytes:
@@ -74,3 +94,12 @@ class KeyCache:
 
 def verified(stored_hash: bytes, digest: bytes) -> bool:
     return hmac.compare_digest(stored_hash, digest)
+
+
+def principal_of(row: ApiKeyRow | None, digest: bytes, now: datetime) -> Principal | None:
+    """The key's principal, or None when it is unknown, revoked or expired
+    (`now` naive UTC, as stored)."""
+    if row is None or row.revoked or not verified(row.key_hash, digest):
+        return None
+    principal = Principal(row.tenant, row.key_id, row.rate, row.burst, row.expires_at)
+    return None if principal.expired(now) else principal

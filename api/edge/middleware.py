@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.edge.auth import Principal, bearer_key, key_hash, verified
+from api.edge.auth import Principal, bearer_key, key_hash, principal_of
 from api.edge.limits import ITEMS, charge
 from api.edge.metrics import CASSANDRA_ERRORS, RATE_LIMITED, REQUEST_SECONDS, UNROUTED
 from api.edge.problems import (
@@ -28,6 +28,7 @@ from api.edge.problems import (
     problem_body,
 )
 from api.services import Services, services_of
+from cql.clock import utc_now
 
 log = structlog.get_logger("api.access")
 PUBLIC = ("/health", "/ready", "/metrics", "/schema", "/swagger")
@@ -145,13 +146,12 @@ async def authenticate(services: Services, authorization: str | None) -> Princip
     key = bearer_key(authorization)
     digest = key_hash(key)
     cached, principal = services.keys.get(digest)
+    now = utc_now()
     if not cached:
-        row = await services.store.api_key(digest)
-        valid = row is not None and not row.revoked and verified(row.key_hash, digest)
-        principal = Principal(row.tenant, row.key_id, row.rate, row.burst) if valid else None
+        principal = principal_of(await services.store.api_key(digest), digest, now)
         services.keys.put(digest, principal)
-    if principal is None:
-        raise Unauthorized("This API key is unknown or revoked.")
+    if principal is None or principal.expired(now):
+        raise Unauthorized("This API key is unknown, revoked or expired.")
     return principal
 
 

@@ -138,3 +138,92 @@ def test_csv_and_rate_limits(tmp_path, api, db):
     assert not (tmp_path / "utterances.csv.rejected.jsonl").exists()
     rc, again = run_loader(path, api, slow.key, "--batch", "10", "--concurrency", "2")
     assert (rc, again["accepted"], again["replayed"]) == (0, 0, 30)
+
+
+def write_csv(path: Path, lines: list[dict], columns: list[str], delimiter: str, bom: bool) -> None:
+    """A spreadsheet-style export: `columns` name the fields in order
+    (`content` holds the text), cells quoted, optionally with a BOM."""
+    field = {"content": "text"}
+    rows = [delimiter.join(columns)]
+    for line in lines:
+        values = []
+        for column in columns:
+            value = line.get(field.get(column, column), "")
+            if column == "errors":
+                value = ";".join(f"{e['category']}:{e['subcategory']}" for e in value)
+            values.append('"' + str(value).replace('"', '""') + '"')
+        rows.append(delimiter.join(values))
+    path.write_text(("\ufeff" if bom else "") + "\r\n".join(rows) + "\r\n", encoding="utf-8")
+
+
+COLUMNS = ["utterance_id", "user_id", "conversation_id", "text", "timestamp", "errors",
+           "words_learned", "user_name"]  # fmt: skip
+
+
+def test_spreadsheet_csv_with_bom_separators_and_mapped_columns(tmp_path, api, tenant):
+    """A BOM and `;` separators load as they are; tab separators with a
+    `content` column load with --map content=text."""
+    lines = sample_lines(tenant.name, 12)
+    semicolons = tmp_path / "export.csv"
+    write_csv(semicolons, lines[:6], COLUMNS, ";", bom=True)
+    rc, first = run_loader(semicolons, api, tenant.key)
+    assert (rc, first["accepted"], first["rejected"], first["undelivered"]) == (0, 6, 0, 0)
+
+    tabs = tmp_path / "content.csv"
+    columns = [("content" if c == "text" else c) for c in COLUMNS]
+    write_csv(tabs, lines[6:], columns, "\t", bom=True)
+    rc, second = run_loader(tabs, api, tenant.key, "--map", "content=text")
+    assert (rc, second["accepted"], second["rejected"], second["undelivered"]) == (0, 6, 0, 0)
+
+    with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=10) as client:
+        for line in lines:
+            body = {k: v for k, v in line.items() if k != "user_name"}
+            uid = body.get("utterance_id") or content_id(body)
+            r = client.get(f"/v1/utterances/{uid}")
+            assert r.status_code == 200, (uid, r.text)
+            assert r.json()["text"] == line["text"]
+            assert r.json()["errors"] == line["errors"]
+
+
+def test_an_unknown_column_fails_once_up_front(tmp_path, api, tenant):
+    lines = sample_lines(tenant.name, 5)
+    path = tmp_path / "content.csv"
+    write_csv(path, lines, [("content" if c == "text" else c) for c in COLUMNS], ";", bom=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "loader", str(path), "--api", api.url, "--key", tenant.key],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    errors = [row for row in done.stderr.splitlines() if row.strip()]
+    assert len(errors) == 1, done.stderr  # one message, not one per line
+    assert "unknown column `content`" in errors[0]
+    assert "missing required column `text`" in errors[0]
+    assert "Accepted columns: conversation_id (required)" in errors[0]
+    assert "--map content=text" in errors[0]
+    assert not (tmp_path / "content.csv.rejected.jsonl").exists()
+    with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=10) as client:
+        assert client.get(f"/v1/utterances/{lines[1]['utterance_id']}").status_code == 404
+
+
+def test_undelivered_lines_say_why(tmp_path, api, db):
+    """A batch the key's rate limit never lets through within the retry
+    deadline is not delivered, and the report says the last answer."""
+    slow = new_tenant(db, rate=0.01, burst=5)
+    lines = sample_lines(slow.name, 10)
+    path = tmp_path / "utterances.jsonl"
+    write_jsonl(path, lines)
+    rc, outcome = run_loader(path, api, slow.key, "--batch", "10", "--retry-deadline", "2")
+    assert (rc, outcome["accepted"], outcome["undelivered"]) == (1, 0, 10)
+    [batch] = outcome["not_delivered"]
+    assert (batch["first_line"], batch["last_line"], batch["lines"]) == (1, 10, 10)
+    assert "last answer: HTTP 429" in batch["reason"], batch
+    rejected = [
+        json.loads(r)
+        for r in (tmp_path / "utterances.jsonl.rejected.jsonl").read_text().splitlines()
+    ]
+    assert len(rejected) == 10
+    assert all(r["reason"] == f"not delivered: {batch['reason']}" for r in rejected)
