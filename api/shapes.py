@@ -7,7 +7,7 @@ Schema evolution: new fields get defaults and go last; types never change.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -29,6 +29,17 @@ Id = Annotated[
 SPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 LABEL_PATTERN = rf"^[^{SPACE}]([^\n]*[^{SPACE}])?$"
 Label = Annotated[str, Meta(min_length=1, max_length=64, pattern=LABEL_PATTERN)]
+# At least one character that is not whitespace (a search, not anchored).
+TEXT_PATTERN = rf"[^{SPACE}]"
+EMAIL_PATTERN = rf"^[^@{SPACE}]+@[^@{SPACE}]+$"
+# What each pattern allows, in words: a refusal says this, not the regex.
+PATTERN_MEANINGS = {
+    ID_PATTERN: "must be 1-128 characters: letters, digits and . _ : @ -, "
+    "starting with a letter or digit (no spaces)",
+    LABEL_PATTERN: "must be one line of 1-64 characters, not starting or ending with a space",
+    TEXT_PATTERN: "must hold something other than whitespace",
+    EMAIL_PATTERN: "must be an email address such as ana@example.com: one @, no spaces",
+}
 AwareTime = Annotated[
     datetime, Meta(tz=True, description="RFC 3339 with an offset, e.g. 2026-01-31T09:30:00+05:30")
 ]
@@ -39,9 +50,7 @@ class Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
 
 
 class UserIn(Struct):
-    email: Annotated[
-        str, Meta(min_length=3, max_length=254, pattern=rf"^[^@{SPACE}]+@[^@{SPACE}]+$")
-    ]
+    email: Annotated[str, Meta(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     user_id: Id | None = None
 
@@ -75,16 +84,30 @@ class ErrorPoint(Struct):
 class UtteranceIn(Struct):
     conversation_id: Id
     user_id: Id
-    text: Annotated[str, Meta(min_length=1, max_length=10_000)]
+    text: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=10_000,
+            pattern=TEXT_PATTERN,
+            description="1-10,000 characters, not only whitespace",
+        ),
+    ]
     timestamp: AwareTime
     errors: Annotated[list[ErrorPoint], Meta(max_length=100)] = []
     words_learned: Annotated[int, Meta(ge=0, le=100_000)] = 0
     utterance_id: Id | None = None
 
 
+UtteranceStatus = Literal["pending", "processing", "completed", "failed"]
+
+
 class Accepted(Struct):
     utterance_id: str
-    status: Literal["pending"] = "pending"
+    status: Annotated[
+        UtteranceStatus,
+        Meta(description="pending when first accepted; a duplicate's status as stored"),
+    ] = "pending"
     duplicate: bool = False
 
 
@@ -95,19 +118,61 @@ MAX_BATCH_ITEMS = ApiSettings().max_batch_items
 
 
 class BatchIn(Struct):
+    """A batch as sent. Only a body that is not a batch (not an object with
+    1 to api.max_batch_items `utterances`) is refused whole: each item is
+    checked on its own (api.edge.body.BatchBody), so the document admits any
+    item and says what is refused in the item's result."""
+
     utterances: Annotated[
-        list[UtteranceIn],
-        Meta(min_length=1, extra_json_schema={"extra": {"maxItems": MAX_BATCH_ITEMS}}),
+        list[msgspec.Raw],
+        Meta(
+            min_length=1,
+            extra_json_schema={
+                "extra": {
+                    "maxItems": MAX_BATCH_ITEMS,
+                    "items": {
+                        "description": "An utterance as POST /v1/utterances takes it. An item "
+                        "that is not one is refused in its own result (status 400, `field`, "
+                        "`detail`) and the others are still stored",
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/UtteranceIn"},
+                            {"description": "Anything else: refused in its result"},
+                        ],
+                    },
+                }
+            },
+        ),
     ]
 
 
+class RejectedItem(Struct):
+    """A batch item that is not a valid utterance, kept as sent (never
+    documented: the handler answers it in its result)."""
+
+    item: msgspec.Raw
+    field: str | None
+    detail: str
+
+
+class Batch(Struct):
+    """A decoded batch: each item an utterance or the reason it is not one."""
+
+    utterances: list[UtteranceIn | RejectedItem]
+
+
 class ItemResult(Struct):
+    """One item's outcome: 201 stored, 200 already stored (`duplicate`), or
+    a 4xx problem's `status`, `error` (its type), `field` and `detail`."""
+
     index: int
     status: int
     utterance_id: str | None = None
     duplicate: bool = False
-    error: str | None = None
-    detail: str | None = None
+    error: Annotated[str | None, Meta(description="The problem type of a refused item")] = None
+    detail: Annotated[str | None, Meta(description="Why the item was refused")] = None
+    field: Annotated[
+        str | None, Meta(description="The refused item's field at fault, e.g. timestamp")
+    ] = None
 
 
 class BatchResult(Struct):
@@ -115,150 +180,3 @@ class BatchResult(Struct):
     duplicates: int
     rejected: int
     results: list[ItemResult]
-
-
-class Utterance(Struct):
-    utterance_id: str
-    user_id: str
-    conversation_id: str
-    text: str
-    timestamp: datetime
-    errors: list[ErrorPoint]
-    words_learned: int
-    received_at: datetime
-    status: Literal["pending", "processing", "completed", "failed"]
-    status_reason: str | None = None
-    insight: UtteranceInsight | None = None
-
-
-# ---- insights (GET /v1/utterances/{id} and GET /v1/insights)
-
-ParseStatus = Annotated[
-    Literal["strict", "repaired", "failed"],
-    Meta(
-        description="How the model's reply was read: as asked (strict), after safe repairs "
-        "(repaired), or not at all (failed)"
-    ),
-]
-
-
-class UtteranceInsight(Struct):
-    """The utterance's latest analysis with its provenance; the analysis
-    fields are null when it failed, and failure_reason says why."""
-
-    sentiment: float | None
-    topics: list[str] | None
-    confidence: float | None
-    reasoning: str | None
-    model: str
-    prompt_version: str
-    parse_status: ParseStatus
-    attempts: Annotated[int, Meta(description="HTTP calls made to the model")]
-    latency_ms: Annotated[int, Meta(description="Time to analyse, waits and retries included")]
-    failure_reason: str | None
-    analyzed_at: datetime
-
-
-class Insight(Struct):
-    utterance_id: str
-    user_id: str
-    timestamp: datetime
-    sentiment: float
-    topics: list[str]
-    confidence: float
-    reasoning: str
-    model: str
-    prompt_version: str
-    parse_status: ParseStatus
-
-
-class InsightPage(Struct):
-    insights: list[Insight]
-    next_page_token: Annotated[
-        str | None,
-        Meta(
-            description="Pass it as `page_token` (with the same filters) for the next page; "
-            "null once the range is exhausted. A page may be short, even empty, and still have one"
-        ),
-    ]
-
-
-# ---- served GET endpoints: errors, errors/top, learning
-
-AsOf = Annotated[
-    datetime | None,
-    Meta(
-        description="The dataflow's watermark: every utterance accepted before it is counted "
-        "(null until the dataflow has recorded its progress)"
-    ),
-]
-LateEvents = Annotated[
-    int,
-    Meta(description="Events counted here that arrived after their window or bucket had closed"),
-]
-
-
-class ErrorCount(Struct):
-    category: str
-    subcategory: str
-    count: int
-
-
-class ErrorWindow(Struct):
-    window_start: datetime
-    window_end: datetime
-    counts: list[ErrorCount]
-    late_events: LateEvents
-    as_of: Annotated[datetime, Meta(description="When this window was last counted")]
-
-
-class ErrorWindows(Struct):
-    user_id: str
-    window: Literal["minute", "hour", "day"]
-    range_from: datetime = msgspec.field(name="from")
-    to: datetime
-    as_of: AsOf
-    windows: list[ErrorWindow]
-
-
-class TopErrors(Struct):
-    user_id: str
-    since: Annotated[date | None, Meta(description="First UTC day counted; null for all time")]
-    as_of: AsOf
-    errors: list[ErrorCount]
-
-
-class LearningPeriod(Struct):
-    period_start: datetime
-    period_end: datetime
-    entries: int
-    total_words: int
-    average_words: Annotated[
-        float, Meta(description="total_words / entries, rounded to 2 decimals; 0 without entries")
-    ]
-    late_events: LateEvents
-
-
-class Learning(Struct):
-    user_id: str
-    granularity: Literal["day", "week", "month"]
-    tz: str
-    range_from: datetime = msgspec.field(name="from")
-    to: datetime
-    as_of: AsOf
-    periods: list[LearningPeriod]
-
-
-# ---- errors
-
-
-class Problem(msgspec.Struct):
-    """An RFC 9457 problem document: every error answer (documentation only;
-    api/errors.py builds them)."""
-
-    type: Annotated[str, Meta(description="A URL naming the kind of problem")]
-    title: str
-    status: int
-    detail: Annotated[str, Meta(description="What went wrong and what to do about it")]
-    instance: Annotated[str | None, Meta(description="The request's path")] = None
-    field: Annotated[str | None, Meta(description="The field or header at fault")] = None

@@ -106,4 +106,3 @@ def build_messages(text: str) -> list[dict[str, str]]:
         {"role": "system", "content": _SYSTEM_PROMPT},
         {"role": "user", "content": _utterance_encoder.encode(utterance).decode()},
     ]
-

@@ -9,8 +9,9 @@ driver's "Cassandra cannot take this now" errors into problem documents.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import structlog
 from cassandra import (
     OperationTimedOut,
@@ -24,13 +25,25 @@ from cassandra.cluster import NoHostAvailable
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
+from msgspec import Meta
 
 from api.edge.metrics import CASSANDRA_ERRORS
-from api.shapes import Problem
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://utterstream.dev/problems/"
 log = structlog.get_logger("api.edge.problems")
+
+
+class Problem(msgspec.Struct):
+    """An RFC 9457 problem document: every error answer (documentation only;
+    `document` below builds them)."""
+
+    type: Annotated[str, Meta(description="A URL naming the kind of problem")]
+    title: str
+    status: int
+    detail: Annotated[str, Meta(description="What went wrong and what to do about it")]
+    instance: Annotated[str | None, Meta(description="The request's path")] = None
+    field: Annotated[str | None, Meta(description="The field or header at fault")] = None
 
 
 class ApiError(Exception):
@@ -113,7 +126,7 @@ CASSANDRA_UNAVAILABLE = (
 # What each error status means to a client, for the OpenAPI document.
 _DOCUMENTED = {
     400: "The request is not valid; `field` names what to fix",
-    401: "No API key, or an unknown or revoked one (with WWW-Authenticate)",
+    401: "No API key, or an unknown, revoked or expired one (with WWW-Authenticate)",
     404: "Not found, or not this API key's tenant's",
     409: "Conflicts with what is stored, or the same Idempotency-Key is still in flight (Retry-After)",
     413: "The body is larger than the limit",
@@ -204,9 +217,12 @@ def handle_validation(request: Request, exc: ValidationException) -> Response[An
     message = str(first.get("message") or exc.detail)
     field = first.get("key")
     detail = f"{field}: {message}" if field else message
+    if field == "data" and first.get("source") == "body":
+        # An empty body: Litestar never hands it to the DTO.
+        field, detail = None, "The body is empty; send one JSON object."
     return problem(
         400,
-        "invalid-request",
+        "bad-request",
         "The request is not valid",
         detail,
         instance=request.url.path,

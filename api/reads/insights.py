@@ -36,7 +36,7 @@ from typing import Literal, NamedTuple
 import msgspec
 
 from api.edge.problems import BadRequest
-from api.shapes import Insight, InsightPage
+from api.reads.shapes import Insight, InsightPage
 from api.writes.store import Store
 from cql.clock import HOUR, from_ms, from_stored_time, next_month, to_ms
 from cql.insights import hour_of, month_of

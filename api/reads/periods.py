@@ -104,7 +104,12 @@ def _required(raw: str | None, name: str, parsed: datetime | None, expected: str
     if raw is None:
         raise BadRequest(f"`{name}` is required: {expected}.", field=name)
     if parsed is None:
-        raise BadRequest(f"`{name}` must be {expected}; got {raw!r}.", field=name)
+        hint = (
+            " A `+` in a query string reads as a space: send it encoded, as %2B."
+            if " " in raw
+            else ""
+        )
+        raise BadRequest(f"`{name}` must be {expected}; got {raw!r}.{hint}", field=name)
     return parsed
 
 

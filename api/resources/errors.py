@@ -14,8 +14,9 @@ from litestar.params import FromPath
 from api.edge.problems import KEYED, BadRequest, problem_responses
 from api.reads import periods, query
 from api.reads.errors import WINDOWS, TopQuery, WindowsQuery, error_windows, top_errors
+from api.reads.shapes import ErrorWindows, TopErrors
 from api.services import PrincipalDep, ServicesDep
-from api.shapes import LABEL_PATTERN, ErrorWindows, TopErrors
+from api.shapes import LABEL_PATTERN
 
 SINCE_DAYS = 366
 TOP_DEFAULT, TOP_MAX = 10, 100

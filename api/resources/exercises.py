@@ -18,8 +18,9 @@ from api.edge.body import StrictBody
 from api.edge.keyed import keyed_post
 from api.edge.problems import POSTED, BadRequest, ServiceUnavailable, problem_responses
 from api.reads.errors import TopQuery, top_errors
+from api.reads.shapes import ErrorCount
 from api.services import PrincipalDep, Services, ServicesDep
-from api.shapes import ErrorCount, Struct
+from api.shapes import Struct
 from llm import exercises as library
 from llm.exercises import Exercise, ExercisesUnusable, Target
 
@@ -27,11 +28,15 @@ _encoder = msgspec.json.Encoder()
 SINCE_DAYS = 366
 
 
-class ExercisesIn(Struct):
+class ExercisesIn(Struct, frozen=True):
     count: Annotated[int, Meta(ge=1, le=10, description="How many error types to target")] = 3
     since: Annotated[
         date | None, Meta(description="Count errors from this UTC day on; all time if absent")
     ] = None
+
+
+# Frozen, so one instance can be the default: an empty body.
+DEFAULTS = ExercisesIn()
 
 
 class TargetWindow(Struct):
@@ -65,10 +70,11 @@ class ExercisesController(Controller):
         self,
         request: Request,
         user_id: FromPath[str],
-        data: JSONBody[ExercisesIn],
         principal: PrincipalDep,
         services: ServicesDep,
         idempotency_key: idempotency.KeyHeader = None,
+        # Every field has a default, so an empty body means the defaults.
+        data: JSONBody[ExercisesIn] = DEFAULTS,
     ) -> Response[Exercises]:
         async def work(key: str | None) -> idempotency.Answer:
             answer = await exercises_for(services, principal.tenant, user_id, data)

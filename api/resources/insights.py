@@ -16,8 +16,9 @@ from litestar.openapi.spec import OpenAPIType
 from api.edge.problems import KEYED, BadRequest, problem_responses
 from api.reads import periods, query
 from api.reads.insights import InsightsQuery, filters_digest, insight_page, start_position
+from api.reads.shapes import InsightPage
 from api.services import PrincipalDep, ServicesDep
-from api.shapes import ID_PATTERN, Id, InsightPage
+from api.shapes import ID_PATTERN, Id
 from cql.clock import to_stored_time
 from llm.analysis import MAX_TOPIC_CHARS, normalise_topics
 

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, JSONBody
 
 from api.edge import idempotency, limits
-from api.edge.body import StrictBody
+from api.edge.body import BatchBody, StrictBody
 from api.edge.keyed import keyed_post, new_id
 from api.edge.problems import KEYED, POSTED, BadRequest, NotFound, problem_responses
+from api.reads.shapes import Utterance, UtteranceInsight
 from api.services import PrincipalDep, ServicesDep
 from api.shapes import (
     MAX_BATCH_ITEMS,
     Accepted,
+    Batch,
     BatchIn,
     BatchResult,
     ErrorPoint,
-    Utterance,
+    RejectedItem,
     UtteranceIn,
-    UtteranceInsight,
 )
 from api.writes import ingest
 from cql.clock import from_stored_time
@@ -66,7 +68,7 @@ class UtterancesController(Controller):
     @post(
         "/batch",
         operation_id="acceptUtteranceBatch",
-        dto=StrictBody[BatchIn],
+        dto=BatchBody,
         return_dto=None,
         opt={"rate_cost": limits.ITEMS},
         status_code=202,
@@ -81,22 +83,25 @@ class UtterancesController(Controller):
         services: ServicesDep,
         idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[BatchResult]:
+        # BatchBody decodes the BatchIn sent into a Batch: each item an
+        # utterance or a RejectedItem (the annotation is the documented shape).
+        batch = cast(Batch, data)
         most = services.settings.api.max_batch_items
-        if len(data.utterances) > most:
+        if len(batch.utterances) > most:
             raise BadRequest(
-                f"utterances: a batch holds at most {most} items, not {len(data.utterances)}; "
+                f"utterances: a batch holds at most {most} items, not {len(batch.utterances)}; "
                 "split it into smaller batches.",
                 field="utterances",
             )
         request.state.rate_headers.update(
-            await limits.charge(services, principal, len(data.utterances))
+            await limits.charge(services, principal, len(batch.utterances))
         )
         tenant = principal.tenant
 
         async def work(key: str | None) -> idempotency.Answer:
             items = [
-                (item, item.utterance_id or new_id(tenant, key, i))
-                for i, item in enumerate(data.utterances)
+                (item, _utterance_id(item) or new_id(tenant, key, i))
+                for i, item in enumerate(batch.utterances)
             ]
             results = await ingest.accept_batch(
                 services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY
@@ -108,7 +113,7 @@ class UtterancesController(Controller):
             )
             return 202, _encoder.encode(summary)
 
-        return await keyed_post(request, data, principal, services, idempotency_key, work)
+        return await keyed_post(request, batch, principal, services, idempotency_key, work)
 
     @get(
         "/{utterance_id:str}",
@@ -138,6 +143,10 @@ class UtterancesController(Controller):
             status_reason=row.status_reason,
             insight=None if insight is None else _insight(insight),
         )
+
+
+def _utterance_id(item: UtteranceIn | RejectedItem) -> str | None:
+    return item.utterance_id if isinstance(item, UtteranceIn) else None
 
 
 def _insight(row: InsightRow) -> UtteranceInsight:

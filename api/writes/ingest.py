@@ -21,25 +21,56 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from api.edge.idempotency import claimant
 from api.edge.problems import ApiError, BadRequest, Conflict, NotFound, Unprocessable, problem_body
-from api.shapes import Accepted, ItemResult, UtteranceIn
+from api.shapes import Accepted, ItemResult, RejectedItem, UtteranceIn
 from api.writes.store import Store
 from cql.change_feed import entry_for
-from cql.clock import to_stored_time, utc_now
+from cql.clock import EPOCH, to_stored_time, utc_now
 from cql.utterances import UtteranceClaimRow, UtteranceRow
 from runtime.settings import FeedSettings
 
 MAX_FUTURE = timedelta(days=1)
+# The earliest timestamp the reads serve (api/reads/periods.py): an
+# utterance is accepted only if it can be read back.
+EARLIEST = EPOCH.replace(tzinfo=UTC)
 _encoder = msgspec.json.Encoder()
 
 
 def content_hash(item: UtteranceIn) -> bytes:
+    """The utterance as it is stored: its timestamp in UTC at millisecond
+    precision, so the same instant written with another offset is the same
+    utterance."""
+    stored = to_stored_time(item.timestamp).replace(tzinfo=UTC)
+    return _hash(msgspec.structs.replace(item, timestamp=stored))
+
+
+def _spelled_hash(item: UtteranceIn) -> bytes:
+    """The hash of the utterance as sent, which claims made before
+    content_hash normalised the timestamp hold."""
+    return _hash(item)
+
+
+def _hash(item: UtteranceIn) -> bytes:
     return hashlib.sha256(_encoder.encode(item)).digest()
+
+
+def checked_time(moment: datetime, now: datetime) -> datetime:
+    """`moment` as stored, if the reads can serve it: from 1970 up to a day
+    past the server's clock (`now`, stored time)."""
+    if not EARLIEST <= moment <= now.replace(tzinfo=UTC) + MAX_FUTURE:
+        raise BadRequest(
+            "timestamp must lie between 1970-01-01T00:00:00Z and a day past the server's "
+            "clock: nothing earlier can be read back, and nothing more than a day in the "
+            "future is accepted (check the client's clock); "
+            f"got {moment.isoformat()}.",
+            field="timestamp",
+        )
+    return to_stored_time(moment)
 
 
 async def accept(
@@ -54,17 +85,12 @@ async def accept(
     """`index`: the item's place in its request (a batch), which with the
     request's Idempotency-Key identifies this attempt's claims."""
     now = utc_now()
-    ts = to_stored_time(item.timestamp)
-    if ts > now + MAX_FUTURE:
-        raise BadRequest(
-            "timestamp is more than a day in the future; check the client's clock.",
-            field="timestamp",
-        )
+    ts = checked_time(item.timestamp, now)
     await _check_conversation(store, tenant, item)
     if item.utterance_id is not None:
-        duplicate = await _stored_before(store, tenant, item, now, claimant(index))
-        if duplicate is not None:
-            return Accepted(utterance_id=utterance_id, duplicate=duplicate)
+        stored = await _stored_before(store, tenant, item, now, claimant(index))
+        if stored is not None:
+            return stored
     row = _utterance_row(tenant, item, utterance_id, ts, now)
     entry = entry_for(row, feed)
     await store.write_utterance(row, entry)
@@ -96,21 +122,26 @@ async def accept_batch(
     store: Store,
     feed: FeedSettings,
     tenant: str,
-    items: list[tuple[UtteranceIn, str]],
+    items: list[tuple[UtteranceIn | RejectedItem, str]],
     concurrency: int,
 ) -> list[ItemResult]:
     """One result per item, in order. Items run concurrently, bounded, except
     that items sharing an utterance id run one after another in batch order:
-    the first copy stores it and a later clashing body gets 409, every time."""
+    the first copy stores it and a later clashing body gets 409, every time.
+    An item that is not an utterance is refused in its result (400)."""
     slots = asyncio.Semaphore(concurrency)
     results: dict[int, ItemResult] = {}
     by_id: dict[str, list[int]] = {}
-    for index, (_, utterance_id) in enumerate(items):
-        by_id.setdefault(utterance_id, []).append(index)
+    for index, (item, utterance_id) in enumerate(items):
+        if isinstance(item, RejectedItem):
+            results[index] = _refused(index, None, BadRequest(item.detail, field=item.field))
+        else:
+            by_id.setdefault(utterance_id, []).append(index)
 
     async def in_order(indexes: list[int]) -> None:
         for index in indexes:
             item, utterance_id = items[index]
+            assert isinstance(item, UtteranceIn)
             async with slots:
                 results[index] = await _accept_item(store, feed, tenant, index, item, utterance_id)
 
@@ -124,10 +155,16 @@ async def _accept_item(
     try:
         done = await accept(store, feed, tenant, item, utterance_id, index=index)
     except ApiError as exc:
-        status, body, _ = problem_body(exc)
-        return ItemResult(index, status, item.utterance_id, error=body["type"], detail=exc.detail)
+        return _refused(index, item.utterance_id, exc)
     status = 200 if done.duplicate else 201
     return ItemResult(index, status, done.utterance_id, duplicate=done.duplicate)
+
+
+def _refused(index: int, utterance_id: str | None, exc: ApiError) -> ItemResult:
+    status, body, _ = problem_body(exc)
+    return ItemResult(
+        index, status, utterance_id, error=body["type"], detail=exc.detail, field=exc.field
+    )
 
 
 async def _check_conversation(store: Store, tenant: str, item: UtteranceIn) -> None:
@@ -146,23 +183,27 @@ async def _check_conversation(store: Store, tenant: str, item: UtteranceIn) -> N
 
 async def _stored_before(
     store: Store, tenant: str, item: UtteranceIn, now: datetime, claimed_by: str | None
-) -> bool | None:
+) -> Accepted | None:
     """Claim the explicit utterance_id for `claimed_by`. None: write it (first
     time, or a retry finishing a write that died after the claim). Else it is
-    stored: False when by this request's own earlier attempt (the claim
-    records the same claimant), True when by another request."""
+    stored, and the answer carries its stored status: `duplicate` False when
+    by this request's own earlier attempt (the claim records the same
+    claimant), True when by another request."""
+    assert item.utterance_id is not None
     digest = content_hash(item)
     existing = await store.claim_utterance(
         UtteranceClaimRow(tenant, item.utterance_id, digest, now, claimed_by)
     )
     if existing is None:
         return None
-    if existing.request_hash != digest:
+    if existing.request_hash not in (digest, _spelled_hash(item)):
         raise Conflict(
             f"utterance_id {item.utterance_id!r} already holds a different utterance; "
             "send a new utterance_id, or the same content to retry.",
             field="utterance_id",
         )
-    if await store.utterance(tenant, item.utterance_id) is None:
+    row = await store.utterance(tenant, item.utterance_id)
+    if row is None:
         return None
-    return claimed_by is None or existing.claimed_by != claimed_by
+    duplicate = claimed_by is None or existing.claimed_by != claimed_by
+    return Accepted(utterance_id=item.utterance_id, status=row.status, duplicate=duplicate)

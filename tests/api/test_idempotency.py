@@ -245,3 +245,45 @@ async def test_keys_and_feed_entries_live_as_long_as_the_settings_say(
         (entry.shard, entry.bucket, entry.feed_id),
     ).one()
     assert 2 * 86400 - 600 < feed_ttl <= 2 * 86400
+
+
+async def test_the_same_instant_in_another_offset_is_the_same_utterance(client, tenant) -> None:
+    user_id, conversation_id = await learner(client, tenant.headers)
+    utterance_id = f"same-instant-{uuid.uuid4().hex[:8]}"
+    utc = utterance(
+        user_id, conversation_id, utterance_id=utterance_id, timestamp="2026-01-01T07:10:00Z"
+    )
+    paris = utc | {"timestamp": "2026-01-01T08:10:00.000+01:00"}
+    first = await client.post("/v1/utterances", json=utc, headers=tenant.headers)
+    again = await client.post("/v1/utterances", json=paris, headers=tenant.headers)
+    assert first.status_code == 202, first.text
+    assert again.status_code == 202, again.text
+    assert again.json()["duplicate"] is True
+    later = paris | {"timestamp": "2026-01-01T08:10:01+01:00"}
+    other = await client.post("/v1/utterances", json=later, headers=tenant.headers)
+    assert other.status_code == 409
+
+
+async def test_a_duplicate_answers_the_stored_status(client, tenant, db) -> None:
+    from cql.utterances import UTTERANCES
+
+    user_id, conversation_id = await learner(client, tenant.headers)
+    body = utterance(user_id, conversation_id, utterance_id=f"done-{uuid.uuid4().hex[:8]}")
+    assert (await client.post("/v1/utterances", json=body, headers=tenant.headers)).json()[
+        "status"
+    ] == "pending"
+    db.session.execute(
+        db.prepare(UTTERANCES.update(["status"])),
+        ("completed", tenant.name, body["utterance_id"]),
+    )
+    again = await client.post("/v1/utterances", json=body, headers=tenant.headers)
+    assert again.status_code == 202
+    assert again.json() | {"utterance_id": None} == {
+        "utterance_id": None,
+        "status": "completed",
+        "duplicate": True,
+    }
+    batch = await client.post(
+        "/v1/utterances/batch", json={"utterances": [body]}, headers=tenant.headers
+    )
+    assert batch.json()["results"][0]["status"] == 200
