@@ -67,6 +67,19 @@ def api(migrated):
     process.stop()
 
 
+def read_back(api: ApiProcess, tenant, lines: list[dict]) -> list[dict]:
+    """Each line's stored utterance, by its id (explicit or derived), in order."""
+    stored = []
+    with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=10) as client:
+        for line in lines:
+            body = {k: v for k, v in line.items() if k != "user_name"}
+            uid = body.get("utterance_id") or content_id(body)
+            r = client.get(f"/v1/utterances/{uid}")
+            assert r.status_code == 200, (uid, r.text)
+            stored.append(r.json())
+    return stored
+
+
 def test_a_file_loads_once_whatever_the_batch_size(tmp_path, api, db, tenant, settings):
     since = datetime.now(UTC) - timedelta(seconds=5)
     lines = sample_lines(tenant.name, 25)
@@ -95,14 +108,9 @@ def test_a_file_loads_once_whatever_the_batch_size(tmp_path, api, db, tenant, se
     assert (other["accepted"], other["duplicates"], other["replayed"]) == (0, 25, 0)
 
     # Read back: every utterance exactly once, by its id (explicit or derived).
-    headers = tenant.headers
-    with httpx.Client(base_url=api.url, headers=headers, timeout=10) as client:
-        for line in lines:
-            body = {k: v for k, v in line.items() if k != "user_name"}
-            uid = body.get("utterance_id") or content_id(body)
-            r = client.get(f"/v1/utterances/{uid}")
-            assert r.status_code == 200, (uid, r.text)
-            assert r.json()["text"] == line["text"]
+    stored = read_back(api, tenant, lines)
+    assert [u["text"] for u in stored] == [line["text"] for line in lines]
+    with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=10) as client:
         assert client.get("/v1/utterances/bad-line").status_code == 404
     entries = feed_entries(db, settings.feed, tenant.name, since)
     assert len(entries) == 25
@@ -175,14 +183,10 @@ def test_spreadsheet_csv_with_bom_separators_and_mapped_columns(tmp_path, api, t
     rc, second = run_loader(tabs, api, tenant.key, "--map", "content=text")
     assert (rc, second["accepted"], second["rejected"], second["undelivered"]) == (0, 6, 0, 0)
 
-    with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=10) as client:
-        for line in lines:
-            body = {k: v for k, v in line.items() if k != "user_name"}
-            uid = body.get("utterance_id") or content_id(body)
-            r = client.get(f"/v1/utterances/{uid}")
-            assert r.status_code == 200, (uid, r.text)
-            assert r.json()["text"] == line["text"]
-            assert r.json()["errors"] == line["errors"]
+    stored = read_back(api, tenant, lines)
+    assert [(u["text"], u["errors"]) for u in stored] == [
+        (line["text"], line["errors"]) for line in lines
+    ]
 
 
 def test_an_unknown_column_fails_once_up_front(tmp_path, api, tenant):
