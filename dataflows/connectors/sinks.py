@@ -136,16 +136,6 @@ def execute_all(
     return [result.result_or_exc for result in results]
 
 
-def upsert_rows(
-    session: Session,
-    insert: PreparedStatement,
-    table: Table[Any],
-    rows: Iterable[Any],
-    concurrency: int,
-) -> None:
-    execute_all(session, upserts(insert, table, rows), concurrency)
-
-
 def upserts(
     insert: PreparedStatement, table: Table[Any], rows: Iterable[Any]
 ) -> list[tuple[Any, Sequence[Any] | None]]:
@@ -177,17 +167,6 @@ def latest_as_of(items: Iterable[Stamped[Any]]) -> dict[Learner, datetime]:
         learner = (item.row.tenant, item.row.user_id)
         as_of[learner] = max(as_of.get(learner, item.as_of), item.as_of)
     return as_of
-
-
-def merge_facts(
-    table: Table[F], stored: Iterable[F], batch: Iterable[F]
-) -> tuple[list[F], list[F]]:
-    """The facts of a partition once `batch` is written into it, and the
-    batch facts that need writing (see `merge_into`)."""
-    key = attrgetter(*table.primary_key)
-    merged = {key(fact): fact for fact in stored}
-    changed = merge_into(table, merged, batch)
-    return list(merged.values()), changed
 
 
 def merge_into(table: Table[F], facts: dict[Any, F], batch: Iterable[F]) -> list[F]:

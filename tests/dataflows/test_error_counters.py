@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 import msgspec
 import pytest
@@ -19,7 +20,7 @@ from cql.clock import utc_now
 from cql.error_counts import ERROR_POINTS, ErrorPointFact, Window, error_windows
 from dataflows import error_counters
 from dataflows.batching import write_hold
-from dataflows.connectors.sinks import merge_facts
+from dataflows.connectors.sinks import merge_into
 from dataflows.writers.error_writer import Tally, recount, sum_by_pair
 from runtime.generations import generation_key
 from tests import oracle
@@ -98,8 +99,9 @@ def test_a_fact_keeps_its_latest_acceptance_whatever_order_they_come_in():
     ts = datetime(2024, 3, 15, 13, 45)
     first, retried = fact(ts, ts), fact(ts, ts + timedelta(minutes=5))
     for stored, batch in (([first], [retried]), ([retried], [first]), ([], [first, retried])):
-        facts, changed = merge_facts(ERROR_POINTS, stored, batch)
-        assert facts == [retried]
+        held = {attrgetter(*ERROR_POINTS.primary_key)(f): f for f in stored}
+        changed = merge_into(ERROR_POINTS, held, batch)
+        assert list(held.values()) == [retried]
         assert changed == ([] if stored == [retried] else [retried])
 
 
