@@ -22,16 +22,14 @@ same row.
 
 from __future__ import annotations
 
-from typing import Any
-
-import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from cql.clock import DAY, floor_to, to_stored_time
 from cql.learning import LEARNING_EVENTS, LearningFact
-from dataflows.connectors.feed_source import FeedItem, FeedSource
+from dataflows import passthrough
+from dataflows.connectors.feed_source import FeedItem
 from dataflows.connectors.sinks import execute_all, upserts
 from dataflows.resources import acquire_db, flow_settings, release_db
 from runtime.settings import Settings
@@ -76,9 +74,8 @@ class _Writing(StatelessSinkPartition[FeedItem]):
         release_db(self._cassandra)
 
 
-def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
-    """The change feed as this flow reads it (it holds nothing back)."""
-    return FeedSource(name, settings, **options)
+# The passthrough's reading of the feed, unchanged.
+feed_source = passthrough.feed_source
 
 
 def get_flow(
@@ -86,9 +83,6 @@ def get_flow(
     sink: Sink[FeedItem] | None = None,
     settings: Settings | None = None,
 ) -> Dataflow:
+    """The passthrough flow with a sink that writes one row per entry."""
     settings = flow_settings(settings)
-    flow = Dataflow(FLOW)
-    items = op.input("read_feed", flow, source or feed_source(settings))
-    # FeedItem
-    op.output("write_rows", items, sink or RowPerEntrySink(settings))
-    return flow
+    return passthrough.get_flow(source, sink or RowPerEntrySink(settings), settings)
