@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from api.commands.keys import create
 from bench import cpu
-from bench.common import ApiServer, bench_settings, create_key, make_learners, summarize
+from bench.common import ApiServer, bench_settings, make_learners, summarize
 from bench.live_clients import (
     SSE_CLIENTS,
     WS_CLIENTS,
@@ -44,6 +45,9 @@ from bench.live_clients import (
     ws_client,
 )
 from cql.migrate import migrate
+from cql.session import Db
+from runtime.logs import configure_logging
+from runtime.settings import Settings
 
 
 def _lost_and_duplicated(ledger: Ledger, users: list[str]) -> dict[str, int]:
@@ -155,6 +159,15 @@ async def _drive(
     }  # fmt: skip
 
 
+def _key(settings: Any, tenant: str) -> str:
+    """A key without a practical rate limit whose live cap fits every client."""
+    db = Db.open(settings.cassandra)
+    try:
+        return create(db, tenant, 1_000_000.0, 1_000_000, None, 10 * SSE_CLIENTS)[1]
+    finally:
+        db.close()
+
+
 def run(
     quick: bool, log: Any, seconds: float | None = None, rate: float = 200.0, flows: bool = True
 ) -> dict[str, Any]:
@@ -164,12 +177,17 @@ def run(
     migrate(settings.cassandra)
     seconds = seconds or (60.0 if quick else 600.0)
     tenant = f"bench-live-{os.getpid()}"
-    key = create_key(settings, tenant)
+    key = _key(settings, tenant)
     api = ApiServer(settings, workers=2)
     running = None
     try:
         if flows:
             running = Flows(settings, Path(tempfile.mkdtemp(prefix="bench-live-")))
+            db = Db.open(settings.cassandra)
+            try:
+                running.wait_swept(db, settings.feed.shards)
+            finally:
+                db.close()
         learners = make_learners(api.url, key, SSE_CLIENTS + WS_CLIENTS, tenant)
         log(f"live: {SSE_CLIENTS} SSE + {WS_CLIENTS} WebSocket clients, {rate}/s for {seconds} s")
         result = asyncio.run(_drive(api, key, learners, rate, seconds, log))
@@ -192,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-flows", action="store_true", help="without the dataflows (no errors events)"
     )
     args = p.parse_args(argv)
+    configure_logging(Settings.from_env().log)  # to stderr: stdout is the result
     result = run(
         args.quick, lambda m: sys.stderr.write(m + "\n"), args.seconds, args.rate, not args.no_flows
     )

@@ -35,7 +35,7 @@ class Ledger:
         self.first_seen: dict[str, float] = {}
         self.errors_seen: dict[str, float] = {}
         self.reconnects = 0
-        self.cursors: dict[int, str] = {}  # WebSocket client -> last id
+        self.cursors: dict[int, str] = {}  # client -> the last id it got
         self.failures: dict[str, int] = defaultdict(int)
 
     def posted(self, user: str, uid: str, minute: str, sent: float) -> None:
@@ -45,7 +45,9 @@ class Ledger:
 
     def event(self, client: int, name: str, data: dict[str, Any]) -> None:
         now = time.monotonic()
-        if name == "utterance" and data.get("status") == "pending":
+        if name in ("reset", "closed"):
+            self.failures[f"got_{name}"] += 1
+        elif name == "utterance" and data.get("status") == "pending":
             self.seen[client].append(data["utterance_id"])
             self.first_seen.setdefault(data["utterance_id"], now)
         elif name == "errors":
@@ -68,32 +70,45 @@ def _body(user: str, conv: str) -> tuple[dict[str, Any], str]:
 async def sse_client(
     url: str, key: str, user: str, index: int, ledger: Ledger, over: asyncio.Event
 ) -> None:
-    cursor: str | None = None
+    """Follows one learner; drops its connection every 5-20 s and resumes
+    from the last id it got, as EventSource does (ledger.cursors)."""
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10, read=30)) as client:
         while not over.is_set():
             headers = {"Authorization": f"Bearer {key}"}
-            if cursor:
+            if cursor := ledger.cursors.get(index):
                 headers["Last-Event-ID"] = cursor
             params = {"user_id": user, "types": "utterance,errors", "client_id": f"sse-{index}"}
-            drop_at = time.monotonic() + random.uniform(5, 20)
             try:
                 async with client.stream("GET", "/v1/live", headers=headers, params=params) as r:
-                    current: dict[str, str] = {}
-                    async for line in r.aiter_lines():
-                        if line == "":
-                            cursor = current.get("id", cursor)
-                            if "data" in current:
-                                ledger.event(index, current["event"], json.loads(current["data"]))
-                            current = {}
-                        elif not line.startswith(":"):
-                            name, _, value = line.partition(": ")
-                            current[name] = value
-                        if over.is_set() or time.monotonic() > drop_at:
-                            break
+                    if r.status_code != 200:
+                        ledger.failures[f"sse_{r.status_code}"] += 1
+                        await asyncio.sleep(float(r.headers.get("Retry-After", 1)))
+                        continue
+                    drop_at = time.monotonic() + random.uniform(5, 20)
+                    await _read(r, index, ledger, over, drop_at)
             except httpx.HTTPError:
                 ledger.failures["sse_dropped"] += 1
                 await asyncio.sleep(0.2)
             ledger.reconnects += 1
+
+
+async def _read(
+    r: httpx.Response, index: int, ledger: Ledger, over: asyncio.Event, drop_at: float
+) -> None:
+    """Events into the ledger until the run is over or it is time to drop."""
+    current: dict[str, str] = {}
+    async for line in r.aiter_lines():
+        if line == "":
+            if "id" in current:
+                ledger.cursors[index] = current["id"]
+            if "data" in current:
+                ledger.event(index, current["event"], json.loads(current["data"]))
+            current = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            current[name] = value
+        if over.is_set() or time.monotonic() > drop_at:
+            break
 
 
 def ws_client(

@@ -8,8 +8,9 @@ durably written, and where every API process reads them.
   trims whole nodes only, so it keeps at least the retention), and the key
   expires twice the retention after the last append, so an idle tenant's
   stream goes away.
-- Publishing never fails the write it follows: a Redis error is logged and
-  counted, and the tenants whose events were lost are remembered; the next
+- Publishing never fails the write it follows, and is never retried (an
+  XADD whose answer timed out may have been applied: a retry would append
+  the event twice): a Redis error is logged and counted, and the tenants whose events were lost are remembered; the next
   append that succeeds first puts a `reset` entry in each of their streams,
   which tells a client to read the current state over REST. (A process that
   dies with such a gap unreported leaves it unreported: the events' absolute
@@ -114,7 +115,7 @@ class Publisher:
     """For synchronous writers (the counting flows' sinks)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._redis: redis.Redis = connect(settings.redis)
+        self._redis: redis.Redis = connect(settings.redis, once=True)
         self._retention_ms = settings.live.retention_s * 1000
         self._gaps = _Gaps()
 
@@ -136,8 +137,8 @@ class AsyncPublisher:
     """For writers on an event loop (API workers, the insights flow); the
     client connects on first use, on the loop that uses it."""
 
-    def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
-        self._redis = client if client is not None else connect_async(settings.redis)
+    def __init__(self, settings: Settings) -> None:
+        self._redis: aioredis.Redis = connect_async(settings.redis, once=True)
         self._retention_ms = settings.live.retention_s * 1000
         self._gaps = _Gaps()
 
@@ -153,3 +154,6 @@ class AsyncPublisher:
             self._gaps.lost(events, exc)
             return
         self._gaps.sent(events, gaps)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -31,6 +31,7 @@ class Live:
     blocking: aioredis.Redis
 
     async def aclose(self) -> None:
+        await self.publisher.aclose()
         await self.sessions.aclose()
         await self.hub.aclose()
         await self.blocking.aclose()
@@ -44,7 +45,7 @@ def open_live(settings: Settings, client: aioredis.Redis) -> Live:
     return Live(
         settings=live,
         redis=client,
-        publisher=AsyncPublisher(settings, client),
+        publisher=AsyncPublisher(settings),
         hub=hub,
         feed=Feed(hub, client, live.retention_s, live.heartbeat_s),
         sessions=Sessions(client, blocking, hub, live),

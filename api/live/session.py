@@ -112,14 +112,15 @@ class Sessions:
         while True:
             await asyncio.sleep(self.settings.renew_s)
             sessions = list(self.local.values())
-            results = await asyncio.gather(
-                *(self.slots.renew(s.tenant, s.client_id, s.token) for s in sessions),
-                return_exceptions=True,
-            )
-            for session, held in zip(sessions, results, strict=True):
-                if isinstance(held, BaseException):
-                    log.warning("live_renew_failed", tenant=session.tenant, error=repr(held))
-                elif not held:
+            if not sessions:
+                continue
+            try:
+                held = await self.slots.renew([(s.tenant, s.client_id, s.token) for s in sessions])
+            except redis.RedisError as exc:  # the leases outlast two more tries
+                log.warning("live_renew_failed", sessions=len(sessions), error=repr(exc))
+                continue
+            for session, still in zip(sessions, held, strict=True):
+                if not still:
                     session.subscriber.close("replaced")
 
     async def _listen_kicks(self) -> None:

@@ -76,6 +76,7 @@ def _now_ms() -> int:
 
 class Slots:
     def __init__(self, client: aioredis.Redis, lease_s: float) -> None:
+        self._client = client
         self._lease_ms = int(lease_s * 1000)
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
@@ -89,9 +90,15 @@ class Slots:
             return Admission(True, previous or None, 0.0)
         return Admission(False, None, max(1.0, math.ceil(int(detail) / 1000)))
 
-    async def renew(self, tenant: str, client_id: str, token: str) -> bool:
-        args = [_now_ms(), self._lease_ms, client_id, token]
-        return bool(await self._renew(keys=_keys(tenant), args=args))
+    async def renew(self, held: list[tuple[str, str, str]]) -> list[bool]:
+        """Renew each (tenant, client_id, token) in one round trip; False
+        where the slot is no longer this connection's."""
+        pipe = self._client.pipeline(transaction=False)
+        now = _now_ms()
+        for tenant, client_id, token in held:
+            args = [now, self._lease_ms, client_id, token]
+            await self._renew(keys=_keys(tenant), args=args, client=pipe)
+        return [bool(result) for result in await pipe.execute()]
 
     async def release(self, tenant: str, client_id: str, token: str) -> None:
         await self._release(keys=_keys(tenant), args=[client_id, token])
