@@ -50,13 +50,14 @@ from runtime.logs import configure_logging
 from runtime.settings import Settings
 
 
-def _lost_and_duplicated(ledger: Ledger, users: list[str]) -> dict[str, int]:
-    lost = duplicated = 0
+def _lost_and_duplicated(ledger: Ledger, users: list[str]) -> dict[str, Any]:
+    lost: list[tuple[int, str]] = []
+    duplicated = 0
     for client, user in enumerate(users):
         received = ledger.seen[client]
-        lost += len(set(ledger.posted_by_user[user]) - set(received))
+        lost += [(client, uid) for uid in set(ledger.posted_by_user[user]) - set(received)]
         duplicated += len(received) - len(set(received))
-    return {"lost": lost, "duplicated": duplicated}
+    return {"lost": len(lost), "duplicated": duplicated, "lost_sample": lost[:10]}
 
 
 def _latencies(ledger: Ledger) -> dict[str, Any]:
@@ -81,7 +82,8 @@ class _Clients:
         self.ledger = Ledger()
         self.sse_learners, self.ws_learners = learners[:SSE_CLIENTS], learners[SSE_CLIENTS:]
         self.listening, self.posting = asyncio.Event(), asyncio.Event()
-        self.threads_over = threading.Event()
+        self.threads_over, self.sending = threading.Event(), threading.Event()
+        self.sending.set()
         self.api, self.key = api, key
 
     async def start(self, rate: float) -> None:
@@ -94,7 +96,7 @@ class _Clients:
         self.threads = [
             threading.Thread(
                 target=ws_client,
-                args=(api.url, key, learner, i, ledger, ws_rate, self.threads_over),
+                args=(api.url, key, learner, i, ledger, ws_rate, self.threads_over, self.sending),
                 daemon=True,
             )
             for i, learner in enumerate(self.ws_learners)
@@ -110,10 +112,11 @@ class _Clients:
 
     async def stop(self) -> None:
         self.posting.set()
-        self.threads_over.set()
+        self.sending.clear()
         await self.poster
         await asyncio.sleep(8)  # events in flight, the errors flow's last batches
         self.listening.set()
+        self.threads_over.set()
         await asyncio.gather(*self.sse, return_exceptions=True)
         for thread in self.threads:
             thread.join(15)

@@ -113,7 +113,7 @@ async def _read(
 
 def ws_client(
     url: str, key: str, learner: tuple[str, str], index: int, ledger: Ledger, rate: float,
-    over: threading.Event,
+    over: threading.Event, sending: threading.Event,
 ) -> None:  # fmt: skip
     """One WebSocket client, in a thread (websocket-client is synchronous):
     an utterance every 1/rate s on average, every message read as it comes."""
@@ -131,7 +131,7 @@ def ws_client(
             time.sleep(0.5)
             continue
         try:
-            _ws_session(ws, learner, index, ledger, rate, over, pending)
+            _ws_session(ws, learner, index, ledger, rate, (over, sending), pending)
         except Exception:  # the worker was killed: reconnect
             ledger.failures["ws_dropped"] += 1
         finally:
@@ -140,15 +140,17 @@ def ws_client(
 
 def _ws_session(
     ws: websocket.WebSocket, learner: tuple[str, str], index: int, ledger: Ledger, rate: float,
-    over: threading.Event, pending: dict[str, tuple[str, float, str]],
+    flags: tuple[threading.Event, threading.Event], pending: dict[str, tuple[str, float, str]],
 ) -> None:  # fmt: skip
+    """Reads until `over`; sends while `sending` is set."""
     user, conv = learner
+    over, sending = flags
     next_send = time.monotonic() + random.expovariate(rate)
     while not over.is_set():
         ws.settimeout(max(0.01, next_send - time.monotonic()))
         with contextlib.suppress(websocket.WebSocketTimeoutException):
             _ws_take(json.loads(ws.recv()), index, ledger, pending)
-        if time.monotonic() >= next_send:
+        if time.monotonic() >= next_send and sending.is_set():
             body, minute = _body(user, conv)
             key = f"k{random.getrandbits(64):x}"
             pending[key] = (user, time.monotonic(), minute)

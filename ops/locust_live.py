@@ -67,37 +67,39 @@ class LiveSocket(User):
     def _await_answers(self, key: str, sent: float) -> None:
         utterance_id: str | None = None
         waiting = {"accepted", "event"}
-        seen_event_for: set[str] = set()
-        deadline = sent + ANSWER_TIMEOUT_S
-        while waiting and time.perf_counter() < deadline:
+        events_at: dict[str, float] = {}  # utterance_id -> when its event came
+        while waiting and time.perf_counter() < sent + ANSWER_TIMEOUT_S:
             try:
                 message = json.loads(self.ws.recv())
             except Exception as exc:  # closed or timed out: both answers fail
                 for name in waiting:
-                    self._record(name, sent, exc)
+                    self._record(name, sent, error=exc)
                 return
             kind = message["type"]
             if kind in ("problem", "busy") and message.get("idempotency_key") == key:
                 for name in waiting:
-                    self._record(name, sent, RuntimeError(json.dumps(message)[:200]))
+                    self._record(name, sent, error=RuntimeError(json.dumps(message)[:200]))
                 return
             if kind == "accepted" and message.get("idempotency_key") == key:
                 utterance_id = message["utterance_id"]
                 self._record("accepted", sent)
                 waiting.discard("accepted")
             elif kind == "event" and message["event"] == "utterance":
-                seen_event_for.add(message["data"]["utterance_id"])
-            if "event" in waiting and utterance_id in seen_event_for:
-                self._record("event", sent)
+                events_at[message["data"]["utterance_id"]] = time.perf_counter()
+            if "event" in waiting and utterance_id in events_at:
+                # The event is published before the answer, so it often comes first.
+                self._record("event", sent, at=events_at[utterance_id])
                 waiting.discard("event")
         for name in waiting:
-            self._record(name, sent, TimeoutError(f"no {name} within {ANSWER_TIMEOUT_S} s"))
+            self._record(name, sent, error=TimeoutError(f"no {name} within {ANSWER_TIMEOUT_S} s"))
 
-    def _record(self, name: str, sent: float, error: Exception | None = None) -> None:
+    def _record(
+        self, name: str, sent: float, at: float | None = None, error: Exception | None = None
+    ) -> None:
         self.environment.events.request.fire(
             request_type="WSS",
             name=name,
-            response_time=(time.perf_counter() - sent) * 1000,
+            response_time=((at or time.perf_counter()) - sent) * 1000,
             response_length=0,
             exception=error,
             context={},
