@@ -13,9 +13,9 @@ current one.
 A replay, a duplicate feed entry or a resume after a crash rewrites the same
 counts rather than adding to them: the batch never is the count.
 
-`as_of` on each row is the feed watermark of the batch that last rewrote
-it: every utterance acknowledged before it is counted (see
-dataflows/connectors/feed_source.py). `late_events` counts the points
+`as_of` on each row is the watermark its feed shard had published when
+the batch that last rewrote it was read: everything that shard read before
+it is written (see dataflows/connectors/feed_source.py). `late_events` counts the points
 written (accepted by the API) more than `late_after_s` after their window's
 end.
 
@@ -34,10 +34,11 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from cql.change_feed import FeedEntry
 from cql.clock import DAY, floor_to, to_stored_time
 from cql.error_counts import ErrorPointFact
 from cql.learning import ERROR_FLOW
-from dataflows.batching import batch_by_learner, write_hold
+from dataflows.batching import batch_by_learner
 from dataflows.connectors.feed_source import FeedItem, FeedSource
 from dataflows.connectors.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.resources import flow_settings
@@ -61,9 +62,15 @@ def error_points(item: FeedItem) -> list[ErrorPoint]:
                 e.tenant, e.user_id, day, e.ts, e.utterance_id, index, *pair, written_at
             ),
             item.watermark,
+            item.ticket,
         )
         for index, pair in enumerate(e.errors)
     ]
+
+
+def error_point_count(entry: FeedEntry) -> int:
+    """How many items error_points makes of an entry (the feed's ledger)."""
+    return len(entry.errors)
 
 
 def learner_key(point: Stamped[ErrorPointFact]) -> str:
@@ -73,7 +80,7 @@ def learner_key(point: Stamped[ErrorPointFact]) -> str:
 def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
     """The change feed as this flow reads it; `name` is what its progress is
     recorded under, `options` go to FeedSource (start, stop_at, ...)."""
-    return FeedSource(name, settings, hold=write_hold(settings.dataflow), **options)
+    return FeedSource(name, settings, weigh=error_point_count, **options)
 
 
 def get_flow(

@@ -27,7 +27,7 @@ from bytewax.outputs import Sink
 
 from cql.clock import DAY, floor_to, to_stored_time
 from cql.learning import LEARNING_FLOW, LearningFact
-from dataflows.batching import batch_by_learner, write_hold
+from dataflows.batching import batch_by_learner
 from dataflows.connectors.feed_source import FeedItem, FeedSource
 from dataflows.connectors.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.resources import flow_settings
@@ -51,7 +51,7 @@ def learning_event(item: FeedItem) -> LearningEvent:
         entry.words_learned,
         to_stored_time(entry.feed_time),
     )
-    return Stamped(fact, item.watermark)
+    return Stamped(fact, item.watermark, item.ticket)
 
 
 def learner_key(event: LearningEvent) -> str:
@@ -61,7 +61,7 @@ def learner_key(event: LearningEvent) -> str:
 def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
     """The change feed as this flow reads it; `name` is what its progress is
     recorded under, `options` go to FeedSource (start, stop_at, ...)."""
-    return FeedSource(name, settings, hold=write_hold(settings.dataflow), **options)
+    return FeedSource(name, settings, **options)
 
 
 def get_flow(
