@@ -68,6 +68,8 @@ _MAX_SPAN = timedelta(minutes=10)
 # See Progress: how long a resumed partition leaves the previous run's items
 # that its snapshot restored in the collect step to be written.
 _RESUME_GRACE = timedelta(seconds=5)
+# How often a shard asks the ledger whether a waiting sweep is written.
+_PUBLISH_CHECK = timedelta(seconds=0.1)
 
 
 class FeedItem(msgspec.Struct, frozen=True):
@@ -163,6 +165,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         self._emitted = set(state.emitted)
         self._reads = 0  # reads that emitted entries, numbered for the ledger
         self._swept_at: datetime | None = None
+        self._next_poll = source.clock()
         self._awake: datetime | None = None
         self._read_at = source.clock()  # when this shard last read an entry
         self._entries = ENTRIES_READ.labels(self._flow, str(shard))
@@ -183,6 +186,10 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         now = self._clock()
         if self._stop_at is not None and self._position >= self._stop_at:
             return self._finish(now)
+        if now < self._next_poll:  # woken only to see whether a sweep is written
+            self._progress.publish(now)
+            self._wake(now)
+            return []
         readable = now - self._lag
         if self._stop_at is not None:
             readable = min(readable, self._stop_at)
@@ -193,7 +200,8 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         sweep = self._swept_at is None or now - self._swept_at >= every
         if until == self._position and not sweep:
             self._progress.publish(now)
-            self._awake = now + poll
+            self._next_poll = now + poll
+            self._wake(now)
             return []
         entries, full = self._read(until, sweep)
         if full:
@@ -207,11 +215,20 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             self._progress.swept(read, until, now)
         items = self._owed(read, entries)
         self._progress.publish(now)
-        self._awake = None if full or until < readable else now + poll
+        self._next_poll = now if full or until < readable else now + poll
+        self._wake(now)
         if entries:
             self._read_at = now
         self._entries.inc(len(entries))
         return items
+
+    def _wake(self, now: datetime) -> None:
+        """Wake for the next poll, or sooner while a sweep waits for the
+        sinks: its publication then costs a Redis read, not a feed read."""
+        wake = self._next_poll
+        if self._progress.waiting:
+            wake = min(wake, now + _PUBLISH_CHECK)
+        self._awake = None if wake <= now else wake
 
     def _owed(self, read: int, entries: list[FeedEntry]) -> list[FeedItem]:
         """The entries as items of read number `read`, owed to the sinks in
