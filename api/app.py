@@ -36,6 +36,7 @@ from api.resources.exercises import ExercisesController
 from api.resources.health import HealthController
 from api.resources.insights import InsightsController
 from api.resources.learning import LearningController
+from api.resources.listings import ListingsController
 from api.resources.users import UsersController
 from api.resources.utterances import UtterancesController
 from api.services import Services, lifespan, services_of
@@ -180,6 +181,7 @@ def keyed_routes() -> Router:
         path="/",
         route_handlers=[
             UsersController,
+            ListingsController,
             ConversationsController,
             UtterancesController,
             ErrorCountsController,

@@ -15,6 +15,7 @@ from litestar.di import NamedDependency
 
 from api.edge.auth import KeyCache, Principal
 from api.edge.problems import ServiceUnavailable
+from api.reads.listings import ListingReads
 from api.reads.served import ServedReads
 from api.writes.store import Store
 from cql.session import Db
@@ -38,6 +39,7 @@ class Services:
     limiter: RedisRateLimiter
     llm: LlmClient
     served: ServedReads
+    listings: ListingReads
 
 
 # Handler parameters injected by name (wired in api.app.create_app).
@@ -65,6 +67,7 @@ def open_services(settings: Settings) -> Services:
         # LLM_DEADLINE_S, retries included, instead of attempts x timeout.
         llm=LlmClient(settings.llm, client, deadline_s=LLM_DEADLINE_S),
         served=ServedReads(db),
+        listings=ListingReads(db),
     )
 
 
