@@ -31,6 +31,7 @@ from api.edge.metrics import MetricsController
 from api.edge.middleware import REQUEST_ID, EdgeMiddleware, unrouted
 from api.edge.problems import exception_handlers, handle_http_exception
 from api.resources.conversations import ConversationsController
+from api.resources.erasure import ErasureController
 from api.resources.errors import ErrorCountsController
 from api.resources.exercises import ExercisesController
 from api.resources.health import HealthController
@@ -182,6 +183,7 @@ def keyed_routes() -> Router:
         route_handlers=[
             UsersController,
             ListingsController,
+            ErasureController,
             ConversationsController,
             UtterancesController,
             ErrorCountsController,

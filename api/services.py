@@ -17,6 +17,7 @@ from api.edge.auth import KeyCache, Principal
 from api.edge.problems import ServiceUnavailable
 from api.reads.listings import ListingReads
 from api.reads.served import ServedReads
+from api.writes.erase import Eraser
 from api.writes.store import Store
 from cql.session import Db
 from llm.client import LlmClient
@@ -40,6 +41,7 @@ class Services:
     llm: LlmClient
     served: ServedReads
     listings: ListingReads
+    eraser: Eraser
 
 
 # Handler parameters injected by name (wired in api.app.create_app).
@@ -68,6 +70,7 @@ def open_services(settings: Settings) -> Services:
         llm=LlmClient(settings.llm, client, deadline_s=LLM_DEADLINE_S),
         served=ServedReads(db),
         listings=ListingReads(db),
+        eraser=Eraser(db, settings),
     )
 
 

@@ -55,6 +55,7 @@ from cql.insights import InsightRow
 from cql.learning import INSIGHTS_FLOW
 from dataflows.connectors.feed_source import FeedItem, FeedSource
 from dataflows.resources import acquire_db, flow_settings, release_db
+from dataflows.writers.insight_erasure import InsightErasure
 from dataflows.writers.insight_writer import FAILED, Analyst, InsightWriter, Subject, open_analyst
 from llm.analysis import PROMPT_VERSION
 from runtime.settings import Settings
@@ -123,14 +124,16 @@ class InsightSink(DynamicSink[Batch]):
 class _InsightPartition(StatelessSinkPartition[Batch]):
     def __init__(self, settings: Settings) -> None:
         self._cassandra = settings.cassandra
-        writer = InsightWriter(acquire_db(settings.cassandra), settings)
+        db = acquire_db(settings.cassandra)
+        writer = InsightWriter(db, settings)
+        self._erasure = InsightErasure(db, settings)
         # One loop for the worker's life: the LLM client, its Redis client
         # and its limiters belong to the loop they were made on.
         self._loop = asyncio.new_event_loop()
         self._analyst = self._loop.run_until_complete(open_analyst(writer, settings))
 
     def write_batch(self, items: list[Batch]) -> None:
-        batch = subjects(item for _lane, lane_items in items for item in lane_items)
+        batch = subjects(self._erasure.live([i for _lane, lane in items for i in lane]))
         counts = self._loop.run_until_complete(process(self._analyst, batch))
         log.info("insights.batch", entries=sum(len(i) for _l, i in items), **counts)
 
