@@ -11,6 +11,7 @@ import pytest
 from cql import (
     api_keys,
     change_feed,
+    erasure,
     error_counts,
     insights,
     learners,
@@ -29,6 +30,7 @@ ALL_TABLES: tuple[Table, ...] = tuple(
     value
     for module in (
         api_keys,
+        erasure,
         learners,
         utterances,
         change_feed,
