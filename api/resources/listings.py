@@ -5,65 +5,27 @@ with an opaque token (the reads: api/reads/listings.py)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
+from typing import Any
 
-import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromPath
 
 from api.edge.problems import KEYED, BadRequest, NotFound, problem_responses
-from api.reads import pages, periods, query
+from api.reads import listing_params, pages, query
 from api.reads.listing_shapes import ConversationPage, ListedUtterance, UserPage, UtterancePage
 from api.reads.listings import ID_END, UtteranceTuple
 from api.services import PrincipalDep, Services, ServicesDep
-from api.shapes import Conversation, ErrorPoint, Id, User
+from api.shapes import Conversation, ErrorPoint, User
 from cql.clock import EPOCH, from_ms, from_stored_time, to_ms, to_stored_time
 
-LIMIT_DEFAULT, LIMIT_MAX = 50, 100
 LONGEST = timedelta(days=92)
 PAGED = ("limit", "page_token")
-UTC_ZONE = ZoneInfo("UTC")
 
-PAGING_DOC = f"""At most `limit` rows a page (1 to {LIMIT_MAX}, default
-{LIMIT_DEFAULT}); pass `next_page_token` back as `page_token`, with the same
+PAGING_DOC = f"""At most `limit` rows a page (1 to {listing_params.LIMIT_MAX}, default
+{listing_params.LIMIT_DEFAULT}); pass `next_page_token` back as `page_token`, with the same
 path and filters, for the next page (`limit` may change). Walking every page
 returns each row once; `next_page_token` is null on the last page."""
-
-Limit = Annotated[
-    str | None,
-    query.param(
-        "Most rows on the page",
-        type=query.INTEGER,
-        minimum=1,
-        maximum=LIMIT_MAX,
-        default=LIMIT_DEFAULT,
-    ),
-]
-PageToken = Annotated[
-    str | None, query.param("next_page_token of the previous page", type=query.STRING)
-]
-Prefix = Annotated[
-    str | None, query.param("Only learners whose id starts with this", type=query.STRING)
-]
-DayFrom = Annotated[
-    str | None,
-    query.param(
-        "Start of the range (inclusive): a date (its start in UTC) or RFC 3339 with an offset",
-        name="from",
-        required=True,
-        one_of=[query.DATE, query.DATE_TIME],
-    ),
-]
-DayTo = Annotated[
-    str | None,
-    query.param(
-        "End of the range (exclusive): a date (its start in UTC) or RFC 3339 with an offset",
-        required=True,
-        one_of=[query.DATE, query.DATE_TIME],
-    ),
-]
 
 
 class ListingsController(Controller):
@@ -82,13 +44,15 @@ class ListingsController(Controller):
         request: Request,
         principal: PrincipalDep,
         services: ServicesDep,
-        prefix: Prefix = None,
-        limit: Limit = None,
-        page_token: PageToken = None,
+        prefix: listing_params.Prefix = None,
+        limit: listing_params.Limit = None,
+        page_token: listing_params.PageToken = None,
     ) -> UserPage:
         query.reject_unknown(request, ("prefix", *PAGED))
-        start = _prefix(prefix)
-        size = query.integer(limit, "limit", 1, LIMIT_MAX, LIMIT_DEFAULT)
+        start = listing_params.prefix(prefix)
+        size = query.integer(
+            limit, "limit", 1, listing_params.LIMIT_MAX, listing_params.LIMIT_DEFAULT
+        )
         belongs_to = pages.digest(principal.tenant, "users", start)
         after = None if page_token is None else pages.decode(page_token, belongs_to, tuple[str])[0]
         if after is not None and not after.startswith(start):
@@ -128,12 +92,14 @@ class ListingsController(Controller):
         user_id: FromPath[str],
         principal: PrincipalDep,
         services: ServicesDep,
-        limit: Limit = None,
-        page_token: PageToken = None,
+        limit: listing_params.Limit = None,
+        page_token: listing_params.PageToken = None,
     ) -> ConversationPage:
         query.reject_unknown(request, PAGED)
         tenant = principal.tenant
-        size = query.integer(limit, "limit", 1, LIMIT_MAX, LIMIT_DEFAULT)
+        size = query.integer(
+            limit, "limit", 1, listing_params.LIMIT_MAX, listing_params.LIMIT_DEFAULT
+        )
         belongs_to = pages.digest(tenant, "conversations", user_id)
         after = "" if page_token is None else pages.decode(page_token, belongs_to, tuple[str])[0]
         user, rows = await asyncio.gather(
@@ -164,14 +130,16 @@ class ListingsController(Controller):
         user_id: FromPath[str],
         principal: PrincipalDep,
         services: ServicesDep,
-        from_: DayFrom = None,
-        to: DayTo = None,
-        limit: Limit = None,
-        page_token: PageToken = None,
+        from_: listing_params.DayFrom = None,
+        to: listing_params.DayTo = None,
+        limit: listing_params.Limit = None,
+        page_token: listing_params.PageToken = None,
     ) -> UtterancePage:
         query.reject_unknown(request, ("from", "to", *PAGED))
-        start, end = _range(from_, to)
-        size = query.integer(limit, "limit", 1, LIMIT_MAX, LIMIT_DEFAULT)
+        start, end = listing_params.utterance_range(from_, to, LONGEST)
+        size = query.integer(
+            limit, "limit", 1, listing_params.LIMIT_MAX, listing_params.LIMIT_DEFAULT
+        )
         belongs_to = pages.digest(
             principal.tenant, "user-utterances", user_id, to_ms(start), to_ms(end)
         )
@@ -196,11 +164,13 @@ class ListingsController(Controller):
         conversation_id: FromPath[str],
         principal: PrincipalDep,
         services: ServicesDep,
-        limit: Limit = None,
-        page_token: PageToken = None,
+        limit: listing_params.Limit = None,
+        page_token: listing_params.PageToken = None,
     ) -> UtterancePage:
         query.reject_unknown(request, PAGED)
-        size = query.integer(limit, "limit", 1, LIMIT_MAX, LIMIT_DEFAULT)
+        size = query.integer(
+            limit, "limit", 1, listing_params.LIMIT_MAX, listing_params.LIMIT_DEFAULT
+        )
         belongs_to = pages.digest(principal.tenant, "conversation-utterances", conversation_id)
         after = _after(page_token, belongs_to, (EPOCH, ""))
         scope = ("conversation", conversation_id)
@@ -263,33 +233,6 @@ def _after(
     except (OverflowError, ValueError):
         raise BadRequest(
             "`page_token` is outside the range asked for.", field="page_token"
-        ) from None
-
-
-def _range(from_: str | None, to: str | None) -> tuple[datetime, datetime]:
-    """[from, to) as stored (naive UTC, milliseconds, rounded up so that
-    `ts >= from` and `ts < to` mean the same for stored times)."""
-    start = periods.day_or_instant(from_, "from", UTC_ZONE).astimezone(UTC)
-    end = periods.day_or_instant(to, "to", UTC_ZONE).astimezone(UTC)
-    periods.checked_range(start, end, LONGEST)
-    return _stored_ceil(start), _stored_ceil(end)
-
-
-def _stored_ceil(moment: datetime) -> datetime:
-    stored = to_stored_time(moment)
-    return stored if stored == moment.replace(tzinfo=None) else stored + timedelta(milliseconds=1)
-
-
-def _prefix(raw: str | None) -> str:
-    if raw is None:
-        return ""
-    try:
-        return msgspec.convert(raw, Id)
-    except msgspec.ValidationError:
-        raise BadRequest(
-            "`prefix` must be the start of a user_id: 1-128 characters, letters, digits"
-            " and . _ : @ -, starting with a letter or digit.",
-            field="prefix",
         ) from None
 
 
