@@ -31,11 +31,13 @@ from api.edge.metrics import MetricsController
 from api.edge.middleware import REQUEST_ID, EdgeMiddleware, unrouted
 from api.edge.problems import exception_handlers, handle_http_exception
 from api.resources.conversations import ConversationsController
+from api.resources.erasure import ErasureController
 from api.resources.errors import ErrorCountsController
 from api.resources.exercises import ExercisesController
 from api.resources.health import HealthController
 from api.resources.insights import InsightsController
 from api.resources.learning import LearningController
+from api.resources.listings import ListingsController
 from api.resources.users import UsersController
 from api.resources.utterances import UtterancesController
 from api.services import Services, lifespan, services_of
@@ -180,6 +182,8 @@ def keyed_routes() -> Router:
         path="/",
         route_handlers=[
             UsersController,
+            ListingsController,
+            ErasureController,
             ConversationsController,
             UtterancesController,
             ErrorCountsController,

@@ -15,7 +15,9 @@ from litestar.di import NamedDependency
 
 from api.edge.auth import KeyCache, Principal
 from api.edge.problems import ServiceUnavailable
+from api.reads.listings import ListingReads
 from api.reads.served import ServedReads
+from api.writes.erase import Eraser
 from api.writes.store import Store
 from cql.session import Db
 from llm.client import LlmClient
@@ -38,6 +40,8 @@ class Services:
     limiter: RedisRateLimiter
     llm: LlmClient
     served: ServedReads
+    listings: ListingReads
+    eraser: Eraser
 
 
 # Handler parameters injected by name (wired in api.app.create_app).
@@ -65,6 +69,8 @@ def open_services(settings: Settings) -> Services:
         # LLM_DEADLINE_S, retries included, instead of attempts x timeout.
         llm=LlmClient(settings.llm, client, deadline_s=LLM_DEADLINE_S),
         served=ServedReads(db),
+        listings=ListingReads(db),
+        eraser=Eraser(db, settings),
     )
 
 

@@ -42,6 +42,7 @@ from dataflows.batching import batch_by_learner
 from dataflows.connectors.feed_source import FeedItem, FeedSource
 from dataflows.connectors.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.resources import flow_settings
+from dataflows.writers.erasure import Erasure, erasing, erasure_of, error_partitions
 from dataflows.writers.error_writer import ErrorCountWriter
 from runtime.settings import Settings
 
@@ -50,9 +51,12 @@ FLOW = ERROR_FLOW
 ErrorPoint = Stamped[ErrorPointFact]
 
 
-def error_points(item: FeedItem) -> list[ErrorPoint]:
+def error_points(item: FeedItem) -> list[ErrorPoint | Stamped[Erasure]]:
     """One fact per error point of the utterance, numbered in the order the
-    client sent them; an utterance without errors has none."""
+    client sent them; an utterance without errors has none. An erase entry
+    goes on as the erasure, to the learner's writer."""
+    if (erasure := erasure_of(item)) is not None:
+        return [erasure]
     e = item.entry
     written_at = to_stored_time(e.feed_time)
     day = floor_to(e.ts, DAY)
@@ -70,10 +74,10 @@ def error_points(item: FeedItem) -> list[ErrorPoint]:
 
 def error_point_count(entry: FeedEntry) -> int:
     """How many items error_points makes of an entry (the feed's ledger)."""
-    return len(entry.errors)
+    return 1 if entry.erased_at is not None else len(entry.errors)
 
 
-def learner_key(point: Stamped[ErrorPointFact]) -> str:
+def learner_key(point: Stamped[ErrorPointFact] | Stamped[Erasure]) -> str:
     return learner_key_of(point.row.tenant, point.row.user_id)
 
 
@@ -93,10 +97,11 @@ def get_flow(
     items = op.input("read_feed", flow, source or feed_source(settings))
     # FeedItem
     points = op.flat_map("explode_error_points", items, error_points)
-    # Stamped[ErrorPointFact]
+    # Stamped[ErrorPointFact], or Stamped[Erasure] of an erase entry
     keyed = op.key_on("key_by_learner", points, learner_key)
     # (learner_key, Stamped[ErrorPointFact])
     batches = batch_by_learner(keyed, settings.dataflow)
     # (learner_key, [Stamped[ErrorPointFact]]): what came within a flush interval
-    op.output("write_error_counts", batches, sink or LearnerSink(settings, ErrorCountWriter))
+    writer = erasing(ErrorCountWriter, error_partitions)
+    op.output("write_error_counts", batches, sink or LearnerSink(settings, writer))
     return flow
