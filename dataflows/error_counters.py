@@ -14,8 +14,10 @@ A replay, a duplicate feed entry or a resume after a crash rewrites the same
 counts rather than adding to them: the batch never is the count.
 
 `as_of` on each row is the feed watermark of the batch that last rewrote
-it: every utterance acknowledged before it is counted (see
-dataflows/connectors/feed_source.py). `late_events` counts the points
+it (every utterance acknowledged before it is counted; see
+dataflows/connectors/feed_source.py), or the acceptance time of the newest
+utterance counted in the row when that is later: a batch's watermark lags
+the entries it carries. `late_events` counts the points
 written (accepted by the API) more than `late_after_s` after their window's
 end.
 

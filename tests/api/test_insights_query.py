@@ -21,6 +21,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from cql.insights import InsightRow
+from cql.learning import DATAFLOW_PROGRESS, ProgressRow
 from cql.session import Db
 from dataflows.writers.insight_writer import InsightWriter
 from runtime.settings import Settings
@@ -440,3 +441,39 @@ def test_an_utterance_shows_its_insight_with_provenance_or_why_it_failed(
 
 def _fields(row: InsightRow) -> dict[str, Any]:
     return {f: getattr(row, f) for f in row.__struct_fields__}
+
+
+# ---- dates, as_of and learners as on every read
+
+
+def test_dates_are_days_in_tz(api: TestClient, dataset: Dataset) -> None:
+    params = {"from": "2025-03-31", "to": "2025-04-01", "tz": "Asia/Kolkata", "limit": 1000}
+    ids = [i["utterance_id"] for i in walk(api, dataset.tenant, params, iter(lambda: 1000, None))]
+    expected = dataset.expected(
+        {"from": "2025-03-31T00:00:00+05:30", "to": "2025-04-01T00:00:00+05:30"}
+    )
+    assert expected and ids == expected
+    bad_zone = get(api, dataset.tenant, params | {"tz": "Asia/Calcutta "})
+    assert bad_zone.status_code == 400 and bad_zone.json()["field"] == "tz"
+
+
+def test_as_of_is_the_insights_flow_progress(api: TestClient, db: Db, dataset: Dataset) -> None:
+    served = api.app.state.services.served
+    flow, served.insights_flow = served.insights_flow, f"test-insights-{uuid.uuid4().hex[:8]}"
+    try:
+        params = {"from": at(0), "to": at(1)}
+        assert get(api, dataset.tenant, params).json()["as_of"] is None
+        statement = db.prepare(DATAFLOW_PROGRESS.insert())
+        for shard, position in ((0, datetime(2026, 5, 1, 12)), (1, datetime(2026, 5, 1, 11))):
+            row = ProgressRow(served.insights_flow, shard, position, position)
+            db.session.execute(statement, DATAFLOW_PROGRESS.values(row))
+        assert get(api, dataset.tenant, params).json()["as_of"] == "2026-05-01T11:00:00Z"
+    finally:
+        served.insights_flow = flow
+
+
+def test_an_unknown_learner_is_404(api: TestClient, dataset: Dataset) -> None:
+    r = get(api, dataset.tenant, {"from": at(0), "to": at(1), "user_id": "nobody"})
+    assert r.status_code == 404, r.text
+    assert r.json()["field"] == "user_id"
+    assert get(api, dataset.tenant, {"from": at(0), "to": at(1), "user_id": "ana"}).is_success
