@@ -98,6 +98,8 @@ class ErrorPointIn(Struct):
 
 
 class ErrorPoint(Struct):
+    """An error point as stored: lower case since labels are case-insensitive."""
+
     category: str
     subcategory: str
 
