@@ -64,26 +64,16 @@ async def error_windows(
         rows = (row for part in parts for row in part)
         if asked.category is not None or asked.subcategory is not None:
             rows = (row for row in rows if _wanted(row, asked))
+        listed = windows(rows, plan, asked.zone)
         answer = ErrorWindows(
-            user_id,
-            asked.window,
-            plan.start,
-            plan.end,
-            as_of,
-            windows(rows, plan, asked.zone),
-            asked.zone.key,
+            user_id, asked.window, plan.start, plan.end, as_of, listed, asked.zone.key
         )
         return _encoder.encode(answer), as_of
 
+    ends = plan.end.astimezone(UTC)
+    key = _cache_key(asked)
     return await answer_cache.answer(
-        services.redis,
-        tenant,
-        user_id,
-        f"errors|{asked.window}|{asked.zone.key}|{plan.start}|{plan.end}|{asked.category}"
-        f"|{asked.subcategory}",
-        compute,
-        ends=plan.end.astimezone(UTC),
-        now=now,
+        services.redis, tenant, user_id, key, compute, ends=ends, now=now
     )
 
 
@@ -151,6 +141,12 @@ def since_slices(since: date, today: date) -> list[Slice]:
     if whole < this_month:
         found.append(("month", MONTH_ROWS, whole, this_month))
     return [*found, rest_of_year]
+
+
+def _cache_key(asked: WindowsQuery) -> str:
+    start, end = asked.plan.start, asked.plan.end
+    labels = f"{asked.category}|{asked.subcategory}"
+    return f"errors|{asked.window}|{asked.zone.key}|{start}|{end}|{labels}"
 
 
 def _wanted(row: ErrorCountTuple, asked: WindowsQuery) -> bool:
