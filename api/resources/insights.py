@@ -45,10 +45,11 @@ one topic's (`topic`, matched as stored: lowercase).
 
 `from` and `to` are each a date YYYY-MM-DD, meaning the start of that day
 in `tz` (an IANA name, default UTC), or an RFC 3339 timestamp with an
-offset, at most {MAX_RANGE.days} days apart (on the clock of `tz`). At most `limit` insights per page (1 to
-{LIMIT_MAX}, default {LIMIT_DEFAULT}); pass `next_page_token` back as
-`page_token`, with the same filters, for the next page (`limit` may
-change). Walking every page returns each insight once, even while new ones
+offset, at most {MAX_RANGE.days} days apart (on the clock of `tz`).
+
+At most `limit` insights per page (1 to {LIMIT_MAX}, default
+{LIMIT_DEFAULT}); pass `next_page_token` back as `page_token`, with the same
+filters, for the next page (`limit` may change). Walking every page returns each insight once, even while new ones
 arrive. A page may be short, or empty, and still have a token: each page
 reads a bounded stretch of the range. `next_page_token` is null once the
 range is exhausted.
