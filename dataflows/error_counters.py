@@ -13,9 +13,10 @@ current one.
 A replay, a duplicate feed entry or a resume after a crash rewrites the same
 counts rather than adding to them: the batch never is the count.
 
-`as_of` on each row is the watermark its feed shard had published when
-the batch that last rewrote it was read: everything that shard read before
-it is written (see dataflows/connectors/feed_source.py). `late_events` counts the points
+`as_of` on each row is the sweep position (`FeedItem.watermark`) its feed
+shard had read to when the batch that last rewrote it was read, or the
+acceptance time of the newest utterance counted in the row when that is
+later: the row was counted no earlier than either. `late_events` counts the points
 written (accepted by the API) more than `late_after_s` after their window's
 end.
 
