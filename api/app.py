@@ -31,11 +31,11 @@ from api.edge.metrics import MetricsController
 from api.edge.middleware import REQUEST_ID, EdgeMiddleware, unrouted
 from api.edge.problems import exception_handlers, handle_http_exception
 from api.resources.conversations import ConversationsController
-from api.resources.erasure import ErasureController
 from api.resources.errors import ErrorCountsController
 from api.resources.exercises import ExercisesController
 from api.resources.health import HealthController
 from api.resources.insights import InsightsController
+from api.resources.learner import LearnerController
 from api.resources.learning import LearningController
 from api.resources.listings import ListingsController
 from api.resources.users import UsersController
@@ -183,7 +183,7 @@ def keyed_routes() -> Router:
         route_handlers=[
             UsersController,
             ListingsController,
-            ErasureController,
+            LearnerController,
             ConversationsController,
             UtterancesController,
             ErrorCountsController,

@@ -11,7 +11,7 @@ import msgspec
 
 from api.edge.problems import BadRequest
 from api.reads import periods, query
-from api.shapes import Id
+from api.shapes import ID_PATTERN, Id
 from cql.clock import to_stored_time
 
 LIMIT_DEFAULT, LIMIT_MAX = 50, 100
@@ -31,7 +31,13 @@ PageToken = Annotated[
     str | None, query.param("next_page_token of the previous page", type=query.STRING)
 ]
 Prefix = Annotated[
-    str | None, query.param("Only learners whose id starts with this", type=query.STRING)
+    str | None,
+    query.param(
+        "Only learners whose id starts with this",
+        type=query.STRING,
+        pattern=ID_PATTERN,
+        max_length=128,
+    ),
 ]
 DayFrom = Annotated[
     str | None,

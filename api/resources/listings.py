@@ -1,4 +1,4 @@
-"""The listings: GET /v1/users, /v1/users/{id}, /v1/users/{id}/conversations,
+"""The listings: GET /v1/users, /v1/users/{id}/conversations,
 /v1/users/{id}/utterances and /v1/conversations/{id}/utterances, each paged
 with an opaque token (the reads: api/reads/listings.py)."""
 
@@ -62,21 +62,6 @@ class ListingsController(Controller):
         )
         users = [User(r.user_id, r.email, r.name, from_stored_time(r.created_at)) for r in rows]
         return UserPage(users[:size], _next(users, size, lambda u: (u.user_id,), belongs_to))
-
-    @get(
-        "/users/{user_id:str}",
-        operation_id="getUser",
-        tags=["learners"],
-        summary="One learner",
-        responses=problem_responses(*KEYED, 404),
-    )
-    async def user(
-        self, user_id: FromPath[str], principal: PrincipalDep, services: ServicesDep
-    ) -> User:
-        row = await services.store.user(principal.tenant, user_id)
-        if row is None:
-            raise _no_learner(user_id)
-        return User(row.user_id, row.email, row.name, from_stored_time(row.created_at))
 
     @get(
         "/users/{user_id:str}/conversations",

@@ -1,21 +1,22 @@
-"""DELETE /v1/users/{user_id}: erase a learner (api/writes/erase.py)."""
+"""One learner: GET /v1/users/{user_id}, and DELETE to erase it
+(api/writes/erase.py). One controller, so the path answers OPTIONS with both."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 import structlog
-from litestar import Controller, delete
+from litestar import Controller, delete, get
 from litestar.params import FromPath
 from redis.exceptions import RedisError
 
 from api.edge.problems import KEYED, NotFound, problem_responses
 from api.services import PrincipalDep, ServicesDep
-from api.shapes import Struct
+from api.shapes import Struct, User
 from cql.clock import from_stored_time
 from runtime.generations import generation_key
 
-log = structlog.get_logger("api.resources.erasure")
+log = structlog.get_logger("api.resources.learner")
 
 ERASE_DOC = """\
 Erases the learner: its utterances (with their insights and processing
@@ -35,9 +36,23 @@ class Erased(Struct):
     erased_at: datetime
 
 
-class ErasureController(Controller):
+class LearnerController(Controller):
     path = "/v1/users"
     tags = ["learners"]
+
+    @get(
+        "/{user_id:str}",
+        operation_id="getUser",
+        summary="One learner",
+        responses=problem_responses(*KEYED, 400, 404),
+    )
+    async def user(
+        self, user_id: FromPath[str], principal: PrincipalDep, services: ServicesDep
+    ) -> User:
+        row = await services.store.user(principal.tenant, user_id)
+        if row is None:
+            raise NotFound(f"Learner {user_id!r} does not exist.", field="user_id")
+        return User(row.user_id, row.email, row.name, from_stored_time(row.created_at))
 
     @delete(
         "/{user_id:str}",
@@ -45,7 +60,7 @@ class ErasureController(Controller):
         status_code=200,
         summary="Erase a learner and everything derived from it",
         description=ERASE_DOC,
-        responses=problem_responses(*KEYED, 404),
+        responses=problem_responses(*KEYED, 400, 404),
     )
     async def erase(
         self, user_id: FromPath[str], principal: PrincipalDep, services: ServicesDep
