@@ -17,19 +17,8 @@ from cql.clock import to_stored_time
 LIMIT_DEFAULT, LIMIT_MAX = 50, 100
 UTC_ZONE = ZoneInfo("UTC")
 
-Limit = Annotated[
-    str | None,
-    query.param(
-        "Most rows on the page",
-        type=query.INTEGER,
-        minimum=1,
-        maximum=LIMIT_MAX,
-        default=LIMIT_DEFAULT,
-    ),
-]
-PageToken = Annotated[
-    str | None, query.param("next_page_token of the previous page", type=query.STRING)
-]
+Limit = Annotated[str | None, query.page_limit("rows", LIMIT_MAX, LIMIT_DEFAULT)]
+PageToken = Annotated[str | None, query.PAGE_TOKEN]
 Prefix = Annotated[
     str | None,
     query.param(

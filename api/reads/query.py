@@ -38,6 +38,15 @@ def param(
     )
 
 
+def page_limit(rows: str, most: int, default: int) -> Any:
+    """The `limit` of a paged read: 1 to `most` `rows` a page."""
+    return param(f"Most {rows} on the page", type=INTEGER, minimum=1, maximum=most, default=default)
+
+
+# The `page_token` of a paged read, as its previous page gave it.
+PAGE_TOKEN = param("next_page_token of the previous page", type=STRING)
+
+
 def reject_unknown(request: Request, known: Collection[str]) -> None:
     for name in request.query_params:
         if name not in known:

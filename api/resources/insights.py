@@ -77,19 +77,8 @@ Learner = Annotated[
     str | None, query.param("Only this learner's", type=query.STRING, pattern=ID_PATTERN)
 ]
 Topic = Annotated[str | None, query.param("Only insights with this topic", type=query.STRING)]
-Limit = Annotated[
-    str | None,
-    query.param(
-        "Most insights on the page",
-        type=query.INTEGER,
-        minimum=1,
-        maximum=LIMIT_MAX,
-        default=LIMIT_DEFAULT,
-    ),
-]
-PageToken = Annotated[
-    str | None, query.param("next_page_token of the previous page", type=query.STRING)
-]
+Limit = Annotated[str | None, query.page_limit("insights", LIMIT_MAX, LIMIT_DEFAULT)]
+PageToken = Annotated[str | None, query.PAGE_TOKEN]
 
 
 class InsightsController(Controller):
