@@ -63,6 +63,11 @@ def _stored_ceil(moment: datetime) -> datetime:
     return stored if stored == moment.replace(tzinfo=None) else stored + timedelta(milliseconds=1)
 
 
+def page_size(raw: str | None) -> int:
+    """The rows a page holds: `limit`, or the default."""
+    return query.integer(raw, "limit", 1, LIMIT_MAX, LIMIT_DEFAULT)
+
+
 def prefix(raw: str | None) -> str:
     if raw is None:
         return ""

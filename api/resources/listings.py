@@ -50,9 +50,7 @@ class ListingsController(Controller):
     ) -> UserPage:
         query.reject_unknown(request, ("prefix", *PAGED))
         start = listing_params.prefix(prefix)
-        size = query.integer(
-            limit, "limit", 1, listing_params.LIMIT_MAX, listing_params.LIMIT_DEFAULT
-        )
+        size = listing_params.page_size(limit)
         belongs_to = pages.digest(principal.tenant, "users", start)
         after = None if page_token is None else pages.decode(page_token, belongs_to, tuple[str])[0]
         if after is not None and not after.startswith(start):
@@ -82,9 +80,7 @@ class ListingsController(Controller):
     ) -> ConversationPage:
         query.reject_unknown(request, PAGED)
         tenant = principal.tenant
-        size = query.integer(
-            limit, "limit", 1, listing_params.LIMIT_MAX, listing_params.LIMIT_DEFAULT
-        )
+        size = listing_params.page_size(limit)
         belongs_to = pages.digest(tenant, "conversations", user_id)
         after = "" if page_token is None else pages.decode(page_token, belongs_to, tuple[str])[0]
         user, rows = await asyncio.gather(
@@ -122,9 +118,7 @@ class ListingsController(Controller):
     ) -> UtterancePage:
         query.reject_unknown(request, ("from", "to", *PAGED))
         start, end = listing_params.utterance_range(from_, to, LONGEST)
-        size = query.integer(
-            limit, "limit", 1, listing_params.LIMIT_MAX, listing_params.LIMIT_DEFAULT
-        )
+        size = listing_params.page_size(limit)
         belongs_to = pages.digest(
             principal.tenant, "user-utterances", user_id, to_ms(start), to_ms(end)
         )
@@ -153,9 +147,7 @@ class ListingsController(Controller):
         page_token: listing_params.PageToken = None,
     ) -> UtterancePage:
         query.reject_unknown(request, PAGED)
-        size = query.integer(
-            limit, "limit", 1, listing_params.LIMIT_MAX, listing_params.LIMIT_DEFAULT
-        )
+        size = listing_params.page_size(limit)
         belongs_to = pages.digest(principal.tenant, "conversation-utterances", conversation_id)
         after = _after(page_token, belongs_to, (EPOCH, ""))
         scope = ("conversation", conversation_id)
