@@ -37,7 +37,9 @@ from api.resources.errors import ErrorCountsController
 from api.resources.exercises import ExercisesController
 from api.resources.health import HealthController
 from api.resources.insights import InsightsController
+from api.resources.learner import LearnerController
 from api.resources.learning import LearningController
+from api.resources.listings import ListingsController
 from api.resources.live import LiveController, live_socket
 from api.resources.users import UsersController
 from api.resources.utterances import UtterancesController
@@ -185,6 +187,8 @@ def keyed_routes() -> Router:
         path="/",
         route_handlers=[
             UsersController,
+            ListingsController,
+            LearnerController,
             ConversationsController,
             UtterancesController,
             ErrorCountsController,

@@ -16,7 +16,9 @@ from litestar.di import NamedDependency
 from api.edge.auth import KeyCache, Principal
 from api.edge.problems import ServiceUnavailable
 from api.live.service import Live, open_live
+from api.reads.listings import ListingReads
 from api.reads.served import ServedReads
+from api.writes.erase import Eraser
 from api.writes.store import Store
 from cql.session import Db
 from llm.client import LlmClient
@@ -40,6 +42,8 @@ class Services:
     llm: LlmClient
     served: ServedReads
     live: Live
+    listings: ListingReads
+    eraser: Eraser
 
 
 # Handler parameters injected by name (wired in api.app.create_app).
@@ -68,6 +72,8 @@ def open_services(settings: Settings) -> Services:
         llm=LlmClient(settings.llm, client, deadline_s=LLM_DEADLINE_S),
         served=ServedReads(db),
         live=open_live(settings, client),
+        listings=ListingReads(db),
+        eraser=Eraser(db, settings),
     )
 
 

@@ -76,9 +76,32 @@ class Conversation(Struct):
     started_at: datetime
 
 
+# Labels are case-insensitive: GRAMMAR and grammar are one category.
+LABEL_CASE = (
+    "Case-insensitive: lower-cased when accepted, so GRAMMAR and grammar are one label "
+    "(labels stored before this rule keep their case)"
+)
+CaseLabel = Annotated[
+    str, Meta(min_length=1, max_length=64, pattern=LABEL_PATTERN, description=LABEL_CASE)
+]
+
+
+class ErrorPointIn(Struct):
+    category: CaseLabel
+    subcategory: CaseLabel
+
+    def __post_init__(self) -> None:
+        # Here rather than in the handlers: every way in (a POST, a batch
+        # item, a comparison with what is stored) sees one spelling.
+        self.category = self.category.lower()
+        self.subcategory = self.subcategory.lower()
+
+
 class ErrorPoint(Struct):
-    category: Label
-    subcategory: Label
+    """An error point as stored: lower case since labels are case-insensitive."""
+
+    category: str
+    subcategory: str
 
 
 class UtteranceIn(Struct):
@@ -94,7 +117,7 @@ class UtteranceIn(Struct):
         ),
     ]
     timestamp: AwareTime
-    errors: Annotated[list[ErrorPoint], Meta(max_length=100)] = []
+    errors: Annotated[list[ErrorPointIn], Meta(max_length=100)] = []
     words_learned: Annotated[int, Meta(ge=0, le=100_000)] = 0
     utterance_id: Id | None = None
 

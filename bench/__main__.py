@@ -97,6 +97,7 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = common.bench_settings()
+    common.own_metrics_dir()
     tag = common.run_id()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run: dict[str, Any] = {"stamp": stamp, "machine": common.machine(), "errors": {}}

@@ -8,6 +8,7 @@ import asyncio
 import math
 import os
 import platform
+import shutil
 import subprocess
 import threading
 import time
@@ -27,6 +28,9 @@ from runtime.settings import CassandraSettings, Settings
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 LOG_DIR = ROOT / ".local" / "log"
+# The Prometheus samples of the bench's own processes: never the folder the
+# API of ops/up serves /metrics from, so a run's counters stay out of it.
+METRICS_DIR = ROOT / ".local" / "bench" / "metrics"
 BENCH_KEYSPACE = os.environ.get("UTTERSTREAM_BENCH_KEYSPACE", "utterstream_bench")
 TEXT = "Yesterday I goed to the market and buyed three apples for my grandmother."
 ERRORS = [
@@ -53,6 +57,15 @@ def bench_settings() -> Settings:
         llm=base.llm,
         dataflow=base.dataflow,
     )
+
+
+def own_metrics_dir(folder: Path = METRICS_DIR) -> Path:
+    """Empty `folder` and make it the metrics folder of every process the
+    bench starts from now on (they inherit this environment)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
 
 
 def summarize(latencies_ms: Sequence[float]) -> dict[str, float | None]:

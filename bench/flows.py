@@ -11,7 +11,7 @@ stretch of the feed in this process, with W workers, one after the other:
 the passthrough (dataflows/passthrough.py: the feed source into a sink that
 only counts), the reference (bench/reference.py: the feed source into one
 Cassandra row per entry, written as the writers write), error_counters and
-learning; the references run again at the end and their faster run counts.
+learning, and then again in the reverse order; each flow's faster run counts.
 Reported: entries/s of each, the ratios error_counters / reference and
 learning / reference (target at least 0.5), and each against the
 passthrough.
@@ -64,12 +64,11 @@ TARGET_RATIO = 0.5
 # replay.replay runs a flow by name from this table; the reference is the
 # bench's own, so it joins the table here.
 replay.FLOWS.setdefault(reference.FLOW, reference)
-# The order of the replays: each reference before and after the flows, and
-# its faster run counts (the first run of all pays for a cold page cache).
-ORDER = (
-    passthrough.FLOW, reference.FLOW, error_counters.FLOW, learning.FLOW,
-    reference.FLOW, passthrough.FLOW,
-)  # fmt: skip
+# The order of the replays: every flow twice, mirrored (the first run of all
+# pays for a cold page cache, and a machine that drifts during the section
+# favours none), and each flow's faster run counts.
+_ONCE = (passthrough.FLOW, reference.FLOW, error_counters.FLOW, learning.FLOW)
+ORDER = _ONCE + _ONCE[::-1]
 
 
 # ---- throughput

@@ -30,8 +30,10 @@ from cql.clock import DAY, floor_to, to_stored_time
 from cql.learning import LEARNING_EVENTS, LearningFact
 from dataflows import passthrough
 from dataflows.connectors.feed_source import FeedItem
+from dataflows.connectors.ledger import pay
 from dataflows.connectors.sinks import execute_all, upserts
 from dataflows.resources import acquire_db, flow_settings, release_db
+from runtime.redis_client import connect
 from runtime.settings import Settings
 
 FLOW = "reference"
@@ -65,12 +67,15 @@ class _Writing(StatelessSinkPartition[FeedItem]):
         self._session = db.session
         self._insert = db.prepare(LEARNING_EVENTS.insert(), idempotent=True)
         self._concurrency = settings.cassandra.max_in_flight
+        self._redis = connect(settings.redis)
 
     def write_batch(self, items: list[FeedItem]) -> None:
         rows = [entry_row(item) for item in items]
         execute_all(self._session, upserts(self._insert, LEARNING_EVENTS, rows), self._concurrency)
+        pay(self._redis, (item.ticket for item in items))
 
     def close(self) -> None:
+        self._redis.close()
         release_db(self._cassandra)
 
 

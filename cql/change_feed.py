@@ -52,6 +52,9 @@ class FeedEntry(msgspec.Struct):
     ts: datetime
     errors: ErrorPoints
     words_learned: int
+    # Set only on the entries that announce a learner's erasure
+    # (cql/erasure.py): when it was erased; such an entry is no utterance.
+    erased_at: datetime | None = None
 
     @property
     def feed_time(self) -> datetime:

@@ -66,6 +66,10 @@ class Table(Generic[R]):
         cql = f"UPDATE {self.name}{_using_ttl(ttl_s)} SET {sets} WHERE {where}"
         return cql + (f" IF {condition}" if condition else "")
 
+    def delete(self, key: Sequence[str] | None = None) -> str:
+        """DELETE a partition (or, given `key` columns, what they select)."""
+        return f"DELETE FROM {self.name} WHERE {self.key_where(key)}"
+
     def key_where(self, key: Sequence[str] | None = None) -> str:
         return " AND ".join(f"{c} = ?" for c in (key or self.partition_key))
 

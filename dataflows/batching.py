@@ -26,12 +26,6 @@ from runtime.settings import DataflowSettings
 
 T = TypeVar("T")
 
-# What the source's watermark allows for the time between reading an entry
-# and the sink's write of it: the collect interval, and the write itself (an
-# allowance, not a bound: a sink slower than that under load makes the
-# published watermark optimistic by the difference).
-_WRITE_ALLOWANCE = timedelta(seconds=0.5)
-
 
 def batch_by_learner(
     keyed: Stream[tuple[str, T]], settings: DataflowSettings
@@ -42,9 +36,3 @@ def batch_by_learner(
         timeout=timedelta(seconds=settings.flush_interval_s),
         max_size=settings.batch_max_items,
     )
-
-
-def write_hold(settings: DataflowSettings) -> timedelta:
-    """How long after a feed entry is read the counting flows may take to
-    write it, at most: the source's watermark is its position less this."""
-    return timedelta(seconds=settings.flush_interval_s) + _WRITE_ALLOWANCE

@@ -13,9 +13,10 @@ current one.
 A replay, a duplicate feed entry or a resume after a crash rewrites the same
 counts rather than adding to them: the batch never is the count.
 
-`as_of` on each row is the feed watermark of the batch that last rewrote
-it: every utterance acknowledged before it is counted (see
-dataflows/connectors/feed_source.py). `late_events` counts the points
+`as_of` on each row is the sweep position (`FeedItem.watermark`) its feed
+shard had read to when the batch that last rewrote it was read, or the
+acceptance time of the newest utterance counted in the row when that is
+later: the row was counted no earlier than either. `late_events` counts the points
 written (accepted by the API) more than `late_after_s` after their window's
 end.
 
@@ -34,13 +35,15 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from cql.change_feed import FeedEntry
 from cql.clock import DAY, floor_to, to_stored_time
 from cql.error_counts import ErrorPointFact
 from cql.learning import ERROR_FLOW
-from dataflows.batching import batch_by_learner, write_hold
+from dataflows.batching import batch_by_learner
 from dataflows.connectors.feed_source import FeedItem, FeedSource
 from dataflows.connectors.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.resources import flow_settings
+from dataflows.writers.erasure import Erasure, erasing, erasure_of, error_partitions
 from dataflows.writers.error_writer import ErrorCountWriter
 from runtime.settings import Settings
 
@@ -49,9 +52,12 @@ FLOW = ERROR_FLOW
 ErrorPoint = Stamped[ErrorPointFact]
 
 
-def error_points(item: FeedItem) -> list[ErrorPoint]:
+def error_points(item: FeedItem) -> list[ErrorPoint | Stamped[Erasure]]:
     """One fact per error point of the utterance, numbered in the order the
-    client sent them; an utterance without errors has none."""
+    client sent them; an utterance without errors has none. An erase entry
+    goes on as the erasure, to the learner's writer."""
+    if (erasure := erasure_of(item)) is not None:
+        return [erasure]
     e = item.entry
     written_at = to_stored_time(e.feed_time)
     day = floor_to(e.ts, DAY)
@@ -61,19 +67,25 @@ def error_points(item: FeedItem) -> list[ErrorPoint]:
                 e.tenant, e.user_id, day, e.ts, e.utterance_id, index, *pair, written_at
             ),
             item.watermark,
+            item.ticket,
         )
         for index, pair in enumerate(e.errors)
     ]
 
 
-def learner_key(point: Stamped[ErrorPointFact]) -> str:
+def error_point_count(entry: FeedEntry) -> int:
+    """How many items error_points makes of an entry (the feed's ledger)."""
+    return 1 if entry.erased_at is not None else len(entry.errors)
+
+
+def learner_key(point: Stamped[ErrorPointFact] | Stamped[Erasure]) -> str:
     return learner_key_of(point.row.tenant, point.row.user_id)
 
 
 def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
     """The change feed as this flow reads it; `name` is what its progress is
     recorded under, `options` go to FeedSource (start, stop_at, ...)."""
-    return FeedSource(name, settings, hold=write_hold(settings.dataflow), **options)
+    return FeedSource(name, settings, weigh=error_point_count, **options)
 
 
 def get_flow(
@@ -86,10 +98,11 @@ def get_flow(
     items = op.input("read_feed", flow, source or feed_source(settings))
     # FeedItem
     points = op.flat_map("explode_error_points", items, error_points)
-    # Stamped[ErrorPointFact]
+    # Stamped[ErrorPointFact], or Stamped[Erasure] of an erase entry
     keyed = op.key_on("key_by_learner", points, learner_key)
     # (learner_key, Stamped[ErrorPointFact])
     batches = batch_by_learner(keyed, settings.dataflow)
     # (learner_key, [Stamped[ErrorPointFact]]): what came within a flush interval
-    op.output("write_error_counts", batches, sink or LearnerSink(settings, ErrorCountWriter))
+    writer = erasing(ErrorCountWriter, error_partitions)
+    op.output("write_error_counts", batches, sink or LearnerSink(settings, writer))
     return flow

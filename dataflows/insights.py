@@ -54,9 +54,12 @@ from cql.change_feed import shard_of
 from cql.insights import InsightRow
 from cql.learning import INSIGHTS_FLOW
 from dataflows.connectors.feed_source import FeedItem, FeedSource
+from dataflows.connectors.ledger import pay
 from dataflows.resources import acquire_db, flow_settings, release_db
+from dataflows.writers.insight_erasure import InsightErasure
 from dataflows.writers.insight_writer import FAILED, Analyst, InsightWriter, Subject, open_analyst
 from llm.analysis import PROMPT_VERSION
+from runtime.redis_client import connect
 from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -123,18 +126,24 @@ class InsightSink(DynamicSink[Batch]):
 class _InsightPartition(StatelessSinkPartition[Batch]):
     def __init__(self, settings: Settings) -> None:
         self._cassandra = settings.cassandra
-        writer = InsightWriter(acquire_db(settings.cassandra), settings)
+        db = acquire_db(settings.cassandra)
+        writer = InsightWriter(db, settings)
+        self._erasure = InsightErasure(db, settings)
         # One loop for the worker's life: the LLM client, its Redis client
         # and its limiters belong to the loop they were made on.
         self._loop = asyncio.new_event_loop()
         self._analyst = self._loop.run_until_complete(open_analyst(writer, settings))
+        self._redis = connect(settings.redis)
 
     def write_batch(self, items: list[Batch]) -> None:
-        batch = subjects(item for _lane, lane_items in items for item in lane_items)
+        entries = [item for _lane, lane_items in items for item in lane_items]
+        batch = subjects(self._erasure.live(entries))
         counts = self._loop.run_until_complete(process(self._analyst, batch))
-        log.info("insights.batch", entries=sum(len(i) for _l, i in items), **counts)
+        pay(self._redis, (item.ticket for item in entries))
+        log.info("insights.batch", entries=len(entries), **counts)
 
     def close(self) -> None:
+        self._redis.close()
         self._loop.run_until_complete(self._analyst.aclose())
         self._loop.close()
         release_db(self._cassandra)

@@ -27,10 +27,11 @@ from bytewax.outputs import Sink
 
 from cql.clock import DAY, floor_to, to_stored_time
 from cql.learning import LEARNING_FLOW, LearningFact
-from dataflows.batching import batch_by_learner, write_hold
+from dataflows.batching import batch_by_learner
 from dataflows.connectors.feed_source import FeedItem, FeedSource
 from dataflows.connectors.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.resources import flow_settings
+from dataflows.writers.erasure import Erasure, erasing, erasure_of, learning_partitions
 from dataflows.writers.learning_writer import LearningWriter
 from runtime.settings import Settings
 
@@ -39,8 +40,11 @@ FLOW = LEARNING_FLOW
 LearningEvent = Stamped[LearningFact]
 
 
-def learning_event(item: FeedItem) -> LearningEvent:
-    """Every utterance is an entry, whether or not it practised words."""
+def learning_event(item: FeedItem) -> LearningEvent | Stamped[Erasure]:
+    """Every utterance is an entry, whether or not it practised words. An
+    erase entry goes on as the erasure, to the learner's writer."""
+    if (erasure := erasure_of(item)) is not None:
+        return erasure
     entry = item.entry
     fact = LearningFact(
         entry.tenant,
@@ -51,17 +55,17 @@ def learning_event(item: FeedItem) -> LearningEvent:
         entry.words_learned,
         to_stored_time(entry.feed_time),
     )
-    return Stamped(fact, item.watermark)
+    return Stamped(fact, item.watermark, item.ticket)
 
 
-def learner_key(event: LearningEvent) -> str:
+def learner_key(event: LearningEvent | Stamped[Erasure]) -> str:
     return learner_key_of(event.row.tenant, event.row.user_id)
 
 
 def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
     """The change feed as this flow reads it; `name` is what its progress is
     recorded under, `options` go to FeedSource (start, stop_at, ...)."""
-    return FeedSource(name, settings, hold=write_hold(settings.dataflow), **options)
+    return FeedSource(name, settings, **options)
 
 
 def get_flow(
@@ -74,10 +78,11 @@ def get_flow(
     items = op.input("read_feed", flow, source or feed_source(settings))
     # FeedItem
     events = op.map("to_learning_event", items, learning_event)
-    # Stamped[LearningFact]
+    # Stamped[LearningFact], or Stamped[Erasure] of an erase entry
     keyed = op.key_on("key_by_learner", events, learner_key)
     # (learner_key, Stamped[LearningFact])
     batches = batch_by_learner(keyed, settings.dataflow)
     # (learner_key, [Stamped[LearningFact]]): what came within a flush interval
-    op.output("write_learning_buckets", batches, sink or LearnerSink(settings, LearningWriter))
+    writer = erasing(LearningWriter, learning_partitions)
+    op.output("write_learning_buckets", batches, sink or LearnerSink(settings, writer))
     return flow

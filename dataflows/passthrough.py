@@ -16,7 +16,9 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from prometheus_client import Counter
 
 from dataflows.connectors.feed_source import FeedItem, FeedSource
+from dataflows.connectors.ledger import pay
 from dataflows.resources import flow_settings
+from runtime.redis_client import connect
 from runtime.settings import Settings
 
 FLOW = "passthrough"
@@ -25,15 +27,26 @@ ITEMS_SEEN = Counter("utterstream_passthrough_items", "Feed items the passthroug
 
 
 class CountingSink(DynamicSink[FeedItem]):
-    """Counts items into ITEMS_SEEN and drops them."""
+    """Counts items into ITEMS_SEEN and drops them (paying them back: all
+    there is to write of them is done)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Counting:
-        return _Counting()
+        return _Counting(self.settings)
 
 
 class _Counting(StatelessSinkPartition[FeedItem]):
+    def __init__(self, settings: Settings) -> None:
+        self._redis = connect(settings.redis)
+
     def write_batch(self, items: list[FeedItem]) -> None:
         ITEMS_SEEN.inc(len(items))
+        pay(self._redis, (item.ticket for item in items))
+
+    def close(self) -> None:
+        self._redis.close()
 
 
 def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
@@ -50,5 +63,5 @@ def get_flow(
     flow = Dataflow(FLOW)
     items = op.input("read_feed", flow, source or feed_source(settings))
     # FeedItem
-    op.output("count_items", items, sink or CountingSink())
+    op.output("count_items", items, sink or CountingSink(settings))
     return flow

@@ -302,8 +302,8 @@ def served_error_counts(
     }
 
 
-def served_as_of(db: Db, tenant: str, utterances: list[UtteranceRow]) -> list[datetime]:
-    return [row.as_of for row in _error_count_rows(db, tenant, utterances)]
+def served_count_rows(db: Db, tenant: str, utterances: list[UtteranceRow]) -> list[Any]:
+    return _error_count_rows(db, tenant, utterances)
 
 
 def _error_count_rows(db: Db, tenant: str, utterances: list[UtteranceRow]) -> list[Any]:

@@ -5,6 +5,7 @@ after changing a route or a shape."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,8 +26,13 @@ def document() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else DEFAULT_PATH
+    parser = argparse.ArgumentParser(
+        prog="python -m api openapi", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "path", nargs="?", type=Path, default=DEFAULT_PATH, help=f"default: {DEFAULT_PATH}"
+    )
+    path = parser.parse_args(argv).path
     path.write_text(document(), encoding="utf-8")
     sys.stderr.write(f"wrote {path}\n")
 

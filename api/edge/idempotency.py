@@ -122,6 +122,14 @@ def claimant(index: int = 0) -> str | None:
     return None if held is None else derived_id(*held, index)
 
 
+def held_key() -> str | None:
+    """The Idempotency-Key the running request holds (None without one),
+    recorded on the listing rows it writes so that erasing a learner finds
+    the answers that carry its data."""
+    held = _HELD.get()
+    return None if held is None else held[1]
+
+
 async def run(
     store: Store,
     *,

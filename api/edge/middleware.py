@@ -20,6 +20,7 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.edge.auth import Principal, bearer_key, key_hash, principal_of
@@ -64,6 +65,8 @@ class EdgeMiddleware(ASGIMiddleware):
                     response_headers[name] = value
             await send(message)
 
+        if scope["method"] == "OPTIONS":
+            extra_headers.update(_allow(scope))
         try:
             if not scope["path"].startswith(PUBLIC):
                 tenant = await _admit(scope, headers.get("authorization"), extra_headers)
@@ -80,6 +83,23 @@ class EdgeMiddleware(ASGIMiddleware):
             if status == 429:
                 RATE_LIMITED.inc()
             _access_log(request_id, method, scope["path"], route, status, tenant, elapsed)
+
+
+def _allow(scope: Scope) -> dict[str, str]:
+    """The Allow header of an OPTIONS answer: every method of the path.
+    Litestar 2's own lists only the first handler registered on a path
+    (litestar-org/litestar#4169, fixed in 3), so it is set here from the
+    routes' full method sets."""
+    app = scope["app"]
+    allow = app.state.get("allow")
+    if allow is None:
+        allow = app.state["allow"] = {
+            route.path_format: ", ".join(sorted(route.methods))
+            for route in app.routes
+            if isinstance(route, HTTPRoute)
+        }
+    methods = allow.get(scope.get("path_template", ""))
+    return {"allow": methods} if methods else {}
 
 
 async def _admit(scope: Scope, authorization: str | None, extra_headers: dict[str, str]) -> str:

@@ -7,64 +7,45 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import Counter
-from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 import msgspec
 
 from api.edge.problems import NotFound
-from api.reads import answer_cache
+from api.reads import answer_cache, periods
 from api.reads.served import ErrorCountTuple
-from api.reads.shapes import ErrorCount, ErrorWindow, ErrorWindows, TopErrors
+from api.reads.shapes import ErrorCount, ErrorWindows, TopErrors
+from api.reads.windows import MONTH_ROWS, Plan, Slice, slices, windows
 from api.services import Services
 from cql import clock
-from cql.clock import DAY, HOUR, MINUTE, from_stored_time
-from cql.error_counts import MONTH_ROWS_BUCKET, PARTITION_SPAN
+from cql.clock import DAY
+from cql.error_counts import PARTITION_SPAN
 from cql.learners import UserRow
 
+UTC_ZONE = ZoneInfo("UTC")
 _encoder = msgspec.json.Encoder()
-
-
-class WindowKind(NamedTuple):
-    step: timedelta  # a window's length
-    span: clock.Span  # the UTC span one partition of error_counts_by_user holds
-    longest: timedelta  # the longest range one request may ask for
-
-
-# A range of at most `longest` touches at most 8 partitions (minute), 5 (hour)
-# or 4 (day), read concurrently.
-WINDOWS = {
-    "minute": WindowKind(MINUTE, PARTITION_SPAN["minute"], timedelta(days=7)),
-    "hour": WindowKind(HOUR, PARTITION_SPAN["hour"], timedelta(days=92)),
-    "day": WindowKind(DAY, PARTITION_SPAN["day"], timedelta(days=3 * 365 + 1)),
-}
-# Month rows are one partition per learner whose span starts at the epoch.
-MONTH_ROWS = MONTH_ROWS_BUCKET.replace(tzinfo=UTC)
 
 
 class WindowsQuery(NamedTuple):
     window: str
-    start: datetime
-    end: datetime
+    zone: ZoneInfo
+    plan: Plan
     category: str | None
     subcategory: str | None
 
 
-# (window, bucket, start, end): window_start in [start, end) of one partition
-Slice = tuple[str, datetime, datetime, datetime]
-
-
 class TopQuery(NamedTuple):
     limit: int
-    since: date | None
+    since: date | None  # a day in `zone`
+    zone: ZoneInfo = UTC_ZONE
 
 
 async def error_windows(
     services: Services, tenant: str, user_id: str, asked: WindowsQuery, now: datetime
 ) -> bytes:
-    kind = WINDOWS[asked.window]
-    served = services.served
+    plan, served = asked.plan, services.served
 
     async def compute() -> answer_cache.Computed:
         # The watermark first: counts read after it hold at least what it
@@ -73,64 +54,73 @@ async def error_windows(
         user, *parts = await asyncio.gather(
             services.store.user(tenant, user_id),
             *(
-                served.error_counts(tenant, user_id, asked.window, bucket, asked.start, asked.end)
-                for bucket in clock.spans(asked.start, asked.end, kind.span)
+                served.error_counts(tenant, user_id, *part)
+                for part in slices(plan.source, plan.start, plan.end)
             ),
         )
         _exists(user, user_id)
         # Partitions in time order, each in clustering order: rows arrive
-        # sorted by window_start, so windows are runs of equal starts.
+        # sorted by window_start.
         rows = (row for part in parts for row in part)
         if asked.category is not None or asked.subcategory is not None:
             rows = (row for row in rows if _wanted(row, asked))
+        listed = windows(rows, plan, asked.zone)
         answer = ErrorWindows(
-            user_id, asked.window, asked.start, asked.end, as_of, _windows(rows, kind.step)
+            user_id, asked.window, plan.start, plan.end, as_of, listed, asked.zone.key
         )
         return _encoder.encode(answer), as_of
 
+    ends = plan.end.astimezone(UTC)
+    key = _cache_key(asked)
     return await answer_cache.answer(
-        services.redis,
-        tenant,
-        user_id,
-        f"errors|{asked.window}|{asked.start}|{asked.end}|{asked.category}|{asked.subcategory}",
-        compute,
-        ends=clock.ceil_to(asked.end, kind.step),
-        now=now,
+        services.redis, tenant, user_id, key, compute, ends=ends, now=now
     )
 
 
 async def top_errors(
     services: Services, tenant: str, user_id: str, asked: TopQuery, today: date
 ) -> TopErrors:
+    """`today`: the UTC day now."""
     served = services.served
     as_of = await served.watermark(served.error_flow)  # first: see error_windows
-    if asked.since is None:
+    first = None if asked.since is None else periods.local_start(asked.since, asked.zone)
+    if first is None:
         counts = served.error_totals(tenant, user_id)
     else:
-        counts = _counts_since(services, tenant, user_id, since_slices(asked.since, today))
+        counts = _counts_since(services, tenant, user_id, top_slices(first, today))
     user, pairs = await asyncio.gather(services.store.user(tenant, user_id), counts)
     _exists(user, user_id)
     top = heapq.nsmallest(
         asked.limit, (p for p in pairs if p[2] > 0), key=lambda p: (-p[2], p[0], p[1])
     )
     errors = [ErrorCount(category, subcategory, n) for category, subcategory, n in top]
-    return TopErrors(user_id, asked.since, as_of, errors)
+    return TopErrors(user_id, asked.since, as_of, errors, asked.zone.key, first)
 
 
 async def _counts_since(
-    services: Services, tenant: str, user_id: str, slices: list[Slice]
+    services: Services, tenant: str, user_id: str, read: list[Slice]
 ) -> list[tuple[str, str, int]]:
     parts = await asyncio.gather(
-        *(
-            services.served.error_counts(tenant, user_id, window, bucket, start, end)
-            for window, bucket, start, end in slices
-        )
+        *(services.served.error_counts(tenant, user_id, *part) for part in read)
     )
     totals: Counter[tuple[str, str]] = Counter()
     for part in parts:
         for _start, category, subcategory, count, _late, _as_of in part:
             totals[category, subcategory] += count
     return [(category, subcategory, n) for (category, subcategory), n in totals.items()]
+
+
+def top_slices(first: datetime, today: date) -> list[Slice]:
+    """The slices that count from `first` (a local midnight) on: the rest of
+    its UTC day from hour rows when it is a whole UTC hour, from minute rows
+    otherwise, then since_slices from the next UTC day."""
+    first = first.astimezone(UTC)
+    midnight = clock.ceil_to(first, DAY)
+    head: list[Slice] = []
+    if first < midnight:
+        kind = "minute" if first.minute or first.second else "hour"
+        head.append((kind, clock.span_start(first, PARTITION_SPAN[kind]), first, midnight))
+    return head + since_slices(midnight.date(), today)
 
 
 def since_slices(since: date, today: date) -> list[Slice]:
@@ -145,37 +135,18 @@ def since_slices(since: date, today: date) -> list[Slice]:
     if first >= this_month:
         return [rest_of_year]
     whole = first if first.day == 1 else clock.next_month(first)
-    slices = []
+    found: list[Slice] = []
     if first < whole:
-        slices.append(("day", clock.span_start(first, "year"), first, whole))
+        found.append(("day", clock.span_start(first, "year"), first, whole))
     if whole < this_month:
-        slices.append(("month", MONTH_ROWS, whole, this_month))
-    return [*slices, rest_of_year]
+        found.append(("month", MONTH_ROWS, whole, this_month))
+    return [*found, rest_of_year]
 
 
-def _windows(rows: Iterable[ErrorCountTuple], step: timedelta) -> list[ErrorWindow]:
-    """Rows sorted by window_start, grouped into windows. A hot loop (a week
-    of minute windows is thousands of rows), so it converts each stored
-    time once and each distinct as_of once."""
-    runs: list[list] = []  # [window_start, counts, late_events, as_of], stored times
-    for start, category, subcategory, count, late, as_of in rows:
-        if not runs or runs[-1][0] != start:
-            runs.append([start, [], 0, as_of])
-        run = runs[-1]
-        run[1].append(ErrorCount(category, subcategory, count))
-        run[2] += late
-        run[3] = max(run[3], as_of)
-    aware: dict[datetime, datetime] = {}
-    return [
-        ErrorWindow(
-            window_start=(begin := from_stored_time(start)),
-            window_end=begin + step,
-            counts=counts,
-            late_events=late,
-            as_of=aware.get(as_of) or aware.setdefault(as_of, from_stored_time(as_of)),
-        )
-        for start, counts, late, as_of in runs
-    ]
+def _cache_key(asked: WindowsQuery) -> str:
+    start, end = asked.plan.start, asked.plan.end
+    labels = f"{asked.category}|{asked.subcategory}"
+    return f"errors|{asked.window}|{asked.zone.key}|{start}|{end}|{labels}"
 
 
 def _wanted(row: ErrorCountTuple, asked: WindowsQuery) -> bool:

@@ -40,11 +40,6 @@ _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 # ---- parameters
 
 
-def instant(raw: str | None, name: str) -> datetime:
-    """A required RFC 3339 timestamp with an offset, as an aware datetime."""
-    return _in_range(_required(raw, name, _rfc3339(raw), _INSTANT), name)
-
-
 def day_or_instant(raw: str | None, name: str, zone: ZoneInfo) -> datetime:
     """A date (YYYY-MM-DD: when that day begins in `zone`) or an RFC 3339
     timestamp with an offset."""
@@ -53,12 +48,21 @@ def day_or_instant(raw: str | None, name: str, zone: ZoneInfo) -> datetime:
     return _in_range(_required(raw, name, _rfc3339(raw), f"a date YYYY-MM-DD or {_INSTANT}"), name)
 
 
-def utc_day(raw: str, name: str) -> date:
-    """A date (YYYY-MM-DD, a UTC day) or the UTC day of an RFC 3339 timestamp."""
+def bounds(from_: str | None, to: str | None, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The `from` and `to` of a range, each a date or an RFC 3339 timestamp
+    (day_or_instant), as aware datetimes in `zone`. Every GET endpoint with a
+    range reads it here, so all take the same values."""
+    start = day_or_instant(from_, "from", zone).astimezone(zone)
+    return start, day_or_instant(to, "to", zone).astimezone(zone)
+
+
+def local_day(raw: str, name: str, zone: ZoneInfo) -> date:
+    """A date (YYYY-MM-DD, a day in `zone`) or the day in `zone` of an RFC
+    3339 timestamp."""
     if _DAY.match(raw):
         return _date(raw, name)
-    moment = _required(raw, name, _rfc3339(raw), f"a date YYYY-MM-DD (a UTC day) or {_INSTANT}")
-    return _in_range(moment, name).astimezone(UTC).date()
+    moment = _required(raw, name, _rfc3339(raw), f"a date YYYY-MM-DD or {_INSTANT}")
+    return _in_range(moment, name).astimezone(zone).date()
 
 
 def zone(raw: str | None) -> ZoneInfo:
@@ -79,8 +83,7 @@ def checked_range(
 ) -> None:
     """`from` before `to`, at most `longest` apart (on the wall clock of
     `zone` when given, so a range of whole local days is whole days)."""
-    if start >= end:
-        raise BadRequest("`from` must be before `to` (the range is [from, to)).", field="to")
+    ordered(start, end)
     if zone is not None:
         start, end = _wall(start, zone), _wall(end, zone)
     if end - start > longest:
@@ -89,6 +92,11 @@ def checked_range(
             "split it into several requests.",
             field="to",
         )
+
+
+def ordered(start: datetime, end: datetime) -> None:
+    if start >= end:
+        raise BadRequest("`from` must be before `to` (the range is [from, to)).", field="to")
 
 
 def _rfc3339(raw: str | None) -> datetime | None:

@@ -38,6 +38,15 @@ def param(
     )
 
 
+def page_limit(rows: str, most: int, default: int) -> Any:
+    """The `limit` of a paged read: 1 to `most` `rows` a page."""
+    return param(f"Most {rows} on the page", type=INTEGER, minimum=1, maximum=most, default=default)
+
+
+# The `page_token` of a paged read, as its previous page gave it.
+PAGE_TOKEN = param("next_page_token of the previous page", type=STRING)
+
+
 def reject_unknown(request: Request, known: Collection[str]) -> None:
     for name in request.query_params:
         if name not in known:
@@ -67,11 +76,12 @@ def integer(raw: str | None, name: str, low: int, high: int, default: int) -> in
 
 
 def label(raw: str | None, name: str) -> str | None:
-    """An optional error label, checked as the ingest API checks them."""
+    """An optional error label, checked and lower-cased as the ingest API
+    does (api.shapes.ErrorPointIn)."""
     if raw is None:
         return None
     try:
-        return msgspec.convert(raw, Label)
+        return msgspec.convert(raw, Label).lower()
     except msgspec.ValidationError:
         raise BadRequest(
             f"`{name}` must be 1 to 64 characters, not starting or ending with a space.",
@@ -87,23 +97,31 @@ def _listed(names: Collection[str]) -> str:
     return ", ".join(f"`{n}`" for n in names)
 
 
-# The required RFC 3339 range of the errors and insights queries.
-TimeFrom = Annotated[
+# The range and zone of every served GET endpoint (api/reads/periods.py reads them).
+RangeFrom = Annotated[
     str | None,
     param(
-        "Start of the range (inclusive): RFC 3339 with an offset",
+        "Start of the range (inclusive): a date YYYY-MM-DD (its start in `tz`) or RFC 3339 "
+        "with an offset",
         name="from",
         required=True,
-        type=STRING,
-        format="date-time",
+        one_of=[DATE, DATE_TIME],
     ),
 ]
-TimeTo = Annotated[
+RangeTo = Annotated[
     str | None,
     param(
-        "End of the range (exclusive): RFC 3339 with an offset",
+        "End of the range (exclusive): a date YYYY-MM-DD (its start in `tz`) or RFC 3339 "
+        "with an offset",
         required=True,
+        one_of=[DATE, DATE_TIME],
+    ),
+]
+Zone = Annotated[
+    str | None,
+    param(
+        "IANA time zone of dates and local periods, e.g. Asia/Kolkata",
         type=STRING,
-        format="date-time",
+        default="UTC",
     ),
 ]

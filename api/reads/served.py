@@ -14,7 +14,13 @@ from api.edge.problems import Unprocessable
 from cql.aio import fetch_all
 from cql.clock import from_stored_time
 from cql.error_counts import ERROR_COUNTS, ERROR_TOTALS, WINDOWS_FROM_TO
-from cql.learning import DATAFLOW_PROGRESS, ERROR_FLOW, LEARNING_BUCKETS, LEARNING_FLOW
+from cql.learning import (
+    DATAFLOW_PROGRESS,
+    ERROR_FLOW,
+    INSIGHTS_FLOW,
+    LEARNING_BUCKETS,
+    LEARNING_FLOW,
+)
 from cql.session import Db
 
 # The names the dataflows record their progress under in dataflow_progress.
@@ -41,6 +47,7 @@ class ServedReads:
         # Attributes, so a test can point them at flow names of its own.
         self.error_flow = ERROR_FLOW
         self.learning_flow = LEARNING_FLOW
+        self.insights_flow = INSIGHTS_FLOW
         p = db.prepare
         self._error_counts = p(
             ERROR_COUNTS.select(

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from api.shapes import ErrorPoint, Struct, UtteranceStatus
+from api.shapes import LABEL_CASE, ErrorPoint, Struct, UtteranceStatus
 
 
 class Utterance(Struct):
@@ -77,6 +77,14 @@ class InsightPage(Struct):
             "null once the range is exhausted. A page may be short, even empty, and still have one"
         ),
     ]
+    as_of: Annotated[
+        datetime | None,
+        Meta(
+            description="How far the insights dataflow has read: every utterance accepted "
+            "before it has reached the flow, and is listed here once its analysis is written "
+            "(null until the flow has recorded its progress)"
+        ),
+    ] = None
 
 
 # ---- served GET endpoints: errors, errors/top, learning
@@ -95,8 +103,8 @@ LateEvents = Annotated[
 
 
 class ErrorCount(Struct):
-    category: str
-    subcategory: str
+    category: Annotated[str, Meta(description=LABEL_CASE)]
+    subcategory: Annotated[str, Meta(description=LABEL_CASE)]
     count: int
 
 
@@ -105,23 +113,41 @@ class ErrorWindow(Struct):
     window_end: datetime
     counts: list[ErrorCount]
     late_events: LateEvents
-    as_of: Annotated[datetime, Meta(description="When this window was last counted")]
+    as_of: Annotated[
+        datetime,
+        Meta(
+            description="When this window was last counted: never earlier than the newest "
+            "utterance counted in it (its received_at)"
+        ),
+    ]
 
 
 class ErrorWindows(Struct):
     user_id: str
-    window: Literal["minute", "hour", "day"]
-    range_from: datetime = msgspec.field(name="from")
-    to: datetime
+    window: Literal["minute", "hour", "day", "month"]
+    range_from: Annotated[
+        datetime, Meta(description="Start of the first window listed or not: `from` snapped")
+    ] = msgspec.field(name="from")
+    to: Annotated[datetime, Meta(description="End of the last window: `to` snapped (exclusive)")]
     as_of: AsOf
     windows: list[ErrorWindow]
+    tz: Annotated[str, Meta(description="The time zone of the local days and months")] = "UTC"
 
 
 class TopErrors(Struct):
     user_id: str
-    since: Annotated[date | None, Meta(description="First UTC day counted; null for all time")]
+    since: Annotated[
+        date | None, Meta(description="First local day (in `tz`) counted; null for all time")
+    ]
     as_of: AsOf
     errors: list[ErrorCount]
+    tz: str = "UTC"
+    range_from: Annotated[
+        datetime | None,
+        Meta(
+            description="When the day `since` begins in `tz`: counted from then; null for all time"
+        ),
+    ] = msgspec.field(default=None, name="from")
 
 
 class LearningPeriod(Struct):
@@ -139,7 +165,9 @@ class Learning(Struct):
     user_id: str
     granularity: Literal["day", "week", "month"]
     tz: str
-    range_from: datetime = msgspec.field(name="from")
-    to: datetime
+    range_from: Annotated[
+        datetime, Meta(description="Start of the first period: `from` snapped")
+    ] = msgspec.field(name="from")
+    to: Annotated[datetime, Meta(description="End of the last period: `to` snapped (exclusive)")]
     as_of: AsOf
     periods: list[LearningPeriod]

@@ -58,6 +58,7 @@ class ConversationsController(Controller):
                         field="conversation_id",
                     )
                 row = existing
+            await services.store.list_row(services.store.listings.conversation(row, key))
             body = Conversation(
                 row.conversation_id, row.user_id, row.title, from_stored_time(row.started_at)
             )

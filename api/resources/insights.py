@@ -13,11 +13,17 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.openapi.spec import OpenAPIType
 
-from api.edge.problems import KEYED, BadRequest, problem_responses
+from api.edge.problems import KEYED, BadRequest, NotFound, problem_responses
 from api.reads import periods, query
-from api.reads.insights import InsightsQuery, filters_digest, insight_page, start_position
+from api.reads.insights import (
+    InsightsQuery,
+    Position,
+    filters_digest,
+    insight_page,
+    start_position,
+)
 from api.reads.shapes import InsightPage
-from api.services import PrincipalDep, ServicesDep
+from api.services import PrincipalDep, Services, ServicesDep
 from api.shapes import ID_PATTERN, Id
 from cql.clock import to_stored_time
 from llm.analysis import MAX_TOPIC_CHARS, normalise_topics
@@ -25,7 +31,7 @@ from llm.analysis import MAX_TOPIC_CHARS, normalise_topics
 MAX_RANGE = timedelta(days=31)
 LIMIT_DEFAULT, LIMIT_MAX = 100, 1000
 PARAMS = (
-    "from", "to", "min_confidence", "sentiment_min", "sentiment_max",
+    "from", "to", "tz", "min_confidence", "sentiment_min", "sentiment_max",
     "user_id", "topic", "limit", "page_token",
 )  # fmt: skip
 
@@ -37,14 +43,21 @@ provenance) of utterances whose timestamp is in [`from`, `to`), in
 (-1 to 1, defaults -1 and 1); optionally only one learner's (`user_id`) or
 one topic's (`topic`, matched as stored: lowercase).
 
-`from` and `to` are RFC 3339 timestamps with an offset, at most
-{MAX_RANGE.days} days apart. At most `limit` insights per page (1 to
-{LIMIT_MAX}, default {LIMIT_DEFAULT}); pass `next_page_token` back as
-`page_token`, with the same filters, for the next page (`limit` may
-change). Walking every page returns each insight once, even while new ones
+`from` and `to` are each a date YYYY-MM-DD, meaning the start of that day
+in `tz` (an IANA name, default UTC), or an RFC 3339 timestamp with an
+offset, at most {MAX_RANGE.days} days apart (on the clock of `tz`).
+
+At most `limit` insights per page (1 to {LIMIT_MAX}, default
+{LIMIT_DEFAULT}); pass `next_page_token` back as `page_token`, with the same
+filters, for the next page (`limit` may change). Walking every page returns each insight once, even while new ones
 arrive. A page may be short, or empty, and still have a token: each page
 reads a bounded stretch of the range. `next_page_token` is null once the
 range is exhausted.
+
+`as_of` is how far the insights dataflow has read the change feed: an
+utterance accepted before it has reached the flow, and its insight is
+listed once the analysis is written (an analysis can take seconds; a failed
+one is never listed). With `user_id`, a learner that does not exist is 404.
 """
 
 _NUMBER = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
@@ -64,19 +77,8 @@ Learner = Annotated[
     str | None, query.param("Only this learner's", type=query.STRING, pattern=ID_PATTERN)
 ]
 Topic = Annotated[str | None, query.param("Only insights with this topic", type=query.STRING)]
-Limit = Annotated[
-    str | None,
-    query.param(
-        "Most insights on the page",
-        type=query.INTEGER,
-        minimum=1,
-        maximum=LIMIT_MAX,
-        default=LIMIT_DEFAULT,
-    ),
-]
-PageToken = Annotated[
-    str | None, query.param("next_page_token of the previous page", type=query.STRING)
-]
+Limit = Annotated[str | None, query.page_limit("insights", LIMIT_MAX, LIMIT_DEFAULT)]
+PageToken = Annotated[str | None, query.PAGE_TOKEN]
 
 
 class InsightsController(Controller):
@@ -88,15 +90,16 @@ class InsightsController(Controller):
         operation_id="listInsights",
         summary="Insights in a time range, filtered, a page at a time",
         description=INSIGHTS_DOC,
-        responses=problem_responses(*KEYED, 400),
+        responses=problem_responses(*KEYED, 400, 404),
     )
     async def list_insights(
         self,
         request: Request,
         principal: PrincipalDep,
         services: ServicesDep,
-        from_: query.TimeFrom = None,
-        to: query.TimeTo = None,
+        from_: query.RangeFrom = None,
+        to: query.RangeTo = None,
+        tz: query.Zone = None,
         min_confidence: MinConfidence = None,
         sentiment_min: SentimentMin = None,
         sentiment_max: SentimentMax = None,
@@ -107,20 +110,31 @@ class InsightsController(Controller):
     ) -> InsightPage:
         query.reject_unknown(request, PARAMS)
         asked = insights_query(
-            from_, to, min_confidence, sentiment_min, sentiment_max, user_id, topic, limit
+            (from_, to, tz), min_confidence, sentiment_min, sentiment_max, user_id, topic, limit
         )
         digest = filters_digest(principal.tenant, asked)
         position = start_position(asked, page_token, digest)
-        shards = services.settings.dataflow.insight_shards
-        return await insight_page(services.store, principal.tenant, asked, position, digest, shards)
+        return await insights(services, principal.tenant, asked, position, digest)
+
+
+async def insights(
+    services: Services, tenant: str, asked: InsightsQuery, position: Position, digest: bytes
+) -> InsightPage:
+    served = services.served
+    # The flow's progress first, as for the error counts (api/reads/errors.py).
+    as_of = await served.watermark(served.insights_flow)
+    if asked.user_id is not None and await services.store.user(tenant, asked.user_id) is None:
+        raise NotFound(f"Learner {asked.user_id!r} does not exist.", field="user_id")
+    shards = services.settings.dataflow.insight_shards
+    page = await insight_page(services.store, tenant, asked, position, digest, shards)
+    return msgspec.structs.replace(page, as_of=as_of)
 
 
 # ---- the parameters
 
 
 def insights_query(
-    from_: str | None,
-    to: str | None,
+    range_: tuple[str | None, str | None, str | None],
     min_confidence: str | None,
     sentiment_min: str | None,
     sentiment_max: str | None,
@@ -128,9 +142,11 @@ def insights_query(
     topic: str | None,
     limit: str | None,
 ) -> InsightsQuery:
-    start = periods.instant(from_, "from").astimezone(UTC)
-    end = periods.instant(to, "to").astimezone(UTC)
-    periods.checked_range(start, end, MAX_RANGE)
+    """`range_`: the raw `from`, `to` and `tz`."""
+    from_, to, tz = range_
+    zone = periods.zone(tz)
+    start, end = periods.bounds(from_, to, zone)
+    periods.checked_range(start, end, MAX_RANGE, zone)
     low = _number(sentiment_min, "sentiment_min", -1.0, 1.0, -1.0)
     high = _number(sentiment_max, "sentiment_max", -1.0, 1.0, 1.0)
     if low > high:
@@ -191,5 +207,6 @@ def _topic(raw: str | None) -> str | None:
 def _stored_ceil(moment: datetime) -> datetime:
     """As stored (naive UTC milliseconds), rounded up: `ts >= from` and
     `ts < to` then mean the same for stored times as for the instants."""
+    moment = moment.astimezone(UTC)
     stored = to_stored_time(moment)
     return stored if stored == moment.replace(tzinfo=None) else stored + timedelta(milliseconds=1)

@@ -33,7 +33,8 @@ Sunday) or calendar month in the time zone `tz` (an IANA name, default UTC).
 
 Every period that overlaps [`from`, `to`) is listed, whole and in order,
 empty ones with zeros: the first is the period holding `from`, the last the
-one holding the instant before `to`. `from` and `to` are each a date
+one holding the instant before `to`; the answer's `from` and `to` are the
+start of the first and the end of the last, the range really counted. `from` and `to` are each a date
 YYYY-MM-DD, meaning the start of that day in `tz`, or an RFC 3339 timestamp
 with an offset; they may be at most {LONGEST.days} days apart.
 
@@ -63,29 +64,6 @@ GranularityParam = Annotated[
     str | None,
     query.param("The period length", required=True, type=query.STRING, enum=list(GRANULARITIES)),
 ]
-DateFrom = Annotated[
-    str | None,
-    query.param(
-        "Start of the range (inclusive): a date (its start in `tz`) or RFC 3339 with an offset",
-        name="from",
-        required=True,
-        one_of=[query.DATE, query.DATE_TIME],
-    ),
-]
-DateTo = Annotated[
-    str | None,
-    query.param(
-        "End of the range (exclusive): a date (its start in `tz`) or RFC 3339 with an offset",
-        required=True,
-        one_of=[query.DATE, query.DATE_TIME],
-    ),
-]
-Zone = Annotated[
-    str | None,
-    query.param(
-        "IANA time zone of the periods, e.g. Asia/Kolkata", type=query.STRING, default="UTC"
-    ),
-]
 
 
 class LearningController(Controller):
@@ -106,9 +84,9 @@ class LearningController(Controller):
         principal: PrincipalDep,
         services: ServicesDep,
         granularity: GranularityParam = None,
-        from_: DateFrom = None,
-        to: DateTo = None,
-        tz: Zone = None,
+        from_: query.RangeFrom = None,
+        to: query.RangeTo = None,
+        tz: query.Zone = None,
     ) -> Response[Learning]:
         query.reject_unknown(request, ("granularity", "from", "to", "tz"))
         asked = learning_query(granularity, from_, to, tz)
@@ -121,8 +99,7 @@ def learning_query(
 ) -> LearningQuery:
     kind = query.choice(granularity, "granularity", GRANULARITIES)
     zone = periods.zone(tz)
-    start = periods.day_or_instant(from_, "from", zone).astimezone(zone)
-    end = periods.day_or_instant(to, "to", zone).astimezone(zone)
+    start, end = periods.bounds(from_, to, zone)
     periods.checked_range(start, end, LONGEST, zone)
     return LearningQuery(kind, zone, start, end)
 
@@ -151,8 +128,8 @@ async def learning(
             user_id,
             asked.granularity,
             asked.zone.key,
-            asked.start,
-            asked.end,
+            listed[0].start,
+            listed[-1].end,
             as_of,
             roll_up(listed, rows),
         )

@@ -49,6 +49,7 @@ class UsersController(Controller):
                         f"user_id {user_id!r} already exists with other details.", field="user_id"
                     )
                 row = existing
+            await services.store.list_row(services.store.listings.learner(row, key))
             return 201, _encoder.encode(
                 User(row.user_id, row.email, row.name, from_stored_time(row.created_at))
             )

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from api.edge.idempotency import claimant
+from api.edge.idempotency import claimant, held_key
 from api.edge.problems import ApiError, BadRequest, Conflict, NotFound, Unprocessable, problem_body
 from api.shapes import Accepted, ItemResult, RejectedItem, UtteranceIn
 from api.writes.store import Store
@@ -93,7 +93,7 @@ async def accept(
             return stored
     row = _utterance_row(tenant, item, utterance_id, ts, now)
     entry = entry_for(row, feed)
-    await store.write_utterance(row, entry)
+    await store.write_utterance(row, entry, held_key())
     return Accepted(utterance_id=utterance_id)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
@@ -18,6 +17,8 @@ from cassandra import ConsistencyLevel, WriteTimeout, WriteType
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from api.edge.problems import ServiceUnavailable
+from api.writes.listed import ListingWrites
+from api.writes.recent import Recent
 from cql.aio import execute, fetch_all
 from cql.api_keys import API_KEYS, ApiKeyRow
 from cql.change_feed import CHANGE_FEED, FeedEntry
@@ -35,6 +36,10 @@ from cql.utterances import (
 )
 from runtime.settings import ApiSettings, FeedSettings
 
+# Learners and conversations remembered: at most this many of each, each
+# trusted for a second.
+_CACHED = (50_000, 1.0)
+
 
 class Store:
     def __init__(
@@ -50,8 +55,9 @@ class Store:
         default_time_to_live: every write to those tables must pass `ttl_s`."""
         self.db = db
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._conversations: OrderedDict[tuple[str, str], ConversationRow] = OrderedDict()
-        self._users: OrderedDict[tuple[str, str], UserRow] = OrderedDict()
+        self._conversations: Recent[tuple[str, str], ConversationRow] = Recent(*_CACHED)
+        self._users: Recent[tuple[str, str], UserRow] = Recent(*_CACHED)
+        self.listings = ListingWrites(db.prepare)
         self.ping = db.session.prepare("SELECT release_version FROM system.local")
         self._prepare_learners(db.prepare)
         self._prepare_utterances(db.prepare, feed_ttl_days)
@@ -155,8 +161,13 @@ class Store:
         return await self._cas(USERS, user, self._insert_user, self._user)
 
     async def user(self, tenant: str, user_id: str) -> UserRow | None:
-        """Learners are never deleted or changed, so found ones are cached."""
+        """Found learners are remembered for a moment (api/writes/recent.py)."""
         return await self._cached(self._users, (tenant, user_id), self._user, USERS)
+
+    def forget_learner(self, tenant: str, user_id: str, conversations: list[str]) -> None:
+        self._users.forget((tenant, user_id))
+        for conversation_id in conversations:
+            self._conversations.forget((tenant, conversation_id))
 
     async def create_conversation(self, conversation: ConversationRow) -> ConversationRow | None:
         return await self._cas(
@@ -164,24 +175,21 @@ class Store:
         )
 
     async def conversation(self, tenant: str, conversation_id: str) -> ConversationRow | None:
-        """Conversations never change once created, so found ones are cached."""
+        """Found conversations are remembered for a moment, like learners."""
         key = (tenant, conversation_id)
         return await self._cached(self._conversations, key, self._conversation, CONVERSATIONS)
 
     async def _cached(
-        self,
-        cache: OrderedDict[tuple[str, str], Any],
-        key: tuple[str, str],
-        statement: PreparedStatement,
-        table: Table,
+        self, cache: Recent, key: tuple[str, str], statement: PreparedStatement, table: Table
     ) -> Any | None:
         if (cached := cache.get(key)) is not None:
-            cache.move_to_end(key)
             return cached
         row = await self._one(statement, key)
-        if row is None:
-            return None
-        return _remember(cache, key, table.from_row(row))
+        return None if row is None else cache.put(key, table.from_row(row))
+
+    async def list_row(self, write: tuple[PreparedStatement, tuple]) -> None:
+        """Write a listing row (api/writes/listed.py)."""
+        await self._run(*write)
 
     # ---- utterances and the change feed
 
@@ -194,13 +202,16 @@ class Store:
         row = await self._one(self._utterance, (tenant, utterance_id))
         return UTTERANCES.from_row(row) if row else None
 
-    async def write_utterance(self, utterance: UtteranceRow, entry: FeedEntry) -> None:
-        """The utterance and its feed entry in one logged batch: once this
-        returns, both exist; if it fails, the batch log still lands both or
-        neither, and a retry rewrites the same utterance row."""
+    async def write_utterance(
+        self, utterance: UtteranceRow, entry: FeedEntry, idem_key: str | None = None
+    ) -> None:
+        """The utterance, its feed entry and its listing rows in one logged
+        batch: all land or none, and a retry rewrites the same rows."""
         batch = BatchStatement(batch_type=BatchType.LOGGED)
         batch.add(self._insert_utterance, UTTERANCES.values(utterance))
         batch.add(self._insert_feed, CHANGE_FEED.values(entry))
+        for statement, values in self.listings.utterance(utterance, idem_key):
+            batch.add(statement, values)
         async with self._slots:
             await execute(self.db.session, batch)
 
@@ -286,15 +297,3 @@ def _insight_slice(table: Table, topic: bool) -> str:
         + (" AND topics CONTAINS ?" if topic else "")
     )
     return table.select(where, columns=INSIGHT_SLICE_COLUMNS) + " LIMIT ?"
-
-
-_CACHED_ROWS = 50_000
-
-
-def _remember(cache: OrderedDict[tuple[str, str], Any], key: tuple[str, str], row: Any) -> Any:
-    """Least-recently-used, bounded: a process never holds more than
-    _CACHED_ROWS of a kind."""
-    cache[key] = row
-    if len(cache) > _CACHED_ROWS:
-        cache.popitem(last=False)
-    return row

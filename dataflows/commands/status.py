@@ -4,20 +4,20 @@ folder:
 
     python -m dataflows status [FLOW ...]
 
-Each shard's row holds its watermark: the position of its last complete
-sweep of the feed less how long the flow may hold an entry before writing
-it (the counting flows' flush interval plus an allowance, under a second).
-"Read lag" is now minus that sweep position: about the feed's reader lag
-plus the sweep interval, under a second by design; one that keeps growing
-means the flow is down or cannot keep up. "As-of lag" is how far behind the
-`as_of` the API reports is.
+Each shard's row holds its watermark: the position of its newest complete
+sweep of the feed whose entries the flow has also written (the API's
+`as_of` is the slowest shard's). "As-of lag" is now minus that watermark:
+about the feed's reader lag, plus the time to the next sweep, plus the
+flow's write of what it read (its flush interval and the write itself); one
+that keeps growing means the flow is down or cannot keep up. "Updated" is
+how long ago the row was written: a flow that stopped stops updating it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -27,11 +27,10 @@ from cql.clock import utc_now
 from cql.learning import DATAFLOW_PROGRESS, FLOWS, ProgressRow
 from cql.session import Db
 from dataflows import error_counters, learning
-from dataflows.batching import write_hold
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 
-# The counting flows: they hold items for a flush interval before writing.
+# The counting flows: they collect items for a flush interval before writing.
 COUNTING = (error_counters.FLOW, learning.FLOW)
 
 
@@ -63,17 +62,23 @@ def held_keys(recovery: Path, step: str = "batch_by_learner") -> int:
     return live
 
 
-def lag_table(rows: list[ProgressRow], settings: Settings, now: datetime) -> Table:
-    table = Table("flow", "shard", "watermark (UTC)", "read lag s", "as-of lag s", "updated s ago")
+COLUMNS = """\
+  watermark    the flow's as_of for that shard: every utterance accepted before it
+               is written to the flow's tables (the API answers with the slowest shard's)
+  as-of lag    now minus the watermark: about the feed's reader lag, the wait for the
+               next sweep and the flow's write of what it read; a second or two at most
+               while the flow keeps up, growing when it is down or cannot keep up
+  updated      how long ago the shard last published: a stopped flow stops updating"""
+
+
+def lag_table(rows: list[ProgressRow], now: datetime) -> Table:
+    table = Table("flow", "shard", "watermark (UTC)", "as-of lag s", "updated s ago")
     for row in rows:
-        hold = write_hold(settings.dataflow) if row.flow in COUNTING else timedelta(0)
-        lag = now - row.position
         table.add_row(
             row.flow,
             str(row.shard),
             row.position.isoformat(timespec="seconds"),
-            f"{(lag - hold).total_seconds():.1f}",
-            f"{lag.total_seconds():.1f}",
+            f"{(now - row.position).total_seconds():.1f}",
             f"{(now - row.updated_at).total_seconds():.1f}",
         )
     return table
@@ -94,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     if not console.is_terminal:
         console.width = 120  # piped or logged: do not squeeze the table to 80 columns
     if rows:
-        console.print(lag_table(rows, settings, utc_now()))
+        console.print(lag_table(rows, utc_now()))
+        console.print(COLUMNS, highlight=False)
     else:
         console.print(f"no progress recorded for {', '.join(args.flows)}")
     for flow in args.flows:
@@ -102,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         if flow in COUNTING and any(recovery.glob("*.sqlite3")):
             keys = held_keys(recovery)
             console.print(
-                f"{flow}: {keys} learners with items waiting (last snapshot in {recovery})"
+                f"{flow}: {keys} learners with items waiting in the collect step, written "
+                f"within a flush interval (last snapshot in {recovery})"
             )
 
 

@@ -20,11 +20,13 @@ position only moves past what has been read, and the overlap is longer than
 any write can be in flight.
 
 The watermark: after a complete sweep up to `until`, every entry
-acknowledged before `until` has been emitted (a write is visible before it
-is acknowledged). Each item carries the latest such watermark less the
-flow's `hold` (how long the flow may keep an entry before writing it), and
-the same is written to `dataflow_progress` at every sweep, for the API (its
-slowest shard is the answers' `as_of`) and ops/status.
+acknowledged before `until` has been read (a write is visible before it is
+acknowledged). It becomes the flow's watermark once the flow has also
+written everything read up to that sweep: each read is owed to the flow's
+sinks in a ledger (dataflows/connectors/ledger.py), and a sweep's `until`
+is published only when every read up to it is paid back. Then it is written
+to `dataflow_progress`, for the API (its slowest shard is the answers'
+`as_of`) and ops/status, and carried by the items read after it.
 """
 
 from __future__ import annotations
@@ -36,39 +38,22 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import structlog
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from cassandra import OperationTimedOut, Unavailable, WriteFailure, WriteTimeout
-from cassandra.cluster import NoHostAvailable
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from cql.change_feed import FeedEntry, FeedReader, time_of
 from cql.clock import to_stored_time, utc_now
-from cql.learning import DATAFLOW_PROGRESS, ProgressRow
+from cql.learning import DATAFLOW_PROGRESS
+from dataflows.connectors.ledger import Ledger, Ticket
+from dataflows.connectors.progress import Progress
 from dataflows.resources import acquire_db, release_db
+from runtime.redis_client import connect
 from runtime.settings import Settings
 
 log = structlog.get_logger("dataflows.feed")
 
-# What a busy or briefly unreachable Cassandra answers a write.
-CASSANDRA_BUSY = (WriteTimeout, WriteFailure, Unavailable, OperationTimedOut, NoHostAvailable)
-
 ENTRIES_READ = Counter(
     "utterstream_feed_entries_read", "Change-feed entries emitted by a dataflow", ["flow", "shard"]
 )
-# Set at every sweep. In multiprocess mode the newest process's value counts
-# ("livemostrecent"): a restarted flow replaces the dead one's sample.
-READ_LAG = Gauge(
-    "utterstream_dataflow_read_lag_seconds",
-    "Now minus the position of a feed shard's last complete sweep",
-    ["flow", "shard"],
-    multiprocess_mode="livemostrecent",
-)
-AS_OF_LAG = Gauge(
-    "utterstream_dataflow_as_of_lag_seconds",
-    "Now minus the watermark (as_of) a feed shard last recorded",
-    ["flow", "shard"],
-    multiprocess_mode="livemostrecent",
-)
-
 # A shard that has read nothing for a while polls and sweeps less often: an
 # idle flow costs a few Cassandra requests a second instead of dozens, and
 # the first utterance after a pause waits at most a second longer.
@@ -80,12 +65,27 @@ _IDLE_SWEEP = timedelta(seconds=2)
 # partition is far behind (each bucket is one query, most of them empty).
 _MAX_SPAN = timedelta(minutes=10)
 
+# See Progress: how long a resumed partition leaves the previous run's items
+# that its snapshot restored in the collect step to be written.
+_RESUME_GRACE = timedelta(seconds=5)
+# How often a shard asks the ledger whether a waiting sweep is written.
+_PUBLISH_CHECK = timedelta(seconds=0.1)
+
 
 class FeedItem(msgspec.Struct, frozen=True):
     entry: FeedEntry
-    # The shard's position after the poll that read the entry, less the
-    # flow's hold (naive UTC).
+    # The `until` of the shard's newest sweep when the entry was read: every
+    # entry of the shard acknowledged before it is read (naive UTC). Not yet
+    # written: that is the published watermark (Progress).
     watermark: datetime
+    # Where the sink pays back what the flow makes of the entry; None for
+    # items a test made.
+    ticket: Ticket | None = None
+
+
+def one_item(entry: FeedEntry) -> int:
+    """What most flows make of an entry: one item."""
+    return 1
 
 
 class ShardState(msgspec.Struct, frozen=True):
@@ -104,9 +104,9 @@ class FeedSource(FixedPartitionedSource[FeedItem, ShardState]):
     one overlap before it may be read too. `stop_at`: each partition ends
     once its position reaches it, so a run over a finite range completes
     (replays, tests); default: poll forever. `batch_size`: most entries one
-    poll emits (default: settings.dataflow.feed_batch_size). `hold`: how
-    long the flow may keep an entry before writing it; the watermark the
-    items carry and the progress rows record is the position less this.
+    poll emits (default: settings.dataflow.feed_batch_size). `weigh`: how
+    many items the flow makes of an entry, each of which its sink pays back
+    once written (the ledger); the watermark waits for them.
     """
 
     def __init__(
@@ -117,7 +117,7 @@ class FeedSource(FixedPartitionedSource[FeedItem, ShardState]):
         start: datetime | None = None,
         stop_at: datetime | None = None,
         batch_size: int | None = None,
-        hold: timedelta = timedelta(0),
+        weigh: Callable[[FeedEntry], int] = one_item,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if settings.dataflow.feed_overlap_s < settings.feed.reader_lag_s:
@@ -130,7 +130,7 @@ class FeedSource(FixedPartitionedSource[FeedItem, ShardState]):
         self.start = _naive(start or settings.dataflow.start_at)
         self.stop_at = _naive(stop_at or settings.dataflow.stop_at)
         self.batch_size = batch_size or settings.dataflow.feed_batch_size
-        self.hold = hold
+        self.weigh = weigh
         self.clock = clock
 
     def list_parts(self) -> list[str]:
@@ -140,14 +140,15 @@ class FeedSource(FixedPartitionedSource[FeedItem, ShardState]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: ShardState | None
     ) -> _ShardPartition:
+        resumed = resume_state is not None
         if resume_state is None:
             start = self.start or self.clock() - timedelta(days=self.settings.feed.ttl_days)
             resume_state = ShardState(start)
-        return _ShardPartition(self, int(for_part), resume_state)
+        return _ShardPartition(self, int(for_part), resume_state, resumed)
 
 
 class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
-    def __init__(self, source: FeedSource, shard: int, state: ShardState) -> None:
+    def __init__(self, source: FeedSource, shard: int, state: ShardState, resumed: bool) -> None:
         settings = source.settings
         self._flow = source.flow
         self._shard = shard
@@ -155,32 +156,40 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         self._stop_at = source.stop_at
         self._batch_size = source.batch_size
         self._clock = source.clock
+        self._weigh = source.weigh
         self._lag = timedelta(seconds=settings.feed.reader_lag_s)
         self._overlap = timedelta(seconds=settings.dataflow.feed_overlap_s)
         self._poll = timedelta(seconds=settings.dataflow.poll_interval_s)
         self._sweep_every = timedelta(seconds=settings.dataflow.sweep_interval_s)
-        self._hold = source.hold
         self._position = state.position
         self._emitted = set(state.emitted)
-        # Until the first sweep, only what precedes the overlap is certain.
-        self._watermark = state.position - self._overlap
+        self._reads = 0  # reads that emitted entries, numbered for the ledger
         self._swept_at: datetime | None = None
+        self._next_poll = source.clock()
         self._awake: datetime | None = None
         self._read_at = source.clock()  # when this shard last read an entry
         self._entries = ENTRIES_READ.labels(self._flow, str(shard))
 
         db = acquire_db(self._cassandra)
-        self._session = db.session
+        self._redis = connect(settings.redis)
+        self._ledger = Ledger(self._redis, self._flow, shard)
         self._reader = FeedReader(db.session, db.keyspace, settings.feed)
-        self._write_progress = db.prepare(DATAFLOW_PROGRESS.insert(), idempotent=True)
+        grace = _RESUME_GRACE if resumed else timedelta(0)
+        self._progress = Progress(
+            self._flow, shard, db.session,
+            db.prepare(DATAFLOW_PROGRESS.insert(), idempotent=True), self._ledger,
+            # Until the first sweep, only what precedes the overlap is certain.
+            state.position - self._overlap, source.clock() + grace,
+        )  # fmt: skip
 
     def next_batch(self) -> list[FeedItem]:
         now = self._clock()
         if self._stop_at is not None and self._position >= self._stop_at:
-            self._watermark = self._position
-            self._record_progress(now)
-            log.info("feed_caught_up", flow=self._flow, shard=self._shard, position=self._position)
-            raise StopIteration
+            return self._finish(now)
+        if now < self._next_poll:  # woken only to see whether a sweep is written
+            self._progress.publish(now)
+            self._wake(now)
+            return []
         readable = now - self._lag
         if self._stop_at is not None:
             readable = min(readable, self._stop_at)
@@ -190,7 +199,9 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         every = max(self._sweep_every, _IDLE_SWEEP) if idle else self._sweep_every
         sweep = self._swept_at is None or now - self._swept_at >= every
         if until == self._position and not sweep:
-            self._awake = now + poll
+            self._progress.publish(now)
+            self._next_poll = now + poll
+            self._wake(now)
             return []
         entries, full = self._read(until, sweep)
         if full:
@@ -198,14 +209,47 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             # covers what was emitted (ties are re-read and dropped).
             until = max(self._position, entries[-1].feed_time)
         self._advance(until)
+        read = self._reads + 1 if entries else self._reads
         if sweep and not full:
-            self._swept(until, now)
-        self._awake = None if full or until < readable else now + poll
+            self._swept_at = now
+            self._progress.swept(read, until, now)
+        items = self._owed(read, entries)
+        self._progress.publish(now)
+        self._next_poll = now if full or until < readable else now + poll
+        self._wake(now)
         if entries:
             self._read_at = now
         self._entries.inc(len(entries))
-        watermark = self._watermark - self._hold
-        return [FeedItem(entry, watermark) for entry in entries]
+        return items
+
+    def _wake(self, now: datetime) -> None:
+        """Wake for the next poll, or sooner while a sweep waits for the
+        sinks: its publication then costs a Redis read, not a feed read."""
+        wake = self._next_poll
+        if self._progress.waiting:
+            wake = min(wake, now + _PUBLISH_CHECK)
+        self._awake = None if wake <= now else wake
+
+    def _owed(self, read: int, entries: list[FeedEntry]) -> list[FeedItem]:
+        """The entries as items of read number `read`, owed to the sinks in
+        the ledger before they are emitted."""
+        if not entries:
+            return []
+        self._reads = read
+        ticket = self._ledger.owe(read, sum(map(self._weigh, entries)))
+        swept = self._progress.swept_until
+        return [FeedItem(entry, swept, ticket) for entry in entries]
+
+    def _finish(self, now: datetime) -> list[FeedItem]:
+        """At stop_at: publish it once everything read is written, then stop."""
+        if not self._progress.waiting:
+            self._progress.swept(self._reads, self._position, now)
+        self._progress.publish(now)
+        if self._progress.waiting:
+            self._awake = now + self._poll
+            return []
+        log.info("feed_caught_up", flow=self._flow, shard=self._shard, position=self._position)
+        raise StopIteration
 
     def _read(self, until: datetime, sweep: bool) -> tuple[list[FeedEntry], bool]:
         """New entries up to `until`, those that landed behind the position
@@ -234,27 +278,6 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         horizon = position - self._overlap
         self._emitted = {i for i in self._emitted if time_of(i) > horizon}
 
-    def _swept(self, until: datetime, now: datetime) -> None:
-        self._watermark = until
-        self._swept_at = now
-        self._record_progress(now)
-
-    def _record_progress(self, now: datetime) -> None:
-        watermark = to_stored_time(self._watermark - self._hold)
-        row = ProgressRow(self._flow, self._shard, watermark, now)
-        try:
-            self._session.execute(self._write_progress, DATAFLOW_PROGRESS.values(row))
-        except CASSANDRA_BUSY as exc:
-            # Progress is advisory and rewritten at the next sweep; stopping the
-            # flow for it would cost a restart and a replay from the snapshot.
-            log.warning(
-                "progress_not_recorded", flow=self._flow, shard=self._shard, error=repr(exc)
-            )
-            return
-        shard = str(self._shard)
-        READ_LAG.labels(self._flow, shard).set((now - self._watermark).total_seconds())
-        AS_OF_LAG.labels(self._flow, shard).set((now - watermark).total_seconds())
-
     def next_awake(self) -> datetime | None:
         return None if self._awake is None else self._awake.replace(tzinfo=UTC)
 
@@ -262,6 +285,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         return ShardState(self._position, tuple(self._emitted))
 
     def close(self) -> None:
+        self._redis.close()
         release_db(self._cassandra)
 
 

@@ -39,6 +39,7 @@ from cql.error_counts import ErrorPointFact
 from cql.learning import LearningFact
 from cql.session import Db
 from cql.table import Table
+from dataflows.connectors.ledger import Ticket, pay
 from dataflows.resources import acquire_db, release_db
 from runtime.generations import bump_generations
 from runtime.redis_client import connect
@@ -57,10 +58,12 @@ _ROWS_PER_BATCH = 25
 
 
 class Stamped(msgspec.Struct, Generic[R], frozen=True):
-    """A fact row, with the watermark of the feed read that produced it."""
+    """A fact row, with the watermark of the feed read that produced it and
+    where to pay it back once written (dataflows/connectors/ledger.py)."""
 
     row: R
     as_of: datetime
+    ticket: Ticket | None = None
 
 
 LATE_EVENTS = Counter(
@@ -114,10 +117,12 @@ class _LearnerSinkPartition(StatelessSinkPartition[tuple[str, list[T]]], Generic
         self._redis = connect(settings.redis)
 
     def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
-        learners = self._writer.write([value for _key, batch in items for value in batch])
+        values = [value for _key, batch in items for value in batch]
+        learners = self._writer.write(values)
         # A Redis failure stops the flow rather than leave cached answers
         # stale: on restart the batch is replayed and the bump retried.
         bump_generations(self._redis, learners)
+        pay(self._redis, (value.ticket for value in values))
 
     def close(self) -> None:
         self._redis.close()

@@ -65,13 +65,17 @@ from runtime.settings import Settings
 Pair = tuple[str, str]
 Touched = tuple[Window, Pair]
 Spanned = tuple[datetime, Pair]  # a window start and a pair
-# The columns a window row is held by.
-_TALLY = ("window_start", "category", "subcategory", "count", "late_events")
+# The columns a window row is held by (its as_of as the newest it vouches for).
+_TALLY = ("window_start", "category", "subcategory", "count", "late_events", "as_of")
 
 
 class Tally(NamedTuple):
     count: int
     late: int
+    # No earlier than the newest fact counted was written (accepted): a
+    # row's as_of is at least this, as the feed watermark of the batch may
+    # lag the entries it carries (by up to a poll's span when catching up).
+    newest: datetime
 
 
 def recount(
@@ -85,19 +89,21 @@ def recount(
         pair = (fact.category, fact.subcategory)
         for window in error_windows(fact.ts):
             if (window, pair) in touched:
-                count, late = counts.get((window, pair), (0, 0))
+                count, late, newest = counts.get((window, pair), (0, 0, fact.written_at))
                 late_now = fact.written_at > window.end + late_after
-                counts[(window, pair)] = Tally(count + 1, late + late_now)
+                counts[(window, pair)] = Tally(
+                    count + 1, late + late_now, max(newest, fact.written_at)
+                )
     return counts
 
 
 def sum_by_pair(held: dict[Spanned, Tally], pairs: set[Pair]) -> dict[Pair, Tally]:
     """Sums of held (start, pair) tallies per touched pair."""
     sums: dict[Pair, Tally] = {}
-    for (_start, pair), (count, late) in held.items():
+    for (_start, pair), (count, late, newest) in held.items():
         if pair in pairs:
-            total, total_late = sums.get(pair, (0, 0))
-            sums[pair] = Tally(total + count, total_late + late)
+            total, total_late, newest_yet = sums.get(pair, (0, 0, newest))
+            sums[pair] = Tally(total + count, total_late + late, max(newest, newest_yet))
     return sums
 
 
@@ -178,7 +184,9 @@ class ErrorCountWriter:
             pairs[(tenant, user_id)] |= touched
         held_months = self._month_rows.load(pairs)
         return [
-            ErrorTotalRow(*learner, category, subcategory, tally.count, as_of[learner])
+            ErrorTotalRow(
+                *learner, category, subcategory, tally.count, max(as_of[learner], tally.newest)
+            )
             for learner, touched in pairs.items()
             for (category, subcategory), tally in sum_by_pair(held_months[learner], touched).items()
         ]
@@ -204,7 +212,7 @@ def _month_of(day: Day) -> Day:
 
 
 def _tallies(rows: Iterable[Sequence[Any]]) -> dict[Spanned, Tally]:
-    return {(start, (c, s)): Tally(count, late) for start, c, s, count, late in rows}
+    return {(start, (c, s)): Tally(count, late, as_of) for start, c, s, count, late, as_of in rows}
 
 
 def _count_row(
@@ -218,5 +226,5 @@ def _count_row(
     category, subcategory = pair
     return ErrorCountRow(
         tenant, user_id, window.kind, window.bucket, window.start, category, subcategory,
-        tally.count, tally.late, as_of[(tenant, user_id)],
+        tally.count, tally.late, max(as_of[(tenant, user_id)], tally.newest),
     )  # fmt: skip

@@ -129,16 +129,24 @@ async def test_day_windows_across_a_utc_year_boundary(errors, seed) -> None:
         (utc(2026, 1, 2), "grammar", "articles", 1, 0, WATERMARK),
     ]
     seed_facts(seed, user_id, "day", facts)
-    # A day window is a UTC day: from 2025-12-31T00:00+05:30 (18:30 UTC on
-    # the 30th) the first window starting in range is the 31st.
+    # Without `tz` a day window is a UTC day, and every one that overlaps the
+    # range is listed whole: from 2025-12-31T00:00+05:30 (18:30 UTC on the
+    # 30th) that starts with the 30th, and the answer says so.
     body = await errors.ok(
         user_id, window="day", from_="2025-12-31T00:00:00+05:30", to="2026-01-02T00:00:00Z"
     )
-    expected = expected_windows(
-        facts, utc(2025, 12, 30, 18, 30), utc(2026, 1, 2), timedelta(days=1)
-    )
-    assert [w["window_start"] for w in expected] == ["2025-12-31T00:00:00Z", "2026-01-01T00:00:00Z"]
+    expected = expected_windows(facts, utc(2025, 12, 30), utc(2026, 1, 2), timedelta(days=1))
+    assert [w["window_start"] for w in expected] == [
+        "2025-12-30T00:00:00Z",
+        "2025-12-31T00:00:00Z",
+        "2026-01-01T00:00:00Z",
+    ]
     assert body["windows"] == expected
+    assert (body["from"], body["to"], body["tz"]) == (
+        "2025-12-30T00:00:00Z",
+        "2026-01-02T00:00:00Z",
+        "UTC",
+    )
 
 
 async def test_a_learner_without_errors_gets_an_empty_list_and_an_unknown_one_404(
@@ -171,7 +179,12 @@ async def test_a_tenant_sees_only_its_own_learners(client, db, errors, seed) -> 
 
 @pytest.mark.parametrize(
     ("window", "longest"),
-    [("minute", timedelta(days=7)), ("hour", timedelta(days=92)), ("day", timedelta(days=1096))],
+    [
+        ("minute", timedelta(days=7)),
+        ("hour", timedelta(days=92)),
+        ("day", timedelta(days=1096)),
+        ("month", timedelta(days=1096)),
+    ],
 )
 async def test_range_limits(client, db, errors, seed, window: str, longest: timedelta) -> None:
     own_flows(client, db, position=None)
@@ -191,10 +204,11 @@ GOOD = {"window": "hour", "from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:0
 # Each parameter's bad values (None: left out); a `to` equal to or before `from` too.
 BAD = {
     "window": [None, "week", "Hour"],
-    "from": [None, "2026-03-01T00:00:00", "2026-03-01", "yesterday"],
+    "from": [None, "2026-03-01T00:00:00", "2026-3-1", "yesterday"],
     "to": [None, "2026-02-30T00:00:00Z", "2026-03-01T00:00:00Z", "2026-02-28T00:00:00Z"],
     "category": ["", " grammar"],
     "subcategory": ["x" * 65],
+    "tz": ["Mars/Olympus", "utc", ""],
     "windw": ["hour"],
 }
 
@@ -225,7 +239,14 @@ async def test_top_all_time_is_ranked_by_count_then_labels(top, seed) -> None:
         {"category": "pronunciation", "subcategory": "th", "count": 1},
     ]
     body = await top.ok(user_id)
-    assert body == {"user_id": user_id, "since": None, "as_of": z(WATERMARK), "errors": ranked}
+    assert body == {
+        "user_id": user_id,
+        "since": None,
+        "as_of": z(WATERMARK),
+        "errors": ranked,
+        "tz": "UTC",
+        "from": None,
+    }
     assert (await top(user_id, limit=2)).json()["errors"] == ranked[:2]
 
 
@@ -362,8 +383,11 @@ async def test_the_endpoints_are_in_the_openapi_document(client) -> None:
         "minute",
         "hour",
         "day",
+        "month",
     ]
-    assert params["from"]["required"] and params["from"]["schema"]["format"] == "date-time"
+    formats = [s["format"] for s in params["from"]["schema"]["oneOf"]]
+    assert params["from"]["required"] and formats == ["date", "date-time"]
+    assert "tz" in params
     assert not params["category"]["required"]
     assert "Only windows with at least one error are listed" in windows["description"]
     top_op = schema["paths"]["/v1/users/{user_id}/errors/top"]["get"]

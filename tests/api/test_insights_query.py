@@ -21,10 +21,12 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from cql.insights import InsightRow
+from cql.learning import DATAFLOW_PROGRESS, ProgressRow
 from cql.session import Db
 from dataflows.writers.insight_writer import InsightWriter
 from runtime.settings import Settings
 from tests.conftest import Tenant, new_tenant
+from tests.served_seed import Seeder
 
 TOPICS = ["travel", "food", "work", "family", "school"]
 # Thirty hours across a month boundary: user walks cross two month partitions.
@@ -129,6 +131,9 @@ def dataset(db: Db, migrated: Settings) -> Dataset:
     tenant = new_tenant(db)
     rows = seeded_rows(tenant.name, random.Random(20250331), 150, BASE, SPAN_H)
     record(db, migrated, rows)
+    seeder = Seeder(db, tenant.name)
+    for user_id in USERS:
+        seeder.learner(user_id)
     return Dataset(tenant, rows)
 
 
@@ -322,7 +327,7 @@ def test_insights_arriving_mid_walk_cause_no_duplicates_or_skips(
 def test_another_tenant_sees_none_of_them(api: TestClient, db: Db, dataset: Dataset) -> None:
     other = new_tenant(db)
     body = get(api, other, {"from": at(0), "to": at(SPAN_H), "limit": 1000}).json()
-    assert body == {"insights": [], "next_page_token": None}
+    assert (body["insights"], body["next_page_token"]) == ([], None)
     assert dataset.expected({"from": at(0), "to": at(SPAN_H)})
 
 
@@ -436,3 +441,39 @@ def test_an_utterance_shows_its_insight_with_provenance_or_why_it_failed(
 
 def _fields(row: InsightRow) -> dict[str, Any]:
     return {f: getattr(row, f) for f in row.__struct_fields__}
+
+
+# ---- dates, as_of and learners as on every read
+
+
+def test_dates_are_days_in_tz(api: TestClient, dataset: Dataset) -> None:
+    params = {"from": "2025-03-31", "to": "2025-04-01", "tz": "Asia/Kolkata", "limit": 1000}
+    ids = [i["utterance_id"] for i in walk(api, dataset.tenant, params, iter(lambda: 1000, None))]
+    expected = dataset.expected(
+        {"from": "2025-03-31T00:00:00+05:30", "to": "2025-04-01T00:00:00+05:30"}
+    )
+    assert expected and ids == expected
+    bad_zone = get(api, dataset.tenant, params | {"tz": "Asia/Calcutta "})
+    assert bad_zone.status_code == 400 and bad_zone.json()["field"] == "tz"
+
+
+def test_as_of_is_the_insights_flow_progress(api: TestClient, db: Db, dataset: Dataset) -> None:
+    served = api.app.state.services.served
+    flow, served.insights_flow = served.insights_flow, f"test-insights-{uuid.uuid4().hex[:8]}"
+    try:
+        params = {"from": at(0), "to": at(1)}
+        assert get(api, dataset.tenant, params).json()["as_of"] is None
+        statement = db.prepare(DATAFLOW_PROGRESS.insert())
+        for shard, position in ((0, datetime(2026, 5, 1, 12)), (1, datetime(2026, 5, 1, 11))):
+            row = ProgressRow(served.insights_flow, shard, position, position)
+            db.session.execute(statement, DATAFLOW_PROGRESS.values(row))
+        assert get(api, dataset.tenant, params).json()["as_of"] == "2026-05-01T11:00:00Z"
+    finally:
+        served.insights_flow = flow
+
+
+def test_an_unknown_learner_is_404(api: TestClient, dataset: Dataset) -> None:
+    r = get(api, dataset.tenant, {"from": at(0), "to": at(1), "user_id": "nobody"})
+    assert r.status_code == 404, r.text
+    assert r.json()["field"] == "user_id"
+    assert get(api, dataset.tenant, {"from": at(0), "to": at(1), "user_id": "ana"}).is_success

@@ -228,6 +228,17 @@ async def test_timestamps_as_bounds_and_empty_periods(client, db, learning, seed
         }
         for d in (10, 11, 12)
     ]
+    # The answer's bounds are the ones really counted: whole local days.
+    assert (body["from"], body["to"]) == ("2026-05-10T00:00:00+02:00", "2026-05-13T00:00:00+02:00")
+
+
+async def test_five_minutes_get_their_whole_day_and_its_bounds(learning, seed) -> None:
+    user_id = learner_with(seed, [(utc(2026, 5, 10, 1), 4), (utc(2026, 5, 10, 23, 59), 6)])
+    body = await learning.ok(
+        user_id, granularity="day", from_="2026-05-10T10:00:00Z", to="2026-05-10T10:05:00Z"
+    )
+    assert (body["from"], body["to"]) == ("2026-05-10T00:00:00Z", "2026-05-11T00:00:00Z")
+    assert [(p["entries"], p["total_words"]) for p in body["periods"]] == [(2, 10)]
 
 
 async def test_unknown_learner_is_404_and_tenants_are_apart(client, db, learning, seed) -> None:

@@ -58,8 +58,8 @@ def spans_of(found: list[periods.Period]) -> list[tuple[str, str]]:
         ("2026-03-08T00:00:00.250+00:00", utc(2026, 3, 8, 0, 0, 0, 250_000)),
     ],
 )
-def test_instant_reads_rfc3339_with_an_offset(raw: str, expected: datetime) -> None:
-    assert periods.instant(raw, "from") == expected
+def test_rfc3339_with_an_offset_is_that_instant_in_any_zone(raw: str, expected: datetime) -> None:
+    assert periods.day_or_instant(raw, "from", KOLKATA) == expected
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_instant_reads_rfc3339_with_an_offset(raw: str, expected: datetime) -> N
         None,
         "",
         "2026-03-08T00:00:00",
-        "2026-03-08",
+        "2026-3-8",
         "08/03/2026",
         "2026-13-01T00:00:00Z",
         "1969-12-31T23:59:59Z",
@@ -76,9 +76,9 @@ def test_instant_reads_rfc3339_with_an_offset(raw: str, expected: datetime) -> N
         "now",
     ],
 )
-def test_instant_refuses_anything_else_naming_the_parameter(raw: str | None) -> None:
+def test_a_bound_refuses_anything_else_naming_the_parameter(raw: str | None) -> None:
     with pytest.raises(BadRequest) as caught:
-        periods.instant(raw, "to")
+        periods.day_or_instant(raw, "to", NEW_YORK)
     assert caught.value.field == "to"
     assert "`to`" in caught.value.detail
 
@@ -99,12 +99,21 @@ def test_day_or_instant_refuses_bad_values(raw: str) -> None:
     assert caught.value.field == "from"
 
 
-def test_utc_day_of_a_date_or_a_timestamp() -> None:
-    assert periods.utc_day("2026-03-08", "since") == date(2026, 3, 8)
-    assert periods.utc_day("2026-03-08T02:00:00+05:30", "since") == date(2026, 3, 7)
+def test_local_day_of_a_date_or_a_timestamp() -> None:
+    assert periods.local_day("2026-03-08", "since", KOLKATA) == date(2026, 3, 8)
+    assert periods.local_day("2026-03-08T02:00:00+05:30", "since", ZoneInfo("UTC")) == date(
+        2026, 3, 7
+    )
+    assert periods.local_day("2026-03-07T20:00:00Z", "since", KOLKATA) == date(2026, 3, 8)
     with pytest.raises(BadRequest) as caught:
-        periods.utc_day("yesterday", "since")
+        periods.local_day("yesterday", "since", KOLKATA)
     assert caught.value.field == "since"
+
+
+def test_bounds_are_aware_in_the_zone_whatever_their_spelling() -> None:
+    start, end = periods.bounds("2026-03-08", "2026-03-09T00:00:00Z", KOLKATA)
+    assert iso(start) == "2026-03-08T00:00:00+05:30"
+    assert iso(end) == "2026-03-09T05:30:00+05:30"
 
 
 def test_zone_names() -> None:

@@ -8,7 +8,17 @@ import sys
 
 import pytest
 
-from cql import api_keys, change_feed, error_counts, insights, learners, learning, utterances
+from cql import (
+    api_keys,
+    change_feed,
+    erasure,
+    error_counts,
+    insights,
+    learners,
+    learning,
+    listings,
+    utterances,
+)
 from cql.migrate import migrate, schema_files, statements
 from cql.session import Db
 from cql.table import Table
@@ -18,7 +28,17 @@ from tests.conftest import ROOT, settings_env
 # Every Table defined by the module of each schema file.
 ALL_TABLES: tuple[Table, ...] = tuple(
     value
-    for module in (api_keys, learners, utterances, change_feed, error_counts, learning, insights)
+    for module in (
+        api_keys,
+        erasure,
+        learners,
+        utterances,
+        change_feed,
+        error_counts,
+        learning,
+        insights,
+        listings,
+    )
     for value in vars(module).values()
     if isinstance(value, Table)
 )

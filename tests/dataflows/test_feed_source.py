@@ -22,7 +22,9 @@ from cql.change_feed import CHANGE_FEED, FeedEntry, bucket_of, time_of
 from cql.clock import utc_now
 from cql.learning import DATAFLOW_PROGRESS
 from cql.session import Db
-from dataflows.connectors.feed_source import AS_OF_LAG, READ_LAG, FeedItem, FeedSource, ShardState
+from dataflows.connectors.feed_source import FeedItem, FeedSource, ShardState
+from dataflows.connectors.ledger import pay
+from dataflows.connectors.progress import AS_OF_LAG, READ_LAG
 from runtime.settings import Settings
 from tests.dataflow_helpers import flow_settings, run
 
@@ -68,13 +70,17 @@ def partition(source: FeedSource, shard: int, state: ShardState | None = None) -
         part.close()
 
 
-def poll_until_stopped(part, limit: int = 1000) -> list[FeedItem]:
+def poll_until_stopped(part, client, limit: int = 1000) -> list[FeedItem]:
+    """Poll to the end, paying back every item read at once, as a sink
+    that wrote it would: the partition stops only once all are paid."""
     items: list[FeedItem] = []
     for _ in range(limit):
         try:
-            items.extend(part.next_batch())
+            batch = part.next_batch()
         except StopIteration:
             return items
+        pay(client, (item.ticket for item in batch))
+        items.extend(batch)
     raise AssertionError("the partition never reached stop_at")
 
 
@@ -91,7 +97,9 @@ def now() -> datetime:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_flow_reads_every_entry_once_in_feed_order(db, migrated, tenant_name, workers, now):
+def test_a_flow_reads_every_entry_once_in_feed_order(
+    db, migrated, tenant_name, workers, now, redis_client
+):
     settings = flow_settings(migrated)
     later = now + timedelta(seconds=1)  # past stop_at by more than the reader lag
     # Spread over several feed buckets and every shard, written out of order.
@@ -102,7 +110,9 @@ def test_a_flow_reads_every_entry_once_in_feed_order(db, migrated, tenant_name, 
     source = FeedSource(
         "feed_test", settings, start=now - timedelta(minutes=4), stop_at=now, clock=lambda: later
     )
-    op.output("collect", op.input("read_feed", flow, source), TestingSink(out))
+    items = op.input("read_feed", flow, source)
+    paid = op.inspect("pay", items, lambda _step, item: pay(redis_client, [item.ticket]))
+    op.output("collect", paid, TestingSink(out))
     run(flow, workers)
 
     got = ours(out, tenant_name)
@@ -132,17 +142,19 @@ def test_a_write_landing_late_is_read_once_and_earlier_ones_not_again(
         assert ours(part.next_batch(), tenant_name) == []
 
 
-def test_resuming_from_a_snapshot_neither_repeats_nor_skips(db, migrated, tenant_name, now):
+def test_resuming_from_a_snapshot_neither_repeats_nor_skips(
+    db, migrated, tenant_name, now, redis_client
+):
     settings = flow_settings(migrated)
     # Three entries share one instant: a batch limit must not split them badly.
     times = [(1, now - timedelta(seconds=20 - i)) for i in range(9)] + [
         (1, now - timedelta(seconds=5))
     ] * 3
     written = write_entries(db, settings, tenant_name, times)
-    later = now + timedelta(seconds=1)
+    clock = Clock(now + timedelta(seconds=1))
     source = FeedSource(
         "feed_test", settings, start=now - timedelta(seconds=30), stop_at=now, batch_size=2,
-        clock=lambda: later,
+        clock=clock,
     )  # fmt: skip
     with partition(source, 1) as first:
         seen = ours(first.next_batch() + first.next_batch(), tenant_name)
@@ -151,11 +163,14 @@ def test_resuming_from_a_snapshot_neither_repeats_nor_skips(db, migrated, tenant
         assert len(seen) <= 4
         state = msgspec.msgpack.decode(msgspec.msgpack.encode(first.snapshot()), type=ShardState)
     with partition(source, 1, state) as resumed:
-        seen += ours(poll_until_stopped(resumed), tenant_name)
+        clock.now += timedelta(seconds=10)  # past a resumed partition's grace
+        seen += ours(poll_until_stopped(resumed, redis_client), tenant_name)
     assert sorted(i.entry.feed_id.bytes for i in seen) == sorted(e.feed_id.bytes for e in written)
 
 
-def test_the_partition_stops_at_stop_at_and_records_its_progress(db, migrated, tenant_name, now):
+def test_the_partition_stops_at_stop_at_and_records_its_progress(
+    db, migrated, tenant_name, now, redis_client
+):
     settings = flow_settings(migrated)
     stop_at = now - timedelta(seconds=3)
     write_entries(
@@ -169,7 +184,7 @@ def test_the_partition_stops_at_stop_at_and_records_its_progress(db, migrated, t
         flow, settings, start=now - timedelta(seconds=30), stop_at=stop_at, clock=lambda: now
     )
     with partition(source, 2) as part:
-        items = ours(poll_until_stopped(part), tenant_name)
+        items = ours(poll_until_stopped(part, redis_client), tenant_name)
     assert [i.entry.feed_time for i in items] == [now - timedelta(seconds=5)]
     rows = [DATAFLOW_PROGRESS.from_row(r) for r in db.session.execute(
         db.prepare(DATAFLOW_PROGRESS.select()), (flow,)
@@ -177,20 +192,58 @@ def test_the_partition_stops_at_stop_at_and_records_its_progress(db, migrated, t
     assert [(r.shard, r.position) for r in rows] == [(2, stop_at)]
 
 
-def test_items_and_progress_carry_the_position_less_the_flows_hold(db, migrated, tenant_name, now):
+def progress_of(db: Db, flow: str) -> datetime | None:
+    rows = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
+    return next((DATAFLOW_PROGRESS.from_row(row).position for row in rows), None)
+
+
+def test_a_sweep_is_published_only_once_its_items_are_paid_back(
+    db, migrated, tenant_name, now, redis_client
+):
+    """The watermark waits for the sinks: a sweep that read entries is not
+    published while any item of a read up to it is owed, whatever comes
+    later; paying them back publishes it."""
     settings = flow_settings(migrated)
-    write_entries(db, settings, tenant_name, [(2, now - timedelta(seconds=2))])
+    lag = timedelta(seconds=settings.feed.reader_lag_s)
+    sweep = timedelta(seconds=settings.dataflow.sweep_interval_s)
+    write_entries(db, settings, tenant_name, [(2, now - timedelta(seconds=2))] * 2)
     flow = f"feed-test-{uuid.uuid4().hex[:6]}"
-    hold = timedelta(seconds=77)
+    clock = Clock(now)
     source = FeedSource(
-        flow, settings, start=now - timedelta(seconds=10), hold=hold, clock=lambda: now
+        flow, settings, start=now - timedelta(seconds=10), weigh=lambda e: 3, clock=clock
     )
     with partition(source, 2) as part:
-        (item,) = ours(part.next_batch(), tenant_name)
-        position = part.snapshot().position
-    assert item.watermark == position - hold
-    (row,) = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
-    assert DATAFLOW_PROGRESS.from_row(row).position == position - hold
+        batch = part.next_batch()
+        first = ours(batch, tenant_name)
+        assert len(first) == 2 and progress_of(db, flow) is None
+        ticket, owed = first[0].ticket, 3 * len(batch)  # one read: one ticket
+        clock.now = now + 2 * sweep  # later sweeps, nothing new read
+        part.next_batch()
+        assert progress_of(db, flow) is None
+        pay(redis_client, [ticket] * (owed - 1))  # one item still owed
+        clock.now = now + 3 * sweep
+        part.next_batch()
+        assert progress_of(db, flow) is None
+        assert all(item.watermark == now - lag for item in first)  # read, not written
+        pay(redis_client, [ticket])
+        clock.now = now + 4 * sweep
+        part.next_batch()
+        assert progress_of(db, flow) == now + 4 * sweep - lag
+
+
+def test_a_resumed_partition_publishes_nothing_at_first(db, migrated, now):
+    """Items its previous run left in the collect step are no ledger's:
+    they get a few seconds to be written before anything is published."""
+    settings = flow_settings(migrated)
+    flow = f"feed-test-{uuid.uuid4().hex[:6]}"
+    clock = Clock(now)
+    source = FeedSource(flow, settings, clock=clock)
+    with partition(source, 4, ShardState(now - timedelta(seconds=5))) as part:
+        part.next_batch()
+        assert progress_of(db, flow) is None
+        clock.now = now + timedelta(seconds=6)
+        part.next_batch()
+        assert progress_of(db, flow) is not None
 
 
 def test_it_polls_at_once_when_behind_and_waits_when_caught_up(db, migrated, now):
@@ -238,7 +291,7 @@ def test_emitted_ids_are_forgotten_once_behind_the_overlap(db, migrated, tenant_
 
 
 def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
-    db, migrated, tenant_name, now
+    db, migrated, tenant_name, now, redis_client
 ):
     settings = flow_settings(migrated)
     lag = timedelta(seconds=settings.feed.reader_lag_s)
@@ -257,6 +310,7 @@ def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
         write_entries(db, settings, tenant_name, [(3, now)])
         (item,) = ours(part.next_batch(), tenant_name)
         assert item.watermark == swept
+        pay(redis_client, [item.ticket])
         clock.now = now + sweep
         part.next_batch()
         (row,) = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))

@@ -99,6 +99,7 @@ POSTS = frozenset(
 )
 RANGES = frozenset(
     {
+        "GET /v1/users/{user_id}/utterances",
         "GET /v1/users/{user_id}/errors",
         "GET /v1/users/{user_id}/learning",
         "GET /v1/insights",
@@ -157,7 +158,7 @@ EXCLUSIONS = {
     "tz-in-the-tz-database": Exclusion(
         "`tz` must name a zone of the IANA database the server has: a set that changes with "
         "each tzdata release, so the document says 'an IANA time zone name' instead",
-        frozenset({"GET /v1/users/{user_id}/learning"}),
+        RANGES | {"GET /v1/users/{user_id}/errors/top"},
         400,
         "bad-request",
         field="tz",
@@ -165,7 +166,15 @@ EXCLUSIONS = {
     "page-token-issued-by-the-api": Exclusion(
         "`page_token` must be one the API issued, for the same filters: opaque, so no schema "
         "can describe it",
-        frozenset({"GET /v1/insights"}),
+        frozenset(
+            {
+                "GET /v1/insights",
+                "GET /v1/users",
+                "GET /v1/users/{user_id}/conversations",
+                "GET /v1/users/{user_id}/utterances",
+                "GET /v1/conversations/{conversation_id}/utterances",
+            }
+        ),
         400,
         "bad-request",
         field="page_token",

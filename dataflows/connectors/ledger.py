@@ -1,0 +1,78 @@
+"""What a feed shard's reads still owe the flow's sinks, kept in Redis.
+
+The watermark a flow publishes (`as_of`) must mean that every utterance
+accepted before it is in the served tables: read is not enough, it must be
+written. Between the source and the sink the items wait in the collect step
+and may cross to another worker, or another process. So each read of a
+shard is numbered; the source records in Redis how many items the flow will
+make of it (`owe`) before it emits them, and every sink, once its writes of
+a batch are done, pays the items back (`pay`). A sweep's watermark is
+published only when no read up to the sweep's own is owed anything.
+
+Each partition's ledger is a Redis hash of its own (flow, shard, and a fresh
+id per partition start): a restarted partition starts clean, and a dead
+one's leftovers expire. The sinks learn where to pay from the items' ticket.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+
+import msgspec
+import redis
+
+# Longer than any item can wait between source and sink; refreshed by use.
+_KEEP_S = 3600
+
+
+class Ticket(msgspec.Struct, frozen=True, array_like=True):
+    """Where the sink pays an item back: its partition's ledger and read."""
+
+    ledger: str
+    read: int
+
+
+class Ledger:
+    """One source partition's: the reads it owes items for."""
+
+    def __init__(self, client: redis.Redis, flow: str, shard: int) -> None:
+        self._redis = client
+        self.key = f"utterstream:ledger:{flow}:{shard}:{uuid.uuid4().hex}"
+        # Reads this partition has owed for and not yet seen paid.
+        self._open: set[int] = set()
+
+    def owe(self, read: int, items: int) -> Ticket:
+        """Record that `items` items of read `read` are on their way."""
+        if items:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(self.key, str(read), items)
+                pipe.expire(self.key, _KEEP_S)
+                pipe.execute()
+            self._open.add(read)
+        return Ticket(self.key, read)
+
+    def owing(self) -> set[int]:
+        """The reads not fully paid yet. Asks Redis only while some are."""
+        if not self._open:
+            return set()
+        owed = self._redis.hgetall(self.key)
+        still = {int(read) for read, count in owed.items() if int(count) > 0}
+        paid = [read for read in owed if int(owed[read]) <= 0]
+        if paid:
+            self._redis.hdel(self.key, *paid)
+        self._open &= still
+        return set(self._open)
+
+
+def pay(client: redis.Redis, tickets: Iterable[Ticket | None]) -> None:
+    """Pay back written items, after their writes are durable. Items without
+    a ticket (read from a test's source) owe nothing."""
+    counts = Counter(t for t in tickets if t is not None)
+    if not counts:
+        return
+    with client.pipeline(transaction=False) as pipe:
+        for ticket, count in counts.items():
+            pipe.hincrby(ticket.ledger, str(ticket.read), -count)
+        pipe.execute()

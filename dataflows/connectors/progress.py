@@ -1,0 +1,106 @@
+"""A feed shard's published watermark: the `until` of its newest sweep
+whose reads the flow has written, recorded in `dataflow_progress`.
+
+See dataflows/connectors/feed_source.py for what a sweep vouches for and
+dataflows/connectors/ledger.py for how the sinks say what they wrote.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime
+
+import structlog
+from cassandra import OperationTimedOut, Unavailable, WriteFailure, WriteTimeout
+from cassandra.cluster import NoHostAvailable, Session
+from cassandra.query import PreparedStatement
+from prometheus_client import Gauge
+
+from cql.clock import to_stored_time
+from cql.learning import DATAFLOW_PROGRESS, ProgressRow
+from dataflows.connectors.ledger import Ledger
+
+log = structlog.get_logger("dataflows.progress")
+
+# What a busy or briefly unreachable Cassandra answers a write.
+CASSANDRA_BUSY = (WriteTimeout, WriteFailure, Unavailable, OperationTimedOut, NoHostAvailable)
+
+# Set as they change. In multiprocess mode the newest process's value counts
+# ("livemostrecent"): a restarted flow replaces the dead one's sample.
+READ_LAG = Gauge(
+    "utterstream_dataflow_read_lag_seconds",
+    "Now minus the position of a feed shard's last complete sweep",
+    ["flow", "shard"],
+    multiprocess_mode="livemostrecent",
+)
+AS_OF_LAG = Gauge(
+    "utterstream_dataflow_as_of_lag_seconds",
+    "Now minus the watermark (as_of) a feed shard last recorded",
+    ["flow", "shard"],
+    multiprocess_mode="livemostrecent",
+)
+
+
+class Progress:
+    """Sweeps wait here, oldest first, until the ledger says every read up
+    to theirs is written; then the newest such becomes the watermark.
+
+    `not_before`: a partition resumed from a snapshot may have items of its
+    previous run still in the collect step, which no ledger of this run
+    tracks; it publishes nothing before then (start plus a few flush
+    intervals), the one allowance left."""
+
+    def __init__(
+        self,
+        flow: str,
+        shard: int,
+        session: Session,
+        write: PreparedStatement,
+        ledger: Ledger,
+        watermark: datetime,
+        not_before: datetime,
+    ) -> None:
+        self._flow, self._shard = flow, shard
+        self._session, self._write = session, write
+        self._ledger = ledger
+        self._not_before = not_before
+        self._sweeps: deque[tuple[int, datetime]] = deque()
+        self.watermark = watermark  # published
+        self.swept_until = watermark  # read, maybe not written yet
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._sweeps)
+
+    def swept(self, read: int, until: datetime, now: datetime) -> None:
+        """A sweep up to `until` completed with read number `read`."""
+        self._sweeps.append((read, until))
+        self.swept_until = until
+        READ_LAG.labels(self._flow, str(self._shard)).set((now - until).total_seconds())
+
+    def publish(self, now: datetime) -> None:
+        """Publish the newest sweep that is fully written, if any."""
+        if not self._sweeps or now < self._not_before:
+            return
+        owing = self._ledger.owing()
+        first_owed = min(owing) if owing else None
+        newest = None
+        while self._sweeps and (first_owed is None or self._sweeps[0][0] < first_owed):
+            newest = self._sweeps.popleft()[1]
+        if newest is not None:
+            self.watermark = newest
+            self._record(now)
+
+    def _record(self, now: datetime) -> None:
+        watermark = to_stored_time(self.watermark)
+        row = ProgressRow(self._flow, self._shard, watermark, now)
+        try:
+            self._session.execute(self._write, DATAFLOW_PROGRESS.values(row))
+        except CASSANDRA_BUSY as exc:
+            # Progress is advisory and rewritten at the next publication;
+            # stopping the flow for it would cost a restart and a replay.
+            log.warning(
+                "progress_not_recorded", flow=self._flow, shard=self._shard, error=repr(exc)
+            )
+            return
+        AS_OF_LAG.labels(self._flow, str(self._shard)).set((now - watermark).total_seconds())
