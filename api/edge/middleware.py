@@ -65,7 +65,7 @@ class EdgeMiddleware(ASGIMiddleware):
                     response_headers[name] = value
             await send(message)
 
-        if scope["method"] == "OPTIONS":
+        if scope.get("method") == "OPTIONS":
             extra_headers.update(_allow(scope))
         try:
             if not scope["path"].startswith(PUBLIC):
