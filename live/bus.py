@@ -129,6 +129,10 @@ def _gap_events(tenants: Iterable[str]) -> list[Event]:
     return [Event(tenant, RESET, "", _GAP) for tenant in tenants]
 
 
+def _retrying(attempt: int, exc: Exception) -> None:
+    log.info("live_publish_retried", attempt=attempt + 1, error=repr(exc))
+
+
 class _Gaps:
     """Tenants whose events were lost, to be told so once Redis is back."""
 
@@ -168,6 +172,7 @@ class Publisher:
                 if attempt + 1 == ATTEMPTS:
                     self._gaps.lost(events, exc)
                     return
+                _retrying(attempt, exc)
                 time.sleep(BACKOFF_S * 2**attempt)
             else:
                 self._gaps.sent(events, gaps)
@@ -197,6 +202,7 @@ class AsyncPublisher:
                 if attempt + 1 == ATTEMPTS:
                     self._gaps.lost(events, exc)
                     return
+                _retrying(attempt, exc)
                 await asyncio.sleep(BACKOFF_S * 2**attempt)
             else:
                 self._gaps.sent(events, gaps)
