@@ -101,6 +101,22 @@ def test_resume_with_last_event_id_gives_exactly_the_missed_events(
         assert ids == sorted(set(ids)) and ids[0] > id_parts(cursor)
 
 
+def test_a_client_that_got_no_event_yet_resumes_from_where_it_started(
+    http: httpx.Client, tenant: Tenant
+) -> None:
+    user, conv = learner_sync(http, tenant.headers)
+    with sse(http, tenant.headers, user_id=user) as first:
+        # At once, not at the first heartbeat (a second here).
+        wait_for(lambda: first.last_id is not None, within_s=0.5)
+    assert first.events == []
+    missed = post_utterances(http, tenant, user, conv, 2)
+    with sse(http, {**tenant.headers, "Last-Event-ID": first.last_id}, user_id=user) as resumed:
+        wait_for(lambda: len(resumed.events) >= 2)
+        time.sleep(0.3)
+        assert [e.event for e in resumed.events] == ["utterance", "utterance"]
+        assert utterance_ids(resumed) == missed
+
+
 def test_a_cursor_the_stream_no_longer_holds_gets_reset(
     http: httpx.Client, tenant: Tenant, redis_client: redis.Redis
 ) -> None:
