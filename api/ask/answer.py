@@ -45,7 +45,7 @@ async def answer(services: Services, tenant: str, asked: AskIn, now: datetime) -
         explain(verdict),
         url_of(verdict),
         by,
-        None if data is None else msgspec.Raw(data),
+        None if data is None else msgspec.Raw(data),  # type: ignore[arg-type]
     )
 
 

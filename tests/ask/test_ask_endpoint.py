@@ -119,3 +119,13 @@ async def test_asking_is_rate_limited_like_any_request(client: Any, db: Db) -> N
         for _ in range(3)
     ]
     assert statuses == [422, 422, 429]
+
+
+async def test_a_repeat_with_the_same_idempotency_key_replays_the_answer(world: World) -> None:
+    body = {"question": "top 2 errors of learner-001"}
+    headers = {**world.tenant.headers, "Idempotency-Key": "ask-once"}
+    first = await world.client.post(ASK, json=body, headers=headers)
+    again = await world.client.post(ASK, json=body, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
