@@ -23,7 +23,10 @@ from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.served_seed import Seeder
 
 ASK = "/v1/ask"
+# The rules see a learner but no report: clarify. The model is asked.
 OPEN_QUESTION = "How is learner-002 doing lately?"
+# The rules see nothing they know: refused without a model. The model is asked.
+VAGUE_QUESTION = "Tell me something interesting, please"
 LEARNER = "learner-002"
 
 
@@ -113,7 +116,7 @@ async def test_broken_twice_asks_to_clarify(
     model_client: Any, tenant: Tenant, learner: str, fake: FakeOpenAI, replies: list[Behaviour]
 ) -> None:
     fake.script(*replies)
-    r = await ask(model_client, tenant)
+    r = await ask(model_client, tenant, VAGUE_QUESTION)
     assert r.status_code == 422, r.text
     assert r.json()["clarify"]["missing"] == ["question"]
     assert len(fake.arrivals) == 2
@@ -136,8 +139,9 @@ async def test_a_model_that_cannot_answer_gives_clarify_not_500(
     started = time.monotonic()
     r = await ask(model_client, tenant)
     assert r.status_code == 422, r.text
+    # The rules' own question, with why the model did not answer.
     problem = r.json()
-    assert problem["clarify"]["missing"] == ["question"]
+    assert problem["clarify"]["missing"] == ["operation"]
     assert "could not be reached" in problem["clarify"]["reason"]
     assert time.monotonic() - started < 10
 
