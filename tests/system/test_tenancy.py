@@ -202,6 +202,27 @@ async def _list_insights(client: httpx.AsyncClient, w: World) -> None:
     assert r.status_code == 400 and r.json()["field"] == "page_token", r.text
 
 
+async def _ask(client: httpx.AsyncClient, w: World) -> None:
+    # A's learner and utterance are unknown to B: a question naming them is
+    # to be clarified, with no data, whichever read it plans.
+    for question in (
+        f"top errors of learner {w.user_id}",
+        f"errors per hour of learner {w.user_id} on 2026-03-01",
+        f"words practised per day by learner {w.user_id} on 2026-03-01",
+        f"insights of learner {w.user_id} on 2026-03-01",
+        f"show utterance {w.utterance_id}",
+    ):
+        r = await client.post("/v1/ask", json={"question": question}, headers=w.b.headers)
+        assert r.status_code == 422, r.text
+        assert "clarify" in r.json() and "data" not in r.json(), r.text
+    # B's own insights of A's day: none of A's.
+    r = await client.post(
+        "/v1/ask", json={"question": "insights on 2026-03-01"}, headers=w.b.headers
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["insights"] == []
+
+
 async def _list_users(client: httpx.AsyncClient, w: World) -> None:
     r = await client.get("/v1/users", params={"prefix": w.user_id}, headers=w.b.headers)
     assert r.status_code == 200, r.text
@@ -253,6 +274,7 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/v1/users/{user_id}/learning"): _get_learning,
     ("POST", "/v1/users/{user_id}/exercises"): _create_exercises,
     ("GET", "/v1/insights"): _list_insights,
+    ("POST", "/v1/ask"): _ask,
 }
 
 
