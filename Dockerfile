@@ -8,6 +8,7 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY api api
 COPY cql cql
 COPY dataflows dataflows
+COPY live live
 COPY llm llm
 COPY runtime runtime
 COPY loader loader

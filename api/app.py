@@ -20,7 +20,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.plugins import OpenAPISchemaPlugin
+from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
+from litestar.types import Scope
 from litestar.typing import FieldDefinition
 from swagger_ui_bundle import swagger_ui_path
 
@@ -38,6 +40,7 @@ from api.resources.insights import InsightsController
 from api.resources.learner import LearnerController
 from api.resources.learning import LearningController
 from api.resources.listings import ListingsController
+from api.resources.live import LiveController, live_socket
 from api.resources.users import UsersController
 from api.resources.utterances import UtterancesController
 from api.services import Services, lifespan, services_of
@@ -48,12 +51,13 @@ from runtime.settings import Settings
 API_VERSION = "1.0.0"
 
 
-def _services(request: Request) -> Services:
-    return services_of(request.app)
+# From the scope, so HTTP and WebSocket handlers alike receive them.
+def _services(scope: Scope) -> Services:
+    return services_of(scope["app"])
 
 
-def _principal(request: Request) -> Principal:
-    return request.state.principal
+def _principal(scope: Scope) -> Principal:
+    return scope["state"]["principal"]
 
 
 BEARER = [{"bearer": []}]
@@ -117,6 +121,7 @@ class ClosedRequestBodies(OpenAPISchemaPlugin):
         bodies = [
             data.type_
             for route in app.routes
+            if isinstance(route, HTTPRoute)
             for handler in route.route_handlers
             if isinstance(handler, HTTPRouteHandler)
             and (data := handler.parsed_fn_signature.parameters.get("data")) is not None
@@ -191,6 +196,8 @@ def keyed_routes() -> Router:
             LearningController,
             ExercisesController,
             InsightsController,
+            LiveController,
+            live_socket,
         ],
         response_headers=RATE_LIMIT_HEADERS,
         security=BEARER,

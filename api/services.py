@@ -15,6 +15,7 @@ from litestar.di import NamedDependency
 
 from api.edge.auth import KeyCache, Principal
 from api.edge.problems import ServiceUnavailable
+from api.live.service import Live, open_live
 from api.reads.listings import ListingReads
 from api.reads.served import ServedReads
 from api.writes.erase import Eraser
@@ -40,6 +41,7 @@ class Services:
     limiter: RedisRateLimiter
     llm: LlmClient
     served: ServedReads
+    live: Live
     listings: ListingReads
     eraser: Eraser
 
@@ -69,6 +71,7 @@ def open_services(settings: Settings) -> Services:
         # LLM_DEADLINE_S, retries included, instead of attempts x timeout.
         llm=LlmClient(settings.llm, client, deadline_s=LLM_DEADLINE_S),
         served=ServedReads(db),
+        live=open_live(settings, client),
         listings=ListingReads(db),
         eraser=Eraser(db, settings),
     )
@@ -119,6 +122,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         connecting.cancel()
         services: Services | None = app.state.services
         if services is not None:
+            await services.live.aclose()
             await services.llm.aclose()
             await services.redis.aclose()
             await asyncio.to_thread(services.db.close)

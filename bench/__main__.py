@@ -27,6 +27,7 @@ from bench import (
     dataflow,
     ingest,
     limit,
+    live,
     loadgen,
     memory,
     profile,
@@ -35,7 +36,7 @@ from bench import (
     soak,
 )
 
-SECTIONS = ("limit", "ingest", "reads", "profile", "soak", "dataflow")
+SECTIONS = ("limit", "ingest", "reads", "profile", "soak", "dataflow", "live")
 
 
 def _ints(text: str) -> list[int]:
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             "dataflow",
             lambda: dataflow.run(args.quick, timeout_s=480 if args.quick else 1200, rate=rate),
         )
+    if "live" in args.only:
+        run["live"] = section("live", lambda: live.run(args.quick, log))
     run["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     paths = report.write(run, args.results)
     for kind, path in paths.items():

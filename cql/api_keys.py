@@ -1,5 +1,5 @@
 """The api_keys table (cql/schema/001_api_keys.cql, expiry from
-009_key_expiry.cql): one row per API key, by the SHA-256 of the key; and
+009_key_expiry.cql, the live-connection cap from 012_live_connections.cql): one row per API key, by the SHA-256 of the key; and
 api_keys_by_tenant (009), the same keys by tenant for `ops/keys list`,
 without any hash. Field order is column order."""
 
@@ -21,6 +21,7 @@ class ApiKeyRow(msgspec.Struct):
     created_at: datetime
     revoked: bool
     expires_at: datetime | None = None  # naive UTC; None: never expires
+    live_connections: int | None = None  # None: the deployment's default
 
 
 class TenantKeyRow(msgspec.Struct):

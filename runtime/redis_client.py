@@ -10,25 +10,29 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.retry import Retry as SyncRetry
 
 from runtime.settings import RedisSettings
 
 
-def connect(settings: RedisSettings) -> redis.Redis:
+def connect(settings: RedisSettings, *, once: bool = False) -> redis.Redis:
     """For synchronous code (dataflow sinks): a failure stops the flow,
-    which resumes from its snapshot."""
+    which resumes from its snapshot. `once`: no retry, for commands that
+    must not run twice (an XADD whose answer timed out may have applied)."""
     return redis.Redis.from_url(
         settings.url,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
+        **({"retry": SyncRetry(NoBackoff(), retries=0)} if once else {}),
     )
 
 
-def connect_async(settings: RedisSettings) -> aioredis.Redis:
-    """For code on an event loop (API workers, the LLM client)."""
+def connect_async(settings: RedisSettings, *, once: bool = False) -> aioredis.Redis:
+    """For code on an event loop (API workers, the LLM client); `once` as
+    for `connect`."""
     return aioredis.Redis.from_url(
         settings.url,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
-        retry=Retry(NoBackoff(), retries=1),
+        retry=Retry(NoBackoff(), retries=0 if once else 1),
     )

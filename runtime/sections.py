@@ -114,6 +114,55 @@ class ApiSettings(Section):
     default_burst: Annotated[Count, doc("Burst of a new API key (`ops/keys create`).")] = 200
 
 
+class LiveSettings(Section):
+    max_connections: Annotated[
+        Count,
+        doc(
+            "Live connections (SSE and WebSocket together) a tenant may hold at once, for "
+            "API keys without their own `live_connections`; the next gets 429."
+        ),
+    ] = 50
+    retention_s: Annotated[
+        Annotated[int, Meta(ge=60)],
+        doc(
+            "How long a tenant's live events are kept for `Last-Event-ID` resume; an older "
+            "cursor gets `event: reset`. The SPEC asks for at least 900."
+        ),
+    ] = 900
+    heartbeat_s: Annotated[Seconds, doc("Pause between SSE comment heartbeats.")] = 15.0
+    lease_s: Annotated[
+        Seconds,
+        doc(
+            "Lease of a live connection's slot: a slot whose process died frees itself "
+            "within this, with no clean-up job."
+        ),
+    ] = 45.0
+    renew_s: Annotated[
+        Seconds, doc("How often a live connection renews its slot's lease (well under lease_s).")
+    ] = 15.0
+    queue_size: Annotated[
+        Count,
+        doc(
+            "Events queued per live connection; a client that lets this many pile up is "
+            "disconnected with a reason and resumes from its cursor."
+        ),
+    ] = 1000
+    send_timeout_s: Annotated[
+        Seconds,
+        doc("Longest wait for a client to take one message before it counts as stalled."),
+    ] = 10.0
+    ws_max_in_flight: Annotated[
+        Count,
+        doc(
+            "WebSocket messages being processed at once across every API process; past "
+            "it a message gets `busy` with retry_after."
+        ),
+    ] = 500
+    ticket_ttl_s: Annotated[
+        Count, doc("Life of a single-use live ticket (`POST /v1/live/tickets`).")
+    ] = 60
+
+
 class LlmSettings(Section):
     base_url: Annotated[
         str,

@@ -29,6 +29,7 @@ from runtime.sections import (
     CassandraSettings,
     DataflowSettings,
     FeedSettings,
+    LiveSettings,
     LlmSettings,
     LogSettings,
     MetricsSettings,
@@ -42,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True):
     redis: RedisSettings = RedisSettings()
     feed: FeedSettings = FeedSettings()
     api: ApiSettings = ApiSettings()
+    live: LiveSettings = LiveSettings()
     llm: LlmSettings = LlmSettings()
     dataflow: DataflowSettings = DataflowSettings()
     log: LogSettings = LogSettings()

@@ -51,11 +51,18 @@ def _by_tenant(row: ApiKeyRow) -> TenantKeyRow:
 
 
 def create(
-    db: Db, tenant: str, rate: float, burst: int, expires_at: datetime | None = None
+    db: Db,
+    tenant: str,
+    rate: float,
+    burst: int,
+    expires_at: datetime | None = None,
+    live_connections: int | None = None,
 ) -> tuple[str, str]:
     key_id, key = new_key()
     expires = to_stored_time(expires_at) if expires_at is not None else None
-    row = ApiKeyRow(key_hash(key), key_id, tenant, rate, burst, utc_now(), False, expires)
+    row = ApiKeyRow(
+        key_hash(key), key_id, tenant, rate, burst, utc_now(), False, expires, live_connections
+    )
     db.session.execute(db.prepare(API_KEYS.insert()), API_KEYS.values(row))
     listed = _by_tenant(row)
     db.session.execute(db.prepare(API_KEYS_BY_TENANT.insert()), API_KEYS_BY_TENANT.values(listed))
@@ -145,6 +152,11 @@ def parser(settings: Settings) -> argparse.ArgumentParser:
         "--rate", type=float, default=settings.api.default_rate, help="requests per second"
     )
     made.add_argument("--burst", type=int, default=settings.api.default_burst)
+    made.add_argument(
+        "--live-connections",
+        type=int,
+        help=f"live connections at once (default: {settings.live.max_connections})",
+    )
     until = made.add_mutually_exclusive_group()
     until.add_argument(
         "--expires-in", type=parse_duration, metavar="DURATION", help="e.g. 30d, 12h, 90m, 2w"
@@ -176,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     db = Db.open(settings.cassandra)
     try:
         if args.command == "create":
-            _key_id, key = create(db, args.tenant, args.rate, args.burst, expires_at)
+            _key_id, key = create(
+                db, args.tenant, args.rate, args.burst, expires_at, args.live_connections
+            )
             sys.stdout.write(key + "\n")
         elif args.command == "revoke":
             try:

@@ -40,6 +40,7 @@ class Principal(msgspec.Struct, frozen=True):
     rate: float
     burst: int
     expires_at: datetime | None = None  # naive UTC, as stored
+    live_connections: int | None = None  # None: the deployment's default
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -103,7 +104,9 @@ def principal_of(row: ApiKeyRow | None, digest: bytes, now: datetime) -> Princip
     (`now` naive UTC, as stored)."""
     if row is None or row.revoked or not verified(row.key_hash, digest):
         return None
-    principal = Principal(row.tenant, row.key_id, row.rate, row.burst, row.expires_at)
+    principal = Principal(
+        row.tenant, row.key_id, row.rate, row.burst, row.expires_at, row.live_connections
+    )
     return None if principal.expired(now) else principal
 
 

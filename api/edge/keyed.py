@@ -29,12 +29,26 @@ async def keyed_post(
     work: Callable[[str | None], Awaitable[idempotency.Answer]],
 ) -> Response:
     """`work(key)` runs once per key: a repeat replays its answer."""
+    return await keyed_run(request.url.path, body, principal, services, raw_key, work)
+
+
+async def keyed_run(
+    path: str,
+    body: msgspec.Struct,
+    principal: Principal,
+    services: Services,
+    raw_key: str | None,
+    work: Callable[[str | None], Awaitable[idempotency.Answer]],
+) -> Response:
+    """keyed_post's protocol for a body that did not come as a POST to
+    `path` (an utterance sent over the WebSocket is keyed as if POSTed to
+    /v1/utterances, so one key means one utterance whichever way it came)."""
     key = idempotency.checked_key(raw_key)
     return await idempotency.run(
         services.store,
         tenant=principal.tenant,
         key=key,
-        digest=idempotency.request_hash("POST", request.url.path, body),
+        digest=idempotency.request_hash("POST", path, body),
         in_flight_timeout_s=services.settings.api.in_flight_timeout_s,
         work=lambda: work(key),
     )

@@ -1,6 +1,11 @@
 """The edge of every request: a request id, the API key, the rate limit,
 and one structured access-log line. Health, readiness, metrics and the
-OpenAPI document need no key."""
+OpenAPI document need no key. A WebSocket upgrade passes here too: refused,
+it gets its problem document as the HTTP answer (the ASGI WebSocket denial
+response), and the access log records 101 once it is accepted. Routes
+marked `opt={"ticket": True}` (the live ones) also take a single-use
+`?ticket=` instead of the Authorization header (api/live/tickets.py); the
+log never holds it, as it writes the path without the query."""
 
 from __future__ import annotations
 
@@ -28,16 +33,18 @@ from api.edge.problems import (
     ServiceUnavailable,
     problem_body,
 )
+from api.live import tickets
 from api.services import Services, services_of
 
 log = structlog.get_logger("api.access")
+_RESPONSE_START = ("http.response.start", "websocket.http.response.start")
 # The dashboard's pages check their session themselves (api/ui/pages.py).
 PUBLIC = ("/health", "/ready", "/metrics", "/schema", "/swagger", "/ui")
 REQUEST_ID = "X-Request-ID"
 
 
 class EdgeMiddleware(ASGIMiddleware):
-    scopes = (ScopeType.HTTP,)
+    scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         started = time.perf_counter()
@@ -49,30 +56,33 @@ class EdgeMiddleware(ASGIMiddleware):
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            if message["type"] == "websocket.accept":
+                status = 101
+            if message["type"] in _RESPONSE_START:
                 status = message["status"]
                 response_headers = MutableScopeHeaders(message)
                 for name, value in extra_headers.items():
                     response_headers[name] = value
             await send(message)
 
-        if scope["method"] == "OPTIONS":
+        if scope.get("method") == "OPTIONS":
             extra_headers.update(_allow(scope))
         try:
             if not scope["path"].startswith(PUBLIC):
                 tenant = await _admit(scope, headers, extra_headers)
             await next_app(scope, receive, send_with_headers)
         except ApiError as exc:
-            await _send_problem(exc, scope, send_with_headers)
+            await send_problem(exc, scope, send_with_headers)
         except CASSANDRA_UNAVAILABLE as exc:
-            await _send_problem(_key_check_unavailable(scope, exc), scope, send_with_headers)
+            await send_problem(_key_check_unavailable(scope, exc), scope, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
-            REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
+            method = scope.get("method", "GET")  # a WebSocket scope has none
+            REQUEST_SECONDS.labels(route, method, str(status)).observe(elapsed)
             if status == 429:
                 RATE_LIMITED.inc()
-            _access_log(request_id, scope["method"], scope["path"], route, status, tenant, elapsed)
+            _access_log(request_id, method, scope["path"], route, status, tenant, elapsed)
 
 
 def _allow(scope: Scope) -> dict[str, str]:
@@ -95,7 +105,10 @@ def _allow(scope: Scope) -> dict[str, str]:
 async def _admit(scope: Scope, headers: MutableScopeHeaders, extra_headers: dict[str, str]) -> str:
     """Authenticate and charge the rate limit; the tenant admitted."""
     services = services_of(scope["app"])
-    principal = await _principal(services, headers)
+    if headers.get("authorization") is None and scope["route_handler"].opt.get("ticket"):
+        principal = await tickets.redeem(services.redis, scope["query_string"])
+    else:
+        principal = await _principal(services, headers)
     state = scope.setdefault("state", {})
     state["principal"] = principal
     # The batch handler charges per item and adds its headers here.
@@ -175,7 +188,9 @@ async def _principal(services: Services, headers: MutableScopeHeaders) -> Princi
     return await authenticate(services, authorization)
 
 
-async def _send_problem(exc: ApiError, scope: Scope, send: Send) -> None:
+async def send_problem(exc: ApiError, scope: Scope, send: Send) -> None:
+    """The problem as the whole answer; to a WebSocket, before its upgrade,
+    as the denial response."""
     status, body, headers = problem_body(exc)
     body["instance"] = scope["path"]
     payload = msgspec.json.encode(body)
@@ -186,5 +201,6 @@ async def _send_problem(exc: ApiError, scope: Scope, send: Send) -> None:
     raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     if status == 401:
         raw.append((b"www-authenticate", b'Bearer realm="utterstream"'))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
+    prefix = "websocket." if scope["type"] == ScopeType.WEBSOCKET else ""
+    await send({"type": f"{prefix}http.response.start", "status": status, "headers": raw})
+    await send({"type": f"{prefix}http.response.body", "body": payload})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import msgspec
@@ -14,7 +15,7 @@ from api.edge.body import BatchBody, StrictBody
 from api.edge.keyed import keyed_post, new_id
 from api.edge.problems import KEYED, POSTED, BadRequest, NotFound, problem_responses
 from api.reads.shapes import Utterance, UtteranceInsight
-from api.services import PrincipalDep, ServicesDep
+from api.services import PrincipalDep, Services, ServicesDep
 from api.shapes import (
     MAX_BATCH_ITEMS,
     Accepted,
@@ -22,12 +23,14 @@ from api.shapes import (
     BatchIn,
     BatchResult,
     ErrorPoint,
+    ItemResult,
     RejectedItem,
     UtteranceIn,
 )
 from api.writes import ingest
 from cql.clock import from_stored_time
 from cql.insights import InsightRow
+from live.events import Event, utterance_event
 
 _encoder = msgspec.json.Encoder()
 BATCH_CONCURRENCY = 64
@@ -54,15 +57,7 @@ class UtterancesController(Controller):
         services: ServicesDep,
         idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[Accepted]:
-        tenant = principal.tenant
-
-        async def work(key: str | None) -> idempotency.Answer:
-            utterance_id = data.utterance_id or new_id(tenant, key)
-            done = await ingest.accept(
-                services.store, services.settings.feed, tenant, data, utterance_id
-            )
-            return 202, _encoder.encode(done)
-
+        work = accept_one(services, principal.tenant, data)
         return await keyed_post(request, data, principal, services, idempotency_key, work)
 
     @post(
@@ -106,12 +101,8 @@ class UtterancesController(Controller):
             results = await ingest.accept_batch(
                 services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY
             )
-            rejected = sum(r.status >= 400 for r in results)
-            duplicates = sum(r.duplicate for r in results)
-            summary = BatchResult(
-                len(results) - rejected - duplicates, duplicates, rejected, results
-            )
-            return 202, _encoder.encode(summary)
+            await services.live.publisher.publish(_stored_events(tenant, items, results))
+            return 202, _encoder.encode(_summary(results))
 
         return await keyed_post(request, batch, principal, services, idempotency_key, work)
 
@@ -143,6 +134,42 @@ class UtterancesController(Controller):
             status_reason=row.status_reason,
             insight=None if insight is None else _insight(insight),
         )
+
+
+def accept_one(
+    services: Services, tenant: str, data: UtteranceIn
+) -> Callable[[str | None], Awaitable[idempotency.Answer]]:
+    """The work of accepting one utterance, the same whether it came by POST
+    or over the WebSocket; its live `utterance` event follows the write."""
+
+    async def work(key: str | None) -> idempotency.Answer:
+        utterance_id = data.utterance_id or new_id(tenant, key)
+        done = await ingest.accept(
+            services.store, services.settings.feed, tenant, data, utterance_id
+        )
+        if not done.duplicate:
+            event = utterance_event(tenant, done.utterance_id, data.user_id, done.status)
+            await services.live.publisher.publish([event])
+        return 202, _encoder.encode(done)
+
+    return work
+
+
+def _summary(results: list[ItemResult]) -> BatchResult:
+    rejected = sum(r.status >= 400 for r in results)
+    duplicates = sum(r.duplicate for r in results)
+    return BatchResult(len(results) - rejected - duplicates, duplicates, rejected, results)
+
+
+def _stored_events(
+    tenant: str, items: list[tuple[UtteranceIn | RejectedItem, str]], results: list[ItemResult]
+) -> list[Event]:
+    """The `utterance` events of the items this batch stored (201)."""
+    return [
+        utterance_event(tenant, result.utterance_id, item.user_id, "pending")
+        for result, (item, _id) in zip(results, items, strict=True)
+        if result.status == 201 and result.utterance_id and isinstance(item, UtteranceIn)
+    ]
 
 
 def _utterance_id(item: UtteranceIn | RejectedItem) -> str | None:

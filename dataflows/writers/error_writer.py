@@ -58,6 +58,8 @@ from dataflows.connectors.sinks import (
     latest_as_of,
     upserts,
 )
+from live.bus import Publisher
+from live.events import errors_events
 from runtime.settings import Settings
 
 Pair = tuple[str, str]
@@ -119,6 +121,7 @@ class ErrorCountWriter:
         held = settings.dataflow.held_partitions
         self._day_rows = Loaded(held, self._read_day_rows)
         self._month_rows = Loaded(held, self._read_month_rows)
+        self._live = Publisher(settings)
 
     def write(self, points: Sequence[Stamped[ErrorPointFact]]) -> set[Learner]:
         as_of = latest_as_of(points)
@@ -132,6 +135,7 @@ class ErrorCountWriter:
             + upserts(self._insert_count, ERROR_COUNTS, rows)
             + upserts(self._insert_total, ERROR_TOTALS, totals)
         )
+        self._live.publish(errors_events(rows, totals))
         return set(as_of)
 
     def _recount_days(

@@ -55,6 +55,8 @@ from cql.insights import (
 from cql.session import Db
 from cql.table import Table
 from cql.utterances import UTTERANCES, UtteranceRow
+from live.bus import AsyncPublisher
+from live.events import insight_events, utterance_event
 from llm.client import InsightResult, LlmClient
 from runtime.redis_client import connect_async
 from runtime.settings import Settings
@@ -171,6 +173,7 @@ class InsightWriter:
         self._set_status = p(
             UTTERANCES.update(["status", "status_reason", "status_at"]), idempotent=True
         )
+        self._live = AsyncPublisher(settings)
 
     async def current(self, tenant: str, utterance_id: str) -> InsightRow | None:
         rows = await self._run(self._insight, (tenant, utterance_id))
@@ -182,6 +185,10 @@ class InsightWriter:
 
     async def mark_processing(self, subject: Subject) -> None:
         await self._status(subject.tenant, subject.utterance_id, "processing", None)
+        processing = utterance_event(
+            subject.tenant, subject.utterance_id, subject.user_id, "processing"
+        )
+        await self._live.publish([processing])
 
     async def record(self, row: InsightRow, previous: InsightRow | None) -> None:
         """Write an analysis's result (see the module docstring for the order)."""
@@ -199,6 +206,7 @@ class InsightWriter:
             writes.append((self._delete_failure, _key(FAILED_INSIGHTS, failure_row(previous))))
         await asyncio.gather(*(self._run(statement, params) for statement, params in writes))
         await self._final_status(row)
+        await self._live.publish(insight_events(row))
 
     async def restate(self, row: InsightRow) -> None:
         """Rewrite what a completed record implies: its served rows and the

@@ -36,6 +36,8 @@ from dataflows.connectors.sinks import (
     latest_as_of,
     upserts,
 )
+from live.bus import Publisher
+from live.events import learning_events
 from runtime.settings import Settings
 
 
@@ -67,6 +69,7 @@ class LearningWriter:
         self._late_after = timedelta(seconds=settings.dataflow.late_after_s)
         self._facts = HeldFacts(db, settings, LEARNING_EVENTS)
         self._insert_bucket = db.prepare(LEARNING_BUCKETS.insert(), idempotent=True)
+        self._live = Publisher(settings)
 
     def write(self, events: Sequence[Stamped[LearningFact]]) -> set[Learner]:
         as_of = latest_as_of(events)
@@ -91,4 +94,5 @@ class LearningWriter:
             + upserts(self._insert_bucket, LEARNING_BUCKETS, rows),
             self._concurrency,
         )
+        self._live.publish(learning_events(rows, {key: held[key].values() for key in by_day}))
         return set(as_of)

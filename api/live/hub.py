@@ -1,0 +1,144 @@
+"""One reader per tenant stream and API process, fanning each entry out to
+the process's live connections of that tenant.
+
+A reader starts with the first connection of its tenant (at the stream's
+newest entry) and stops with the last one. It blocks on XREAD, so an entry
+reaches every connection as soon as Redis has it, for one read per process
+rather than one per connection. Each connection (`Subscriber`) has a
+bounded queue; a connection whose queue is full reads the stream itself
+until it catches up (api/live/feed.py), so no entry is dropped and no queue
+grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import redis
+import redis.asyncio as aioredis
+import structlog
+
+from live.bus import Entry, entry_of, stream_key
+
+log = structlog.get_logger("api.live")
+# How long one XREAD blocks; the reader's client times out a little later.
+BLOCK_MS = 5_000
+RETRY_S = 1.0
+
+
+class Subscriber:
+    """One live connection's inbox, bounded. When it is full the connection
+    is `behind`: the reader stops filling it and the connection reads the
+    stream itself until it has caught up (api/live/feed.py), so a burst
+    larger than the queue costs no event and no memory. `close(reason)`
+    ends the connection at its next read."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue: asyncio.Queue[Entry | None] = asyncio.Queue(queue_size)
+        self.reason: str | None = None
+        self.behind = False
+
+    def offer(self, entry: Entry) -> None:
+        if self.reason is not None or self.behind:
+            return
+        try:
+            self.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.behind = True
+
+    def caught_up(self) -> None:
+        """Take entries from the reader again; what is queued is older than
+        what the connection has read from the stream, so it goes."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.behind = False
+
+    def close(self, reason: str) -> None:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        # Wake a reader waiting on an empty queue; a full one wakes anyway.
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+
+class _Reader:
+    def __init__(self, client: aioredis.Redis, tenant: str) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self.position = "0-0"
+        self._client = client
+        self._key = stream_key(tenant)
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.get_running_loop().create_future()
+
+    async def start(self) -> None:
+        try:
+            newest = await self._client.xrevrange(self._key, count=1)
+        except BaseException as exc:
+            self.ready.set_exception(exc)
+            self.ready.exception()  # retrieved: the caller raises it
+            raise
+        self.position = entry_of(*newest[0]).id if newest else "0-0"
+        self._task = asyncio.create_task(self._run())
+        self.ready.set_result(None)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                found = await self._client.xread(
+                    {self._key: self.position}, count=1000, block=BLOCK_MS
+                )
+            except redis.RedisError as exc:
+                log.warning("live_read_failed", stream=self._key, error=repr(exc))
+                await asyncio.sleep(RETRY_S)
+                continue
+            for _key, entries in found:
+                for entry_id, fields in entries:
+                    entry = entry_of(entry_id, fields)
+                    self.position = entry.id
+                    for subscriber in list(self.subscribers):
+                        subscriber.offer(entry)
+
+
+class Hub:
+    """The process's readers, by tenant. `client` must allow a read to
+    block for BLOCK_MS (services.live_redis)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._readers: dict[str, _Reader] = {}
+
+    async def join(self, tenant: str, subscriber: Subscriber) -> str:
+        """Deliver the tenant's entries after the returned position to `subscriber`."""
+        reader = self._readers.get(tenant)
+        if reader is None:
+            reader = self._readers[tenant] = _Reader(self._client, tenant)
+            try:
+                await reader.start()
+            except BaseException:
+                del self._readers[tenant]
+                raise
+        await reader.ready
+        reader.subscribers.add(subscriber)
+        return reader.position
+
+    async def leave(self, tenant: str, subscriber: Subscriber) -> None:
+        reader = self._readers.get(tenant)
+        if reader is None:
+            return
+        reader.subscribers.discard(subscriber)
+        if not reader.subscribers:
+            del self._readers[tenant]
+            await reader.stop()
+
+    async def aclose(self) -> None:
+        readers, self._readers = list(self._readers.values()), {}
+        for reader in readers:
+            await reader.stop()

@@ -1,0 +1,225 @@
+"""`python -m bench.live [--quick] [--seconds S] [--rate R]`: the live section
+of `ops/bench`, also runnable alone.
+
+An API of its own (2 workers) and, unless --no-flows, the dataflows, on the
+bench keyspace. 100 SSE clients each follow one learner (`user_id`, types
+utterance and errors), 50 WebSocket clients each send for one learner of
+their own, while utterances flow at --rate (REST POSTs for the SSE
+learners, WebSocket messages for the others). During the run every SSE
+client drops its connection now and then and resumes with Last-Event-ID,
+one API worker is killed with -9 half-way, and 10 % more SSE connections
+are stalled (opened, never read). Measured:
+
+- write -> client: from the 202 (the write is durable before it) to the
+  `utterance` event at the client; negative when the event wins the race;
+- POST -> `errors` event that counts it (its minute window's count);
+- events lost and duplicated: per client, `utterance` events of its
+  learner received vs posted, after reconnects and the kill;
+- API memory (RSS of the server and its workers) sampled over the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from api.commands.keys import create
+from bench import cpu
+from bench.common import ApiServer, bench_settings, make_learners, summarize
+from bench.live_clients import (
+    SSE_CLIENTS,
+    WS_CLIENTS,
+    Ledger,
+    poster,
+    sse_client,
+    stall,
+    ws_client,
+)
+from cql.migrate import migrate
+from cql.session import Db
+from runtime.logs import configure_logging
+from runtime.settings import Settings
+
+
+def _lost_and_duplicated(ledger: Ledger, users: list[str]) -> dict[str, Any]:
+    lost: list[tuple[int, str]] = []
+    duplicated = 0
+    for client, user in enumerate(users):
+        received = ledger.seen[client]
+        lost += [(client, uid) for uid in set(ledger.posted_by_user[user]) - set(received)]
+        duplicated += len(received) - len(set(received))
+    return {"lost": len(lost), "duplicated": duplicated, "lost_sample": lost[:10]}
+
+
+def _latencies(ledger: Ledger) -> dict[str, Any]:
+    from_ack = [
+        (t - ledger.acked[u]) * 1000 for u, t in ledger.first_seen.items() if u in ledger.acked
+    ]
+    from_post = [
+        (t - ledger.sent[u]) * 1000 for u, t in ledger.errors_seen.items() if u in ledger.sent
+    ]
+    return {
+        "write_to_client_ms": summarize(from_ack),
+        "post_to_errors_event_ms": summarize(from_post),
+        "errors_events_measured": len(from_post),
+        "utterances_posted": len(ledger.acked),
+    }
+
+
+class _Clients:
+    """Every client of a run, started together and stopped in order."""
+
+    def __init__(self, api: ApiServer, key: str, learners: list[tuple[str, str]]) -> None:
+        self.ledger = Ledger()
+        self.sse_learners, self.ws_learners = learners[:SSE_CLIENTS], learners[SSE_CLIENTS:]
+        self.listening, self.posting = asyncio.Event(), asyncio.Event()
+        self.threads_over, self.sending = threading.Event(), threading.Event()
+        self.sending.set()
+        self.api, self.key = api, key
+
+    async def start(self, rate: float) -> None:
+        api, key, ledger = self.api, self.key, self.ledger
+        self.sse = [
+            asyncio.create_task(sse_client(api.url, key, user, i, ledger, self.listening))
+            for i, (user, _conv) in enumerate(self.sse_learners)
+        ]
+        ws_rate = min(1.0, rate / 4 / WS_CLIENTS)
+        self.threads = [
+            threading.Thread(
+                target=ws_client,
+                args=(api.url, key, learner, i, ledger, ws_rate, self.threads_over, self.sending),
+                daemon=True,
+            )
+            for i, learner in enumerate(self.ws_learners)
+        ]
+        for thread in self.threads:
+            thread.start()
+        self.stalled = stall(api.port, key, SSE_CLIENTS // 10)
+        await asyncio.sleep(3)
+        rest = rate - ws_rate * WS_CLIENTS
+        self.poster = asyncio.create_task(
+            poster(api.url, key, self.sse_learners, rest, ledger, self.posting)
+        )
+
+    async def stop(self) -> None:
+        self.posting.set()
+        self.sending.clear()
+        await self.poster
+        await asyncio.sleep(8)  # events in flight, the errors flow's last batches
+        self.listening.set()
+        self.threads_over.set()
+        await asyncio.gather(*self.sse, return_exceptions=True)
+        for thread in self.threads:
+            thread.join(15)
+        for s in self.stalled:
+            s.close()
+
+    def users(self) -> list[str]:
+        return [u for u, _c in self.sse_learners] + [u for u, _c in self.ws_learners]
+
+
+async def _watch(api: ApiServer, seconds: float, log: Any) -> tuple[list[Any], bool]:
+    """API memory every 5 s; one worker killed with -9 half-way."""
+    memory: list[tuple[float, float]] = []
+    began, killed = time.monotonic(), False
+    while (elapsed := time.monotonic() - began) < seconds:
+        memory.append((round(elapsed, 1), round(cpu.tree_rss_mib(api.proc.pid), 1)))
+        if not killed and elapsed > seconds / 2:
+            victim = api.worker_pids()[0]
+            log(f"live: kill -9 of API worker {victim}")
+            os.kill(victim, signal.SIGKILL)
+            killed = True
+        await asyncio.sleep(5)
+    return memory, killed
+
+
+async def _drive(
+    api: ApiServer, key: str, learners: list[tuple[str, str]], rate: float, seconds: float,
+    log: Any,
+) -> dict[str, Any]:  # fmt: skip
+    clients = _Clients(api, key, learners)
+    await clients.start(rate)
+    memory, killed = await _watch(api, seconds, log)
+    await clients.stop()
+    ledger = clients.ledger
+    return {
+        **_latencies(ledger),
+        "sse_clients": len(clients.sse), "ws_clients": len(clients.threads),
+        "stalled_clients": len(clients.stalled), "rate_per_s": rate, "seconds": seconds,
+        "reconnects": ledger.reconnects, "worker_killed": killed,
+        "failures": dict(ledger.failures),
+        **_lost_and_duplicated(ledger, clients.users()),
+        "api_rss_mib": memory,
+    }  # fmt: skip
+
+
+def _key(settings: Any, tenant: str) -> str:
+    """A key without a practical rate limit whose live cap fits every client."""
+    db = Db.open(settings.cassandra)
+    try:
+        return create(db, tenant, 1_000_000.0, 1_000_000, None, 10 * SSE_CLIENTS)[1]
+    finally:
+        db.close()
+
+
+def run(
+    quick: bool, log: Any, seconds: float | None = None, rate: float = 200.0, flows: bool = True
+) -> dict[str, Any]:
+    from bench.freshness import Flows
+
+    settings = bench_settings()
+    migrate(settings.cassandra)
+    seconds = seconds or (60.0 if quick else 600.0)
+    tenant = f"bench-live-{os.getpid()}"
+    key = _key(settings, tenant)
+    api = ApiServer(settings, workers=2)
+    running = None
+    try:
+        if flows:
+            running = Flows(settings, Path(tempfile.mkdtemp(prefix="bench-live-")))
+            db = Db.open(settings.cassandra)
+            try:
+                running.wait_swept(db, settings.feed.shards)
+            finally:
+                db.close()
+        learners = make_learners(api.url, key, SSE_CLIENTS + WS_CLIENTS, tenant)
+        log(f"live: {SSE_CLIENTS} SSE + {WS_CLIENTS} WebSocket clients, {rate}/s for {seconds} s")
+        result = asyncio.run(_drive(api, key, learners, rate, seconds, log))
+    finally:
+        if running is not None:
+            running.stop()
+        api.stop()
+    rss = [mib for _t, mib in result["api_rss_mib"]]
+    settled = rss[len(rss) // 3 :] or rss
+    result["api_rss_growth_pct"] = round(100 * (settled[-1] - settled[0]) / settled[0], 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.live", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="60 s instead of 600 s")
+    p.add_argument("--seconds", type=float, help="how long utterances flow")
+    p.add_argument("--rate", type=float, default=200.0, help="utterances per second")
+    p.add_argument(
+        "--no-flows", action="store_true", help="without the dataflows (no errors events)"
+    )
+    args = p.parse_args(argv)
+    configure_logging(Settings.from_env().log)  # to stderr: stdout is the result
+    result = run(
+        args.quick, lambda m: sys.stderr.write(m + "\n"), args.seconds, args.rate, not args.no_flows
+    )
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

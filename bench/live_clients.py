@@ -1,0 +1,221 @@
+"""The clients of the live benchmark (bench/live.py): SSE readers that drop
+and resume, WebSocket senders in threads, a steady POSTer, stalled
+connections, and the ledger of what was posted and what each client saw."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import socket
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import websocket
+
+from bench import common
+
+SSE_CLIENTS, WS_CLIENTS = 100, 50
+
+
+class Ledger:
+    """What was posted and what each client saw, in one place."""
+
+    def __init__(self) -> None:
+        self.acked: dict[str, float] = {}  # utterance_id -> 202 time
+        self.sent: dict[str, float] = {}
+        self.posted_by_user: dict[str, list[str]] = defaultdict(list)
+        self.minute_posts: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self.seen: dict[int, list[str]] = defaultdict(list)  # client -> utterance ids
+        self.first_seen: dict[str, float] = {}
+        self.errors_seen: dict[str, float] = {}
+        self.reconnects = 0
+        self.cursors: dict[int, str] = {}  # client -> the last id it got
+        self.failures: dict[str, int] = defaultdict(int)
+
+    def posted(self, user: str, uid: str, minute: str, sent: float) -> None:
+        self.sent[uid], self.acked[uid] = sent, time.monotonic()
+        self.posted_by_user[user].append(uid)
+        self.minute_posts[(user, minute)].append(uid)
+
+    def event(self, client: int, name: str, data: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if name in ("reset", "closed"):
+            self.failures[f"got_{name}"] += 1
+        elif name == "utterance" and data.get("status") == "pending":
+            self.seen[client].append(data["utterance_id"])
+            self.first_seen.setdefault(data["utterance_id"], now)
+        elif name == "errors":
+            for w in data["windows"]:
+                if w["window"] == "minute" and w["subcategory"] == "past tense":
+                    minute = w["start"][:16]
+                    for uid in self.minute_posts[(data["user_id"], minute)][: w["count"]]:
+                        self.errors_seen.setdefault(uid, now)
+
+
+def _body(user: str, conv: str) -> tuple[dict[str, Any], str]:
+    now = datetime.now(UTC)
+    body = {
+        "conversation_id": conv, "user_id": user, "text": common.TEXT,
+        "timestamp": now.isoformat(), "errors": common.ERRORS, "words_learned": 3,
+    }  # fmt: skip
+    return body, now.strftime("%Y-%m-%dT%H:%M")
+
+
+async def sse_client(
+    url: str, key: str, user: str, index: int, ledger: Ledger, over: asyncio.Event
+) -> None:
+    """Follows one learner; drops its connection every 5-20 s and resumes
+    from the last id it got, as EventSource does (ledger.cursors)."""
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10, read=30)) as client:
+        while not over.is_set():
+            headers = {"Authorization": f"Bearer {key}"}
+            if cursor := ledger.cursors.get(index):
+                headers["Last-Event-ID"] = cursor
+            params = {"user_id": user, "types": "utterance,errors", "client_id": f"sse-{index}"}
+            try:
+                async with client.stream("GET", "/v1/live", headers=headers, params=params) as r:
+                    if r.status_code != 200:
+                        ledger.failures[f"sse_{r.status_code}"] += 1
+                        await asyncio.sleep(float(r.headers.get("Retry-After", 1)))
+                        continue
+                    drop_at = time.monotonic() + random.uniform(5, 20)
+                    await _read(r, index, ledger, over, drop_at)
+            except httpx.HTTPError:
+                ledger.failures["sse_dropped"] += 1
+                await asyncio.sleep(0.2)
+            ledger.reconnects += 1
+
+
+async def _read(
+    r: httpx.Response, index: int, ledger: Ledger, over: asyncio.Event, drop_at: float
+) -> None:
+    """Events into the ledger until the run is over or it is time to drop."""
+    current: dict[str, str] = {}
+    async for line in r.aiter_lines():
+        if line == "":
+            if "id" in current:
+                ledger.cursors[index] = current["id"]
+            if "data" in current:
+                ledger.event(index, current["event"], json.loads(current["data"]))
+            current = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            current[name] = value
+        if over.is_set() or time.monotonic() > drop_at:
+            break
+
+
+def ws_client(
+    url: str, key: str, learner: tuple[str, str], index: int, ledger: Ledger, rate: float,
+    over: threading.Event, sending: threading.Event,
+) -> None:  # fmt: skip
+    """One WebSocket client, in a thread (websocket-client is synchronous):
+    an utterance every 1/rate s on average, every message read as it comes."""
+    base = url.replace("http://", "ws://") + f"/v1/ws?client_id=ws-{index}&user_id={learner[0]}"
+    pending: dict[str, tuple[str, float, str]] = {}
+    while not over.is_set():
+        cursor = ledger.cursors.get(SSE_CLIENTS + index)
+        ws_url = base + (f"&last_event_id={cursor}" if cursor else "")
+        try:
+            ws = websocket.create_connection(
+                ws_url, header={"Authorization": f"Bearer {key}"}, timeout=10
+            )
+        except Exception:  # refused or a worker being replaced: count, retry
+            ledger.failures["ws_connect"] += 1
+            time.sleep(0.5)
+            continue
+        try:
+            _ws_session(ws, learner, index, ledger, rate, (over, sending), pending)
+        except Exception:  # the worker was killed: reconnect
+            ledger.failures["ws_dropped"] += 1
+        finally:
+            ws.close()
+
+
+def _ws_session(
+    ws: websocket.WebSocket, learner: tuple[str, str], index: int, ledger: Ledger, rate: float,
+    flags: tuple[threading.Event, threading.Event], pending: dict[str, tuple[str, float, str]],
+) -> None:  # fmt: skip
+    """Reads until `over`; sends while `sending` is set."""
+    user, conv = learner
+    over, sending = flags
+    next_send = time.monotonic() + random.expovariate(rate)
+    while not over.is_set():
+        ws.settimeout(max(0.01, next_send - time.monotonic()))
+        with contextlib.suppress(websocket.WebSocketTimeoutException):
+            _ws_take(json.loads(ws.recv()), index, ledger, pending)
+        if time.monotonic() >= next_send and sending.is_set():
+            body, minute = _body(user, conv)
+            key = f"k{random.getrandbits(64):x}"
+            pending[key] = (user, time.monotonic(), minute)
+            ws.send(json.dumps({"type": "utterance", "idempotency_key": key, "utterance": body}))
+            next_send += random.expovariate(rate)
+
+
+def _ws_take(
+    message: dict[str, Any], index: int, ledger: Ledger, pending: dict[str, tuple[str, float, str]]
+) -> None:
+    if message["type"] == "accepted" and message["idempotency_key"] in pending:
+        user, sent, minute = pending.pop(message["idempotency_key"])
+        ledger.posted(user, message["utterance_id"], minute, sent)
+    elif message["type"] == "event":
+        ledger.cursors[SSE_CLIENTS + index] = message["id"]
+        ledger.event(SSE_CLIENTS + index, message["event"], message["data"])
+    elif message["type"] == "heartbeat":
+        ledger.cursors[SSE_CLIENTS + index] = message["id"]
+    elif message["type"] in ("problem", "busy"):
+        ledger.failures[f"ws_{message['type']}"] += 1
+
+
+async def poster(
+    url: str, key: str, learners: list[tuple[str, str]], rate: float, ledger: Ledger,
+    over: asyncio.Event,
+) -> None:  # fmt: skip
+    limits = httpx.Limits(max_connections=64)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(
+        base_url=url, timeout=10, limits=limits, headers=headers
+    ) as client:
+
+        async def one(user: str, conv: str) -> None:
+            body, minute = _body(user, conv)
+            sent = time.monotonic()
+            try:
+                r = await client.post("/v1/utterances", json=body)
+            except httpx.HTTPError:
+                ledger.failures["post_error"] += 1
+                return
+            if r.status_code == 202:
+                ledger.posted(user, r.json()["utterance_id"], minute, sent)
+            else:
+                ledger.failures[f"post_{r.status_code}"] += 1
+
+        tasks: set[asyncio.Task[None]] = set()
+        start, n = time.monotonic(), 0
+        while not over.is_set():
+            n += 1
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+            task = asyncio.create_task(one(*random.choice(learners)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def stall(port: int, key: str, n: int) -> list[socket.socket]:
+    """Connections that never read: their events pile up at the server."""
+    stalled = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(
+            f"GET /v1/live HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+        )
+        stalled.append(s)
+    return stalled

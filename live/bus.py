@@ -1,0 +1,159 @@
+"""A Redis Stream per tenant: where live events go once what they report is
+durably written, and where every API process reads them.
+
+- One entry per event: fields `type`, `user` (the learner, so a reader can
+  filter without decoding) and `data` (the event's JSON). The entry id,
+  given by Redis, only grows: it is the SSE `id:` and the resume cursor.
+- Each append trims entries older than `live.retention_s` (`MINID ~`: Redis
+  trims whole nodes only, so it keeps at least the retention), and the key
+  expires twice the retention after the last append, so an idle tenant's
+  stream goes away.
+- Publishing never fails the write it follows, and is never retried (an
+  XADD whose answer timed out may have been applied: a retry would append
+  the event twice): a Redis error is logged and counted, and the tenants whose events were lost are remembered; the next
+  append that succeeds first puts a `reset` entry in each of their streams,
+  which tells a client to read the current state over REST. (A process that
+  dies with such a gap unreported leaves it unreported: the events' absolute
+  values are still right at the next event of the same learner.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, NamedTuple
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+import structlog
+from prometheus_client import Counter
+
+from live.events import RESET, Event, ResetEvent
+from runtime.redis_client import connect, connect_async
+from runtime.settings import Settings
+
+log = structlog.get_logger("live.bus")
+_encoder = msgspec.json.Encoder()
+
+PUBLISHED: Final = Counter(
+    "utterstream_live_events_published", "Live events appended to tenants' streams", ["type"]
+)
+PUBLISH_FAILED: Final = Counter(
+    "utterstream_live_publish_failures",
+    "Live events lost because Redis could not take them (their tenants get a reset)",
+)
+_GAP = ResetEvent(
+    "gap",
+    "Some live events could not be published while Redis was unreachable; "
+    "read the current state over REST.",
+)
+
+
+def stream_key(tenant: str) -> str:
+    # The braces make the tenant the hash tag, should Redis be a cluster.
+    return f"live:{{{tenant}}}:events"
+
+
+class Entry(NamedTuple):
+    """An event as read back from a stream."""
+
+    id: str
+    type: str
+    user_id: str
+    data: bytes
+
+
+def entry_of(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
+    ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Entry(
+        ident, fields[b"type"].decode(), fields.get(b"user", b"").decode(), fields[b"data"]
+    )
+
+
+def id_parts(entry_id: str) -> tuple[int, int]:
+    """A stream id (`<ms>-<seq>`) as numbers, for ordering; ValueError if it is not one."""
+    ms, _, seq = entry_id.partition("-")
+    parts = (int(ms), int(seq or 0))
+    if parts[0] < 0 or parts[1] < 0:
+        raise ValueError(entry_id)
+    return parts
+
+
+def _commands(pipe: Any, events: Iterable[Event], retention_ms: int) -> None:
+    """Queue each event's XADD (trimming its stream) and the key's expiry."""
+    min_id = str(int(time.time() * 1000) - retention_ms)
+    for event in events:
+        key = stream_key(event.tenant)
+        fields = {"type": event.type, "user": event.user_id, "data": _encoder.encode(event.payload)}
+        pipe.xadd(key, fields, minid=min_id, approximate=True)
+        pipe.pexpire(key, 2 * retention_ms)
+
+
+def _gap_events(tenants: Iterable[str]) -> list[Event]:
+    return [Event(tenant, RESET, "", _GAP) for tenant in tenants]
+
+
+class _Gaps:
+    """Tenants whose events were lost, to be told so once Redis is back."""
+
+    def __init__(self) -> None:
+        self.tenants: set[str] = set()
+
+    def lost(self, events: Sequence[Event], exc: Exception) -> None:
+        self.tenants.update(event.tenant for event in events)
+        PUBLISH_FAILED.inc(len(events))
+        log.warning("live_publish_failed", events=len(events), error=repr(exc))
+
+    def sent(self, events: Sequence[Event], gaps: set[str]) -> None:
+        self.tenants -= gaps
+        for event in events:
+            PUBLISHED.labels(event.type).inc()
+
+
+class Publisher:
+    """For synchronous writers (the counting flows' sinks)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._redis: redis.Redis = connect(settings.redis, once=True)
+        self._retention_ms = settings.live.retention_s * 1000
+        self._gaps = _Gaps()
+
+    def publish(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        gaps = set(self._gaps.tenants)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            _commands(pipe, [*_gap_events(gaps), *events], self._retention_ms)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._gaps.lost(events, exc)
+            return
+        self._gaps.sent(events, gaps)
+
+
+class AsyncPublisher:
+    """For writers on an event loop (API workers, the insights flow); the
+    client connects on first use, on the loop that uses it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._redis: aioredis.Redis = connect_async(settings.redis, once=True)
+        self._retention_ms = settings.live.retention_s * 1000
+        self._gaps = _Gaps()
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        gaps = set(self._gaps.tenants)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            _commands(pipe, [*_gap_events(gaps), *events], self._retention_ms)
+            await pipe.execute()
+        except redis.RedisError as exc:
+            self._gaps.lost(events, exc)
+            return
+        self._gaps.sent(events, gaps)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

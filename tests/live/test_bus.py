@@ -1,0 +1,80 @@
+"""The event bus against a Redis of the test's own, killed for real:
+publishing never raises, and the events lost while Redis was away are
+announced by a `reset` in each affected tenant's stream once it is back."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+
+from live.bus import PUBLISH_FAILED, Publisher, entry_of, stream_key
+from live.events import RESET, utterance_event
+from runtime.processes import free_port
+from runtime.sections import RedisSettings
+from runtime.settings import Settings
+
+
+class OwnRedis:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--save", "", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.kill()
+
+
+def test_an_outage_loses_no_write_and_ends_in_a_reset(own_redis: OwnRedis) -> None:
+    url = f"redis://127.0.0.1:{own_redis.port}/0"
+    publisher = Publisher(Settings(redis=RedisSettings(url=url, socket_timeout_s=0.2)))
+    client = redis.Redis.from_url(url)
+    first = utterance_event("t-a", "u1", "ana", "pending")
+    publisher.publish([first])
+    own_redis.kill()
+    failed_before = PUBLISH_FAILED._value.get()
+    publisher.publish([utterance_event("t-a", "u2", "ana", "pending")])  # must not raise
+    assert PUBLISH_FAILED._value.get() == failed_before + 1
+    own_redis.start()  # an empty Redis, as after a restart without persistence
+    publisher.publish([utterance_event("t-b", "u3", "bea", "pending")])
+    [gap] = [entry_of(*e) for e in client.xrange(stream_key("t-a"))]
+    assert gap.type == RESET and msgspec.json.decode(gap.data)["reason"] == "gap"
+    [kept] = [entry_of(*e) for e in client.xrange(stream_key("t-b"))]
+    assert kept.type == "utterance"
+    # Told once: the next publish adds no second reset.
+    publisher.publish([utterance_event("t-b", "u4", "bea", "pending")])
+    assert client.xlen(stream_key("t-a")) == 1
