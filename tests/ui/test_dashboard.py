@@ -36,7 +36,10 @@ def seeded_learners(db, tenant: str, api: httpx.Client) -> None:
         (hour - timedelta(hours=5), "grammar", "articles", 3),
     ):
         seed.error_count("ui-a-1", "hour", start, category, subcategory, count)
-    for category, subcategory, count in (("grammar", "articles", 5), ("spelling", "double letters", 4)):
+    for category, subcategory, count in (
+        ("grammar", "articles", 5),
+        ("spelling", "double letters", 4),
+    ):
         seed.error_total("ui-a-1", category, subcategory, count)
     quarter = hour - timedelta(hours=1)
     seed.learning_bucket("ui-a-1", quarter, entries=2, words=7)
@@ -119,8 +122,15 @@ def test_a_posted_utterance_appears_on_the_open_page_without_a_reload(
     open_context, ui_api, ui_tenant, api_client
 ) -> None:
     user_id = f"ui-live-{uuid.uuid4().hex[:6]}"
-    assert api_client.post("/v1/users", json={"user_id": user_id, "email": "l@example.com", "name": "Lee"}).status_code == 201
-    conversation = api_client.post("/v1/conversations", json={"user_id": user_id, "title": "t"}).json()
+    assert (
+        api_client.post(
+            "/v1/users", json={"user_id": user_id, "email": "l@example.com", "name": "Lee"}
+        ).status_code
+        == 201
+    )
+    conversation = api_client.post(
+        "/v1/conversations", json={"user_id": user_id, "title": "t"}
+    ).json()
     _, page = open_context(WIDTHS[0])
     sign_in(page, ui_api.url, ui_tenant.key)
     page.goto(f"{ui_api.url}/ui/learners/{user_id}")
@@ -160,13 +170,10 @@ def unlabelled_controls(page: Page) -> list[str]:
 
 def unreachable_by_tab(page: Page) -> list[str]:
     """The visible, enabled controls that pressing Tab never focuses."""
-    page.evaluate(
-        """(selector) => document.querySelectorAll(selector).forEach((e, i) => e.dataset.control = i)""",
-        CONTROLS,
-    )
     wanted = set(
         page.evaluate(
             """(selector) => [...document.querySelectorAll(selector)]
+                 .map((e, i) => { e.dataset.control = i; return e; })
                  .filter((e) => !e.disabled && e.getClientRects().length && getComputedStyle(e).visibility !== "hidden")
                  .map((e) => e.dataset.control)""",
             CONTROLS,
@@ -188,18 +195,22 @@ def test_every_page_is_labelled_reachable_by_keyboard_and_fits(
 ) -> None:
     seeded_learners(db, ui_tenant.name, api_client)
     _, page = open_context(width)
-    page.goto(f"{ui_api.url}/ui/sign-in")
-    pages = [("sign-in", None)]
-    for name, path in [("sign-in", None), ("learners", "/ui/learners"), ("learner", "/ui/learners/ui-a-1"), ("ask", "/ui/ask")]:
+    for name, path in [
+        ("sign-in", None),
+        ("learners", "/ui/learners"),
+        ("learner", "/ui/learners/ui-a-1"),
+        ("ask", "/ui/ask"),
+    ]:
         if path is None:
             page.goto(f"{ui_api.url}/ui/sign-in")
         else:
             if name == "learners":
                 sign_in(page, ui_api.url, ui_tenant.key)
             page.goto(f"{ui_api.url}{path}")
+        if name == "learners":
+            expect(page.locator("#learner-rows tr")).to_have_count(3)
         if name == "learner":
             wait_for_panels(page)
-        pages.append((name, path))
         assert unlabelled_controls(page) == [], name
         assert unreachable_by_tab(page) == [], name
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")

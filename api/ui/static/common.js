@@ -34,8 +34,11 @@ export async function getJson(path, params) {
 }
 
 export async function postJson(path, body) {
-  const headers = { ...UI_HEADERS, "Content-Type": "application/json" };
-  const init = { method: "POST", headers, body: JSON.stringify(body), credentials: "same-origin" };
+  const init = { method: "POST", headers: { ...UI_HEADERS }, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
   return answered(await fetch(path, init));
 }
 
@@ -89,7 +92,7 @@ export function live(userId, byType) {
   async function connect() {
     let ticket;
     try {
-      ticket = (await postJson("/v1/live/tickets", {})).ticket;
+      ticket = (await postJson("/v1/live/tickets")).ticket;
     } catch (error) {
       poll();
       // No live endpoint on this server: polling it is.
