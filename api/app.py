@@ -32,6 +32,7 @@ from api.edge.limits import RATE_LIMIT_HEADERS
 from api.edge.metrics import MetricsController
 from api.edge.middleware import REQUEST_ID, EdgeMiddleware, unrouted
 from api.edge.problems import exception_handlers, handle_http_exception
+from api.resources.ask import AskController
 from api.resources.conversations import ConversationsController
 from api.resources.errors import ErrorCountsController
 from api.resources.exercises import ExercisesController
@@ -198,6 +199,7 @@ def keyed_routes() -> Router:
             InsightsController,
             LiveController,
             live_socket,
+            AskController,
         ],
         response_headers=RATE_LIMIT_HEADERS,
         security=BEARER,
