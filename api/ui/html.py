@@ -163,7 +163,7 @@ def ask() -> str:
         '<p class="status" role="status" aria-live="polite"></p>'
         '<section id="answer" aria-labelledby="answer-h" hidden><h2 id="answer-h">Answer</h2>'
         '<p id="explanation"></p>'
-        '<p>GET <code id="get-url"></code> <span id="answered-by"></span></p>'
+        '<p>The same answer: GET <code id="get-url"></code> <span id="answered-by"></span></p>'
         '<div class="chart"><canvas id="answer-chart" role="img" aria-label="The answer as a chart">'
         '</canvas></div><div class="table" id="answer-table"></div>'
         '<details><summary>Plan</summary><pre id="plan"></pre></details></section>'

@@ -229,3 +229,30 @@ def test_sign_out_ends_access(open_context, ui_api, ui_tenant) -> None:
     assert httpx.get(f"{ui_api.url}/v1/users", headers=stale).status_code == 401
     page.goto(f"{ui_api.url}/ui/learners")
     assert page.url == f"{ui_api.url}/ui/sign-in"
+
+
+def test_the_ask_page_answers_a_gold_question(
+    open_context, ui_api, ui_tenant, api_client, db
+) -> None:
+    body = {"user_id": "learner-001", "email": "l1@example.com", "name": "Pedro"}
+    assert api_client.post("/v1/users", json=body).status_code == 201
+    seed = Seeder(db, ui_tenant.name)
+    for category, subcategory, count in (
+        ("grammar", "articles", 7),
+        ("grammar", "past tense", 5),
+        ("spelling", "double letters", 2),
+    ):
+        seed.error_total("learner-001", category, subcategory, count)
+    _, page = open_context(WIDTHS[1])
+    sign_in(page, ui_api.url, ui_tenant.key)
+    page.get_by_role("link", name="Ask").click()
+    page.get_by_label("Question").fill("What are the top 5 mistakes of learner-001?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer")).to_be_visible()
+    get_url = page.locator("#get-url").text_content()
+    assert get_url and get_url.startswith("/v1/users/learner-001/errors/top")
+    assert '"operation": "top_errors"' in (page.locator("#plan").text_content() or "")
+    expect(page.locator("#explanation")).not_to_be_empty()
+    answer = api_client.get(get_url).json()
+    chart = drawn(page, "answer-chart")
+    assert chart["datasets"][0]["data"] == [e["count"] for e in answer["errors"]] == [7, 5, 2]

@@ -11,7 +11,7 @@ const zone = browserZone();
 
 function show(answer) {
   document.getElementById("explanation").textContent = answer.explanation;
-  document.getElementById("get-url").textContent = answer.get_url;
+  document.getElementById("get-url").textContent = answer.url;
   document.getElementById("answered-by").textContent = answer.answered_by ? `(answered by ${answer.answered_by})` : "";
   document.getElementById("plan").textContent = JSON.stringify(answer.plan, null, 2);
   const drawn = drawData(answer.data || {});
@@ -51,10 +51,11 @@ function drawData(data) {
   return false;
 }
 
+// A refused or unclear question is a 422 whose detail already says why;
+// a clarification also names what to add.
 function refusal(error) {
-  const problem = error.problem;
-  const reason = problem.refused || problem.clarify;
-  return reason ? `${error.message} ${typeof reason === "string" ? reason : JSON.stringify(reason)}` : error.message;
+  const missing = error.problem.clarify && error.problem.clarify.missing;
+  return missing && missing.length ? `${error.message} (missing: ${missing.join(", ")})` : error.message;
 }
 
 form.addEventListener("submit", async (event) => {
