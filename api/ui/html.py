@@ -139,7 +139,8 @@ def learner(user_id: str, name: str, email: str) -> str:
             "insights", "Insights, last 7 days", "",
             _chart("sentiment", "Sentiment over time")
             + _chart("topics", "Topics")
-            + '<div class="table" id="insight-list"></div>'
+            + '<div class="table" id="insight-list" tabindex="0" role="region" '
+            'aria-label="Insights list, scrolls sideways on narrow screens"></div>'
             '<div class="pager"><button type="button" id="insights-first">First page</button>'
             '<button type="button" id="insights-next">Next page</button></div>',
         )

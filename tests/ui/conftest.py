@@ -33,8 +33,10 @@ def ui_api(migrated: Settings) -> Iterator[ApiProcess]:
     api.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module: Playwright's sync API holds an event loop on this thread
+    while it runs, which the asyncio tests of later modules could not start."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium_path(), headless=True)
         yield launched

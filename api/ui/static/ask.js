@@ -1,6 +1,6 @@
 // The Ask page: a question to POST /v1/ask; shows the plan, its explanation,
 // the equivalent GET and the answer, drawn by the shape of its data.
-import { ApiError, browserZone, draw, errorSeries, postJson, stackedBars, table, timeLabel } from "./common.js";
+import { ApiError, browserZone, draw, errorSeries, horizontalBars, postJson, stackedBars, table, timeLabel } from "./common.js";
 
 const form = document.getElementById("ask-form");
 const status = document.querySelector(".status");
@@ -36,7 +36,7 @@ function drawData(data) {
     return true;
   }
   if (Array.isArray(data.errors)) {
-    draw(canvas, "bar", data.errors.map((e) => `${e.category} / ${e.subcategory}`), [{ label: "errors", data: data.errors.map((e) => e.count) }], { indexAxis: "y" });
+    horizontalBars(canvas, data.errors.map((e) => `${e.category} / ${e.subcategory}`), "errors", data.errors.map((e) => e.count));
     table(tableBox, "Most frequent errors", [{ label: "category" }, { label: "subcategory" }, { label: "count", num: true }],
       data.errors.map((e) => [e.category, e.subcategory, e.count]));
     return true;

@@ -234,6 +234,15 @@ function errorSlots(answer, zone) {
   return { labels: keys, index: (start) => positions.get(keyOf(start)) };
 }
 
+// Horizontal bars whose long labels are cut short, so a phone still shows the bars.
+export function horizontalBars(canvas, labels, label, data) {
+  const short = { callback(value) { const text = this.getLabelForValue(value); return text.length > 24 ? `${text.slice(0, 23)}…` : text; } };
+  return draw(canvas, "bar", labels, [{ label, data }], {
+    indexAxis: "y", plugins: { legend: { display: false } },
+    scales: { x: { beginAtZero: true, ticks: { precision: 0 } }, y: { ticks: short } },
+  });
+}
+
 export function stackedBars(canvas, series) {
   const stacked = { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } };
   return draw(canvas, "bar", series.labels, series.datasets, { scales: stacked });

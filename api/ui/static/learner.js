@@ -3,7 +3,7 @@
 // re-run by live events or every 10 s.
 import {
   addDays, draw, errorSeries, getJson, iso, live, localDate, monthsBack, panel,
-  browserZone, stackedBars, table, timeLabel, zones,
+  browserZone, horizontalBars, stackedBars, table, timeLabel, zones,
 } from "./common.js";
 
 const head = document.querySelector("[data-user-id]");
@@ -45,9 +45,7 @@ const top = panel("top", async (root) => {
   const answer = await read(root, `${base}/errors/top`, { limit: "10" });
   const labels = answer.errors.map((e) => `${e.category} / ${e.subcategory}`);
   const counts = answer.errors.map((e) => e.count);
-  draw(document.getElementById("top-chart"), "bar", labels, [{ label: "errors", data: counts }], {
-    indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } },
-  });
+  horizontalBars(document.getElementById("top-chart"), labels, "errors", counts);
   const rows = answer.errors.map((e) => [e.category, e.subcategory, e.count]);
   const columns = [{ label: "category" }, { label: "subcategory" }, { label: "count", num: true }];
   table(document.getElementById("top-table"), "Most frequent errors", columns, rows);
@@ -106,8 +104,7 @@ const insights = panel("insights", async (root) => {
   const topics = new Map();
   for (const i of all) for (const t of i.topics) topics.set(t, (topics.get(t) || 0) + 1);
   const ranked = [...topics].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 10);
-  draw(document.getElementById("topics-chart"), "bar", ranked.map((t) => t[0]), [{ label: "utterances", data: ranked.map((t) => t[1]) }],
-    { indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } });
+  horizontalBars(document.getElementById("topics-chart"), ranked.map((t) => t[0]), "utterances", ranked.map((t) => t[1]));
   table(document.getElementById("topics-table"), "Topics", [{ label: "topic" }, { label: "utterances", num: true }], ranked);
   await listPage(null);
   return asOf;
