@@ -5,6 +5,7 @@ the v1 API, which each page's script calls with the session."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 from litestar import Controller, Request, Response, get, post
@@ -45,6 +46,19 @@ def _cookie(request: Request, value: str, max_age: int) -> Cookie:
     )
 
 
+def _cross_site(request: Request) -> bool:
+    """A form posted from another site's page: browsers name the page's
+    origin, and it is not this host. Refused, so no other site can sign a
+    visitor in (to a tenant of its choosing) or out."""
+    origin = request.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc != request.headers.get("host")
+
+
+def _refused() -> Response[str]:
+    page = html.page("Refused", "<h1>Refused</h1><p>This form only works from this site.</p>")
+    return _html(page, status=403)
+
+
 async def _signed_in(request: Request, services: Services) -> Principal | None:
     session = sessions.session_id(request.headers.get("cookie"))
     return None if session is None else await sessions.signed_in(services, session)
@@ -66,6 +80,8 @@ class DashboardController(Controller):
     @post("/sign-in", status_code=303)
     async def sign_in(self, request: Request, services: ServicesDep) -> Response:
         """Trade the form's API key for a session; the key is never logged."""
+        if _cross_site(request):
+            return _refused()
         form = await request.form()
         key = str(form.get("api_key") or "").strip()
         try:
@@ -81,7 +97,9 @@ class DashboardController(Controller):
         return redirect
 
     @post("/sign-out", status_code=303)
-    async def sign_out(self, request: Request, services: ServicesDep) -> Redirect:
+    async def sign_out(self, request: Request, services: ServicesDep) -> Response:
+        if _cross_site(request):
+            return _refused()
         session = sessions.session_id(request.headers.get("cookie"))
         if session is not None:
             await sessions.close_session(services.redis, session)

@@ -84,3 +84,17 @@ async def test_revoking_the_key_ends_its_sessions(
     assert (await client.get("/v1/users", headers=headers)).status_code == 401
     r = await client.get("/ui/learners", headers=headers, follow_redirects=False)
     assert r.status_code == 303
+
+
+async def test_another_sites_form_cannot_sign_in_or_out(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    elsewhere = {"Origin": "https://evil.example"}
+    r = await client.post(
+        "/ui/sign-in", data={"api_key": tenant.key}, headers=elsewhere, follow_redirects=False
+    )
+    assert r.status_code == 403 and COOKIE not in r.cookies
+    await signed_in(client, tenant.key)
+    r = await client.post("/ui/sign-out", headers=elsewhere, follow_redirects=False)
+    assert r.status_code == 403
+    assert (await client.get("/v1/users", headers=UI)).status_code == 200
