@@ -70,12 +70,15 @@ def test_tenant_a_never_receives_tenant_b_events(db, http: httpx.Client) -> None
     a, b = live_tenant(db), live_tenant(db)
     user_a, conv_a = learner_sync(http, a.headers)
     user_b, conv_b = learner_sync(http, b.headers)
-    with sse(http, a.headers) as reader:
+    # B asks by ticket for A's learner id: its ticket holds B's tenant only.
+    ticket = http.post("/v1/live/tickets", headers=b.headers).json()["ticket"]
+    with sse(http, a.headers) as reader, sse(http, None, ticket=ticket, user_id=user_a) as b_reads:
         post_utterances(http, b, user_b, conv_b, 3)
         [own] = post_utterances(http, a, user_a, conv_a, 1)
         wait_for(lambda: own in utterance_ids(reader))
         time.sleep(0.5)
         assert {e.data["user_id"] for e in reader.events} == {user_a}
+        assert b_reads.events == []
 
 
 def test_resume_with_last_event_id_gives_exactly_the_missed_events(
