@@ -10,7 +10,7 @@ import structlog
 
 from api.ask.execute import check, run, url_of
 from api.ask.explain import explain
-from api.ask.model import model_plan
+from api.ask.model import Unanswered, model_plan
 from api.ask.rules import plan_question
 from api.ask.shapes import Asked, AskIn, Clarify, Refused, Verdict
 from api.reads import periods
@@ -45,16 +45,22 @@ async def answer(services: Services, tenant: str, asked: AskIn, now: datetime) -
         explain(verdict),
         url_of(verdict),
         by,
-        None if data is None else msgspec.Raw(data),
+        None if data is None else msgspec.Raw(data),  # type: ignore[arg-type]
     )
 
 
 async def _plan(services: Services, question: str, tz: str, now: datetime) -> tuple[Verdict, str]:
     """The rules first; the model for what they leave open (never for a
     refusal: a refused question reaches no model)."""
-    verdict = plan_question(question, tz, now)
-    if isinstance(verdict, Refused) or (verdict is not None and not isinstance(verdict, Clarify)):
-        return verdict, RULES
-    if services.llm.online:
-        return await model_plan(services.llm, question, tz, now)
-    return verdict or OUTSIDE, RULES
+    ruled = plan_question(question, tz, now)
+    if isinstance(ruled, Refused) or (ruled is not None and not isinstance(ruled, Clarify)):
+        return ruled, RULES
+    if not services.llm.online:
+        return ruled or OUTSIDE, RULES
+    verdict, model = await model_plan(services.llm, question, tz, now)
+    if not isinstance(verdict, Unanswered):
+        return verdict, model
+    # The model did not answer: the rules' question, else one of our own.
+    if ruled is None:
+        return Clarify(("question",), f"{verdict.reason}; rephrase the question."), RULES
+    return Clarify(ruled.missing, f"{ruled.reason} ({verdict.reason}.)"), RULES

@@ -23,7 +23,6 @@ from api.ask.plans import (
 from api.ask.shapes import Clarify
 from api.edge.problems import BadRequest, NotFound
 from api.reads.errors import error_windows, top_errors
-from api.reads.insights import filters_digest, start_position
 from api.resources.errors import top_query, windows_query
 from api.resources.insights import insights, insights_query
 from api.resources.learning import learning, learning_query
@@ -118,9 +117,7 @@ async def _answer(services: Services, tenant: str, plan: Plan, asked: Any, now: 
         case LearningPlan():
             return await learning(services, tenant, plan.user_id, asked, now)
         case InsightsPlan():
-            digest = filters_digest(tenant, asked)
-            position = start_position(asked, None, digest)
-            return _encoder.encode(await insights(services, tenant, asked, position, digest))
+            return _encoder.encode(await insights(services, tenant, asked, None))
         case UtterancePlan():
             return _encoder.encode(await utterance_of(services, tenant, asked))
 

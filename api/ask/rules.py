@@ -1,7 +1,8 @@
 """The rule-based planner: keywords and patterns for the common questions
 ("top 3 errors of learner-002 last week", "words practised per day this
-month in Asia/Kolkata"), with relative dates
-resolved in the asker's time zone. Without a model it is the whole answer.
+month in Asia/Kolkata by learner-002", "negative insights yesterday"), with
+relative dates resolved in the asker's time zone. Without a model it is the
+whole answer.
 
 `plan_question` gives a Plan, a Refused, a Clarify, or None when it does
 not understand the question (the model, if any, may then try). Refusals are

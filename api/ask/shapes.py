@@ -5,9 +5,8 @@ missing or does not exist). Both are 422 problem documents carrying
 
 from __future__ import annotations
 
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
-import msgspec
 from msgspec import Meta
 
 from api.ask.plans import Plan
@@ -39,8 +38,10 @@ class Asked(Struct):
     explanation: Annotated[str, Meta(description="The plan in plain English")]
     url: Annotated[str, Meta(description="The GET request that returns the same data")]
     answered_by: Annotated[str, Meta(description="`rules`, or the name of the model")]
+    # Documented as the object it is; set to the GET's encoded answer
+    # (msgspec.Raw), spliced in as it was encoded.
     data: Annotated[
-        msgspec.Raw | None,
+        dict[str, Any] | None,
         Meta(description="Exactly what the GET request answers; null for a dry run"),
     ] = None
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import msgspec
-from litestar import Controller, Response, post
+from litestar import Controller, Request, Response, post
 from litestar.params import JSONBody
 
 from api.ask.answer import answer
 from api.ask.shapes import MAX_QUESTION_CHARS, Asked, AskIn
+from api.edge import idempotency
 from api.edge.body import StrictBody
-from api.edge.problems import KEYED, problem_responses
-from api.reads import query
+from api.edge.keyed import keyed_post
+from api.edge.problems import POSTED, problem_responses
 from api.services import PrincipalDep, ServicesDep
 
 _encoder = msgspec.json.Encoder()
@@ -53,10 +54,20 @@ class AskController(Controller):
         return_dto=None,
         summary="Answer a question with a plan over the served reads",
         description=ASK_DOC,
-        responses=problem_responses(*KEYED, 400, 413, 422),
+        responses=problem_responses(*POSTED),
     )
     async def ask(
-        self, data: JSONBody[AskIn], principal: PrincipalDep, services: ServicesDep
+        self,
+        request: Request,
+        data: JSONBody[AskIn],
+        principal: PrincipalDep,
+        services: ServicesDep,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[Asked]:
-        asked = await answer(services, principal.tenant, data, datetime.now(UTC))
-        return query.json_response(_encoder.encode(asked))
+        # Every POST takes an Idempotency-Key (SPEC): a repeat replays the
+        # first answer, data included, rather than asking again.
+        async def work(_key: str | None) -> idempotency.Answer:
+            asked = await answer(services, principal.tenant, data, datetime.now(UTC))
+            return 200, _encoder.encode(asked)
+
+        return await keyed_post(request, data, principal, services, idempotency_key, work)
