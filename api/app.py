@@ -45,6 +45,7 @@ from api.resources.live import LiveController, live_socket
 from api.resources.users import UsersController
 from api.resources.utterances import UtterancesController
 from api.services import Services, lifespan, services_of
+from api.ui.pages import dashboard_handlers
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 
@@ -208,7 +209,13 @@ def keyed_routes() -> Router:
 def create_app(settings: Settings) -> Litestar:
     closed_bodies = ClosedRequestBodies()
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, keyed_routes(), *docs_handlers()],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            keyed_routes(),
+            *docs_handlers(),
+            *dashboard_handlers(),
+        ],
         response_headers=[REQUEST_ID_HEADER],
         dependencies={
             "services": Provide(_services, sync_to_thread=False),

@@ -278,3 +278,13 @@ class MetricsSettings(Section):
             "at import. Unset: each API worker serves its own."
         ),
     ] = ""
+
+
+class UiSettings(Section):
+    session_ttl_s: Annotated[
+        Count,
+        doc(
+            "How long a dashboard sign-in (/ui) lasts; the session lives in Redis and "
+            "ends sooner on sign-out or when its API key is revoked."
+        ),
+    ] = 8 * 3600

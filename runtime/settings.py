@@ -34,6 +34,7 @@ from runtime.sections import (
     LogSettings,
     MetricsSettings,
     RedisSettings,
+    UiSettings,
 )
 
 
@@ -47,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True):
     dataflow: DataflowSettings = DataflowSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    ui: UiSettings = UiSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -109,6 +109,7 @@ ENV = {
     "UTTERSTREAM_LOG_LEVEL": "DEBUG",
     "UTTERSTREAM_LOG_FORMAT": "console",
     "PROMETHEUS_MULTIPROC_DIR": "/metrics",
+    "UTTERSTREAM_UI_SESSION_TTL_S": "600",
 }
 # ...and what each section reads from them, field by field.
 READ: dict[str, dict[str, object]] = {
@@ -177,6 +178,7 @@ READ: dict[str, dict[str, object]] = {
     },
     "log": {"level": "DEBUG", "format": "console"},
     "metrics": {"multiproc_dir": "/metrics"},
+    "ui": {"session_ttl_s": 600},
 }
 
 
