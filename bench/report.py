@@ -230,7 +230,10 @@ def _cluster(c: dict[str, Any] | None) -> list[str]:
         "",
         *_table("Phase|Seconds|Acknowledged/s|p99 s (per attempt)|Statuses"),
     ]
-    for name, f in (c.get("phases") or {}).items():
+    phases = dict(c.get("phases") or {})
+    if "one_node_baseline" in c:
+        phases = {"one node (127.0.0.1), for comparison": c["one_node_baseline"], **phases}
+    for name, f in phases.items():
         out.append(
             f"|{name}|{f['seconds']}|{f['acknowledged_per_s']}|{f['p99_s']}|{f['statuses']}|"
         )

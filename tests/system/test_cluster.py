@@ -22,9 +22,11 @@ lost) and, once the flow has caught up, the served counts equal the recount
 (tests/oracle.py). The served tables hold absolute values, so one equality
 at the end covers every fault before it.
 
-CI runs the short drill (about 8 minutes; phases of 15-30 s); ops/bench's
-`cluster` section runs the full one (UTTERSTREAM_CLUSTER_DRILL=full: a node
-down 60 s, a minute of load around each fault). The figures of a run go to
+CI runs the short drill (about 7 minutes with the cluster's start; phases
+of 15-30 s); ops/bench's `cluster` section runs the full one
+(UTTERSTREAM_CLUSTER_DRILL=full: a node down 60 s, a minute of load around
+each fault, and first the same clients for a minute on the single shared
+node, for comparison). The figures of a run go to
 UTTERSTREAM_CLUSTER_FIGURES (default .local/log/cluster-drill.json).
 """
 
@@ -297,15 +299,34 @@ def unreadable(db: Db, tenant: str, utterance_ids: list[str]) -> list[str]:
     return [u for u, f in futures if f.result().one() is None]
 
 
+def one_node_baseline(settings: Settings, db: Db) -> dict:
+    """The same clients for STEADY_S against the single node on 127.0.0.1
+    (replication 1), on the same machine at the same time: what running 3
+    nodes costs here."""
+    tenant = new_tenant(db)
+    api = PatientApiProcess(settings, workers=2)
+    try:
+        with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=30) as http:
+            posters = Posters(api.url, tenant, create_learners(http, 8))
+        start = time.monotonic()
+        time.sleep(STEADY_S)
+        posters.stop()
+        return phase_figures(posters, start, time.monotonic())
+    finally:
+        api.stop()
+
+
 def test_losing_nodes_and_a_flow_process_under_load_loses_nothing(
-    cluster: Cluster, drill_settings: Settings, drill_db: Db
+    cluster: Cluster, drill_settings: Settings, drill_db: Db, migrated: Settings, db: Db
 ) -> None:
+    figures: dict = {"mode": "full" if FULL else "short"}
+    if FULL:
+        figures["one_node_baseline"] = one_node_baseline(migrated, db)
     tenant = new_tenant(drill_db)
     api = PatientApiProcess(drill_settings, workers=2, extra_env=child_env(drill_settings))
     flows = FlowGroup(drill_settings)
     posters: Posters | None = None
     marks: dict[str, float] = {}
-    figures: dict = {"mode": "full" if FULL else "short"}
     try:
         with httpx.Client(base_url=api.url, headers=tenant.headers, timeout=30) as http:
             learners = create_learners(http, 8)
