@@ -1,7 +1,7 @@
 """`ops/bench [--quick] [options]`: every benchmark section once, one report.
 
     ops/bench                  # the full run, about 40 minutes on 2 cores (10 of them the soak,
-                               # 15 the cluster drill)
+                               # 12 the cluster drill)
     ops/bench --quick          # a smoke run, about 5 minutes
     ops/bench --only limit,ingest --duration 20
 

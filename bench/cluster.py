@@ -1,6 +1,7 @@
 """Section "cluster": the node-loss drill of tests/system/test_cluster.py on a
-3-node cluster of its own (127.0.0.2-4), at full length (a node down 60 s, a
-minute of load around each fault; `--quick`: the suite's short version).
+3-node cluster of its own (127.0.0.2-4), at full length (a node down 60 s,
+30 s of load around each fault, the same load on the single node first;
+`--quick`: the suite's short version).
 
 The drill is the test itself, run once under pytest, so the benchmark and
 CI prove the same thing; this returns the figures it writes (throughput and

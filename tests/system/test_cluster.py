@@ -24,9 +24,9 @@ at the end covers every fault before it.
 
 CI runs the short drill (about 7 minutes with the cluster's start; phases
 of 15-30 s); ops/bench's `cluster` section runs the full one
-(UTTERSTREAM_CLUSTER_DRILL=full: a node down 60 s, a minute of load around
-each fault, and first the same clients for a minute on the single shared
-node, for comparison). The figures of a run go to
+(UTTERSTREAM_CLUSTER_DRILL=full, about 12 minutes: a node down 60 s, 30 s
+of load before and after each fault, and first the same clients for 30 s
+on the single shared node, for comparison). The figures of a run go to
 UTTERSTREAM_CLUSTER_FIGURES (default .local/log/cluster-drill.json).
 """
 
@@ -76,7 +76,7 @@ LOCAL = ROOT / ".local" / "cluster-test"
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 KEYSPACE = "utterstream_cluster"
 FULL = os.environ.get("UTTERSTREAM_CLUSTER_DRILL") == "full"
-STEADY_S = 60 if FULL else 15  # load before and after each fault
+STEADY_S = 30 if FULL else 15  # load before and after each fault
 NODE_DOWN_S = 60 if FULL else 30
 QUORUM_LOST_S = 30 if FULL else 15
 CLIENTS = 4
