@@ -1,8 +1,8 @@
 """`ops/bench [--quick] [options]`: every benchmark section once, one report.
 
-    ops/bench                  # the full run, about 40 minutes on 2 cores (10 of them the soak,
-                               # 12 the cluster drill)
-    ops/bench --quick          # a smoke run, about 5 minutes
+    ops/bench                  # the full run, about 35 minutes on 2 cores (10 of them the soak,
+                               # 10 the cluster drill)
+    ops/bench --quick          # a smoke run, about 12 minutes (7 of them the short cluster drill)
     ops/bench --only limit,ingest --duration 20
 
 Writes bench/results/<stamp>.{json,md,png} and bench/results/latest.md.
@@ -47,7 +47,11 @@ def _ints(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ops/bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="short smoke run (~5 minutes)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short smoke run (~12 minutes, 7 of them the short cluster drill)",
+    )
     p.add_argument(
         "--sweep",
         type=_ints,

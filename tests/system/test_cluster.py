@@ -24,7 +24,7 @@ at the end covers every fault before it.
 
 CI runs the short drill (about 7 minutes with the cluster's start; phases
 of 15-30 s); ops/bench's `cluster` section runs the full one
-(UTTERSTREAM_CLUSTER_DRILL=full, about 12 minutes: a node down 60 s, 30 s
+(UTTERSTREAM_CLUSTER_DRILL=full, about 10 minutes: a node down 60 s, 30 s
 of load before and after each fault, and first the same clients for 30 s
 on the single shared node, for comparison). The figures of a run go to
 UTTERSTREAM_CLUSTER_FIGURES (default .local/log/cluster-drill.json).
