@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +31,18 @@ def run(quick: bool, figures: Path, timeout_s: float) -> dict[str, Any]:
     }
     figures.unlink(missing_ok=True)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TEST]
+    drill = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
-        )
+        output, _ = drill.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        # An interrupt, not a kill: pytest then runs the fixtures' finalisers,
+        # which stop the drill's API, flows and Cassandra nodes.
+        drill.send_signal(signal.SIGINT)
+        drill.communicate(timeout=300)
         return {"status": "failed", "why": f"no answer within {timeout_s:.0f}s"}
     found = json.loads(figures.read_text()) if figures.exists() else {}
-    status = "ok" if done.returncode == 0 else f"failed (pytest exit {done.returncode})"
-    tail = {} if done.returncode == 0 else {"output": done.stdout[-1500:]}
+    status = "ok" if drill.returncode == 0 else f"failed (pytest exit {drill.returncode})"
+    tail = {} if drill.returncode == 0 else {"output": output[-1500:]}
     return {"status": status, **found, **tail}
