@@ -35,6 +35,14 @@ class CassandraSettings(Section):
         tuple[str, ...], Meta(min_length=1), doc("Contact points, comma-separated.")
     ] = ("127.0.0.1",)
     port: Annotated[Port, doc("CQL native port.")] = 9042
+    nodes: Annotated[
+        Annotated[int, Meta(ge=1, le=254)],
+        doc(
+            "Local Cassandra nodes `ops/up` runs: above 1, a cluster (`ops/cluster`) on "
+            "127.0.0.1 … 127.0.0.N, and unless set, `hosts` become those addresses and "
+            "`replication` `NetworkTopologyStrategy:<local_dc>=min(N, 3)`."
+        ),
+    ] = 1
     keyspace: Annotated[str, doc("Keyspace of every table.")] = "utterstream"
     local_dc: Annotated[str, doc("Data centre the driver routes to first.")] = "datacenter1"
     replication: Annotated[
