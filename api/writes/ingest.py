@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from api.edge.idempotency import claimant, held_key
+from api.edge.idempotency import Answer, answer_with, claimant, held_key
 from api.edge.problems import ApiError, BadRequest, Conflict, NotFound, Unprocessable, problem_body
 from api.shapes import Accepted, ItemResult, RejectedItem, UtteranceIn
 from api.writes.store import Store
@@ -81,9 +82,12 @@ async def accept(
     utterance_id: str,
     *,
     index: int = 0,
+    answer: Callable[[Accepted], Answer] | None = None,
 ) -> Accepted:
     """`index`: the item's place in its request (a batch), which with the
-    request's Idempotency-Key identifies this attempt's claims."""
+    request's Idempotency-Key identifies this attempt's claims. `answer`:
+    the request's answer when this write is its last, stored on its key in
+    the same logged batch as the utterance."""
     now = utc_now()
     ts = checked_time(item.timestamp, now)
     await _check_conversation(store, tenant, item)
@@ -93,8 +97,10 @@ async def accept(
             return stored
     row = _utterance_row(tenant, item, utterance_id, ts, now)
     entry = entry_for(row, feed)
-    await store.write_utterance(row, entry, held_key())
-    return Accepted(utterance_id=utterance_id)
+    accepted = Accepted(utterance_id=utterance_id)
+    finish = None if answer is None else answer_with(*answer(accepted))
+    await store.write_utterance(row, entry, held_key(), finish)
+    return accepted
 
 
 def _utterance_row(

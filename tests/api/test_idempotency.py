@@ -14,7 +14,7 @@ from api.shapes import UtteranceIn
 from cql.clock import utc_now
 from cql.utterances import IDEMPOTENCY_KEYS, IdempotencyRow
 from tests.conftest import ApiProcess
-from tests.helpers import feed_entries, learner, learner_sync, utterance
+from tests.helpers import feed_entries, key_id, learner, learner_sync, utterance
 
 
 async def test_same_key_same_body_replays_the_first_answer(client, tenant, db, settings) -> None:
@@ -47,9 +47,13 @@ async def test_same_key_other_body_is_422(client, tenant) -> None:
     assert other.json()["field"] == "Idempotency-Key"
 
 
-def _claim(db, tenant: str, key: str, body: dict, started_at: datetime) -> None:
+def _claim(
+    db, tenant: str, key: str, body: dict, started_at: datetime, seed: uuid.UUID | None = None
+) -> None:
     digest = request_hash("POST", "/v1/utterances", msgspec.convert(body, UtteranceIn))
-    row = IdempotencyRow(tenant, key, digest, uuid.uuid4(), "started", started_at, None, None)
+    row = IdempotencyRow(
+        tenant, key, digest, uuid.uuid4(), "started", started_at, None, None, id_seed=seed
+    )
     db.session.execute(db.prepare(IDEMPOTENCY_KEYS.insert()), IDEMPOTENCY_KEYS.values(row))
 
 
@@ -68,17 +72,19 @@ async def test_request_that_died_after_claiming_is_finished_by_its_retry(
     client, tenant, db, settings
 ) -> None:
     """What a request killed after the LWT and before the data write leaves
-    behind is exactly a stale claim; its retry must complete the work."""
+    behind is exactly a stale claim; its retry must complete the work, with
+    the ids of the claim's seed."""
     started = datetime.now(UTC)
     user_id, conversation_id = await learner(client, tenant.headers)
     body = utterance(user_id, conversation_id)
-    _claim(db, tenant.name, "k-died", body, utc_now() - timedelta(minutes=5))
+    seed = uuid.uuid4()
+    _claim(db, tenant.name, "k-died", body, utc_now() - timedelta(minutes=5), seed)
     r = await client.post(
         "/v1/utterances", json=body, headers=tenant.headers | {"Idempotency-Key": "k-died"}
     )
     assert r.status_code == 202, r.text
     utterance_id = r.json()["utterance_id"]
-    assert utterance_id == derived_id(tenant.name, "k-died")
+    assert utterance_id == derived_id(tenant.name, "k-died", seed)
     assert (
         await client.get(f"/v1/utterances/{utterance_id}", headers=tenant.headers)
     ).status_code == 200
@@ -107,6 +113,46 @@ async def test_explicit_utterance_id_is_stored_once_whatever_the_key(
     )
     assert clash.status_code == 409
     assert clash.json()["field"] == "utterance_id"
+
+
+def _expire(db, tenant: str, key: str) -> None:
+    """What the key's TTL (api.idempotency_ttl_s) leaves once it runs out: no row."""
+    db.session.execute(db.prepare(IDEMPOTENCY_KEYS.delete()), (tenant, key))
+
+
+async def test_a_key_reused_after_it_expired_never_touches_the_first_utterance(
+    client, tenant, db, settings
+) -> None:
+    """Past its TTL nothing remembers a key, so a reuse is a new request: it
+    gets a new utterance id, and the first utterance, its feed entry and its
+    listing stay as they were (no second fact at the old timestamp)."""
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    headers = tenant.headers | {"Idempotency-Key": "k-expired"}
+    bodies = [
+        utterance(user_id, conversation_id, text="First.", timestamp="2026-01-01T07:10:00Z"),
+        utterance(user_id, conversation_id, text="Second.", timestamp="2026-01-02T09:00:00Z"),
+    ]
+    first = await client.post("/v1/utterances", json=bodies[0], headers=headers)
+    _expire(db, tenant.name, "k-expired")
+    second = await client.post("/v1/utterances", json=bodies[1], headers=headers)
+    assert first.status_code == second.status_code == 202, second.text
+    ids = [first.json()["utterance_id"], second.json()["utterance_id"]]
+    assert ids[0] != ids[1]
+    assert second.json()["duplicate"] is False
+    for utterance_id, body in zip(ids, bodies, strict=True):
+        stored = await client.get(f"/v1/utterances/{utterance_id}", headers=tenant.headers)
+        assert stored.json()["text"] == body["text"]
+    fed = feed_entries(db, settings.feed, tenant.name, started)
+    assert sorted((e.utterance_id, e.text) for e in fed) == sorted(
+        zip(ids, ["First.", "Second."], strict=True)
+    )
+    listed = await client.get(
+        f"/v1/conversations/{conversation_id}/utterances", headers=tenant.headers
+    )
+    assert sorted(u["text"] for u in listed.json()["utterances"]) == ["First.", "Second."]
+    again = await client.post("/v1/utterances", json=bodies[1], headers=headers)
+    assert again.content == second.content and again.headers["Idempotent-Replayed"] == "true"
 
 
 async def test_post_without_key_is_accepted(client, tenant) -> None:
@@ -143,7 +189,7 @@ def test_100_identical_posts_on_two_api_processes_write_once(
     statuses = [a.status_code for a in answers]
     assert set(statuses) <= {202, 409}, statuses
     assert {a.json()["utterance_id"] for a in answers if a.status_code == 202} == {
-        derived_id(tenant.name, headers["Idempotency-Key"])
+        key_id(db, tenant.name, headers["Idempotency-Key"])
     }
     assert len(feed_entries(db, settings.feed, tenant.name, started)) == 1
 
@@ -201,7 +247,7 @@ def test_kill_9_mid_stream_loses_nothing_and_writes_nothing_twice(
     finally:
         replacement.stop()
     ids = [e.utterance_id for e in feed_entries(db, settings.feed, tenant.name, started)]
-    expected = {derived_id(tenant.name, k) for k in keys}
+    expected = {key_id(db, tenant.name, k) for k in keys}
     assert set(ids) == expected
     acknowledged_before_kill = sum(s == 202 for s in first.values())
     assert acknowledged_before_kill < len(keys), "the kill came too late to test anything"
