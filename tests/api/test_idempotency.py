@@ -8,7 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import msgspec
+import pytest
+from cassandra import OperationTimedOut
+from cassandra.query import BatchStatement
 
+import api.writes.store
 from api.edge.idempotency import derived_id, request_hash
 from api.shapes import UtteranceIn
 from cql.clock import utc_now
@@ -153,6 +157,76 @@ async def test_a_key_reused_after_it_expired_never_touches_the_first_utterance(
     assert sorted(u["text"] for u in listed.json()["utterances"]) == ["First.", "Second."]
     again = await client.post("/v1/utterances", json=bodies[1], headers=headers)
     assert again.content == second.content and again.headers["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize("landed", [True, False])
+async def test_a_post_whose_batch_answer_was_lost_is_settled_by_its_retry(
+    client, tenant, db, settings, monkeypatch, landed
+) -> None:
+    """The utterance's logged batch also stores the answer on the key. When
+    the batch's answer is lost (it landed or not: a timeout cannot tell),
+    the request answers 503 and ends its lease, so the retry comes at once:
+    it replays the answer the batch stored, or takes the claim over and
+    writes the utterance under the same seed. Either way one utterance, one
+    feed entry, and the id of the key's claim."""
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    body = utterance(user_id, conversation_id)
+    headers = tenant.headers | {"Idempotency-Key": "k-lost-batch"}
+    real = api.writes.store.execute
+
+    async def lose_the_batch(session, statement, params=None, **kw):
+        if not isinstance(statement, BatchStatement):
+            return await real(session, statement, params, **kw)
+        if landed:
+            await real(session, statement, params, **kw)
+        raise OperationTimedOut("injected: the batch's answer was lost")
+
+    monkeypatch.setattr(api.writes.store, "execute", lose_the_batch)
+    lost = await client.post("/v1/utterances", json=body, headers=headers)
+    assert lost.status_code == 503, lost.text
+    monkeypatch.setattr(api.writes.store, "execute", real)
+    retry = await client.post("/v1/utterances", json=body, headers=headers)
+    assert retry.status_code == 202, retry.text
+    assert (retry.headers.get("Idempotent-Replayed") == "true") == landed
+    assert retry.json()["utterance_id"] == key_id(db, tenant.name, "k-lost-batch")
+    fed = feed_entries(db, settings.feed, tenant.name, started)
+    assert [e.utterance_id for e in fed] == [retry.json()["utterance_id"]]
+
+
+async def test_a_key_only_post_is_one_lwt_and_one_logged_batch(
+    client, tenant, db, monkeypatch
+) -> None:
+    """The round trips of a keyed POST without an utterance_id: the key's
+    claim (an LWT) and one logged batch carrying the utterance, its feed
+    entry, its listing rows and the answer; nothing else reaches Cassandra."""
+    user_id, conversation_id = await learner(client, tenant.headers)
+    await client.post(  # the conversation is then remembered, as under load
+        "/v1/utterances", json=utterance(user_id, conversation_id), headers=tenant.headers
+    )
+    sent: list[str] = []
+    real = api.writes.store.execute
+
+    async def counted(session, statement, params=None, **kw):
+        sent.append(_kind(statement))
+        return await real(session, statement, params, **kw)
+
+    monkeypatch.setattr(api.writes.store, "execute", counted)
+    r = await client.post(
+        "/v1/utterances",
+        json=utterance(user_id, conversation_id),
+        headers=tenant.headers | {"Idempotency-Key": "k-two-trips"},
+    )
+    assert r.status_code == 202, r.text
+    assert sent == ["INSERT INTO idempotency_keys", "logged batch"]
+    row = db.session.execute(db.prepare(IDEMPOTENCY_KEYS.select()), (tenant.name, "k-two-trips"))
+    assert IDEMPOTENCY_KEYS.from_row(row.one()).state == "done"  # answered by the batch
+
+
+def _kind(statement) -> str:
+    if isinstance(statement, BatchStatement):
+        return f"{statement.batch_type.name.lower()} batch"
+    return " ".join(statement.query_string.split()[:3])
 
 
 async def test_post_without_key_is_accepted(client, tenant) -> None:
