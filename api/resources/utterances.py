@@ -98,10 +98,10 @@ class UtterancesController(Controller):
                 (item, _utterance_id(item) or new_id(i)) for i, item in enumerate(batch.utterances)
             ]
             results = await ingest.accept_batch(
-                services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY
+                services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY, _answer
             )
             await services.live.publisher.publish(_stored_events(tenant, items, results))
-            return 202, _encoder.encode(_summary(results))
+            return _answer(results)
 
         return await keyed_post(request, batch, principal, services, idempotency_key, work)
 
@@ -156,6 +156,10 @@ def accept_one(
 
 def _accepted(done: Accepted) -> idempotency.Answer:
     return 202, _encoder.encode(done)
+
+
+def _answer(results: list[ItemResult]) -> idempotency.Answer:
+    return 202, _encoder.encode(_summary(results))
 
 
 def _summary(results: list[ItemResult]) -> BatchResult:

@@ -205,20 +205,25 @@ class Store:
         return UTTERANCES.from_row(row) if row else None
 
     async def write_utterance(
+        self, utterance: UtteranceRow, entry: FeedEntry, idem_key: str | None = None
+    ) -> None:
+        await self.write_utterances([(utterance, entry)], idem_key)
+
+    async def write_utterances(
         self,
-        utterance: UtteranceRow,
-        entry: FeedEntry,
+        writes: list[tuple[UtteranceRow, FeedEntry]],
         idem_key: str | None = None,
         answer: KeyAnswer | None = None,
     ) -> None:
-        """The utterance, its feed entry, its listing rows and the answer of
-        the request on its Idempotency-Key in one logged batch: all land or
-        none, and a retry rewrites the same rows."""
+        """Utterances, their feed entries, their listing rows and the answer
+        of the request on its Idempotency-Key in one logged batch: all land
+        or none, and a retry rewrites the same rows."""
         batch = BatchStatement(batch_type=BatchType.LOGGED)
-        batch.add(self._insert_utterance, UTTERANCES.values(utterance))
-        batch.add(self._insert_feed, CHANGE_FEED.values(entry))
-        for statement, values in self.listings.utterance(utterance, idem_key):
-            batch.add(statement, values)
+        for utterance, entry in writes:
+            batch.add(self._insert_utterance, UTTERANCES.values(utterance))
+            batch.add(self._insert_feed, CHANGE_FEED.values(entry))
+            for statement, values in self.listings.utterance(utterance, idem_key):
+                batch.add(statement, values)
         if answer is not None:
             batch.add(self._finish_key, self._finished(answer))
         async with self._slots:

@@ -223,6 +223,40 @@ async def test_a_key_only_post_is_one_lwt_and_one_logged_batch(
     assert IDEMPOTENCY_KEYS.from_row(row.one()).state == "done"  # answered by the batch
 
 
+async def test_a_batch_is_written_in_chunked_logged_batches_the_answer_last(
+    client, tenant, db, settings, monkeypatch
+) -> None:
+    """A batch request's utterances go in logged batches of bounded size, and
+    the request's answer rides in the last, sent once the others landed: 60
+    items of 2,000 characters make several chunks, each utterance stored
+    and fed once, and a repeat replays the answer."""
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    items = [utterance(user_id, conversation_id, text=f"{i} " + "x" * 2000) for i in range(60)]
+    headers = tenant.headers | {"Idempotency-Key": "k-chunks"}
+    sent: list[str] = []
+    real = api.writes.store.execute
+
+    async def counted(session, statement, params=None, **kw):
+        sent.append(_kind(statement))
+        return await real(session, statement, params, **kw)
+
+    monkeypatch.setattr(api.writes.store, "execute", counted)
+    r = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=headers)
+    monkeypatch.setattr(api.writes.store, "execute", real)
+    assert r.status_code == 202, r.text
+    assert [res["status"] for res in r.json()["results"]] == [201] * 60
+    batches = sent.count("logged batch")
+    assert 1 < batches < 60 and sent[-1] == "logged batch", sent
+    assert "UPDATE idempotency_keys USING" not in sent  # the answer came with the last
+    ids = [res["utterance_id"] for res in r.json()["results"]]
+    assert ids == [key_id(db, tenant.name, "k-chunks", i) for i in range(60)]
+    fed = feed_entries(db, settings.feed, tenant.name, started)
+    assert sorted(e.utterance_id for e in fed) == sorted(ids)
+    again = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=headers)
+    assert again.content == r.content and again.headers["Idempotent-Replayed"] == "true"
+
+
 def _kind(statement) -> str:
     if isinstance(statement, BatchStatement):
         return f"{statement.batch_type.name.lower()} batch"
