@@ -12,7 +12,7 @@ COPY live live
 COPY llm llm
 COPY runtime runtime
 COPY loader loader
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev && .venv/bin/python -m api assets
 ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1
 EXPOSE 8000
 # The API: granian (workers respawned when one dies) under the supervisor

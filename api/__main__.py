@@ -1,5 +1,6 @@
 """`python -m api COMMAND ...`: the API package's operator commands.
 
+    assets                   fetch the dashboard's pinned npm packages (ops/sync)
     keys create|revoke|list  API keys (ops/keys)
     openapi [PATH]           write the served OpenAPI document
     serve [--port P] ...     the API server (ops/api)
@@ -10,4 +11,4 @@ api.app.server_command runs)."""
 from runtime.commands import dispatch
 
 if __name__ == "__main__":
-    dispatch("api", ("keys", "openapi", "serve"), __doc__)
+    dispatch("api", ("assets", "keys", "openapi", "serve"), __doc__)

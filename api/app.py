@@ -32,6 +32,7 @@ from api.edge.limits import RATE_LIMIT_HEADERS
 from api.edge.metrics import MetricsController
 from api.edge.middleware import REQUEST_ID, EdgeMiddleware, unrouted
 from api.edge.problems import exception_handlers, handle_http_exception
+from api.resources.ask import AskController
 from api.resources.conversations import ConversationsController
 from api.resources.errors import ErrorCountsController
 from api.resources.exercises import ExercisesController
@@ -44,6 +45,7 @@ from api.resources.live import LiveController, live_socket
 from api.resources.users import UsersController
 from api.resources.utterances import UtterancesController
 from api.services import Services, lifespan, services_of
+from api.ui.pages import dashboard_handlers
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 
@@ -197,6 +199,7 @@ def keyed_routes() -> Router:
             InsightsController,
             LiveController,
             live_socket,
+            AskController,
         ],
         response_headers=RATE_LIMIT_HEADERS,
         security=BEARER,
@@ -206,7 +209,13 @@ def keyed_routes() -> Router:
 def create_app(settings: Settings) -> Litestar:
     closed_bodies = ClosedRequestBodies()
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, keyed_routes(), *docs_handlers()],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            keyed_routes(),
+            *docs_handlers(),
+            *dashboard_handlers(),
+        ],
         response_headers=[REQUEST_ID_HEADER],
         dependencies={
             "services": Provide(_services, sync_to_thread=False),

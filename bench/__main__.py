@@ -1,7 +1,8 @@
 """`ops/bench [--quick] [options]`: every benchmark section once, one report.
 
-    ops/bench                  # the full run, about 25 minutes on 2 cores (10 of them the soak)
-    ops/bench --quick          # a smoke run, about 5 minutes
+    ops/bench                  # the full run, about 35 minutes on 2 cores (10 of them the soak,
+                               # 10 the cluster drill)
+    ops/bench --quick          # a smoke run, about 12 minutes (7 of them the short cluster drill)
     ops/bench --only limit,ingest --duration 20
 
 Writes bench/results/<stamp>.{json,md,png} and bench/results/latest.md.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    cluster,
     common,
     cpu,
     dataflow,
@@ -36,7 +38,7 @@ from bench import (
     soak,
 )
 
-SECTIONS = ("limit", "ingest", "reads", "profile", "soak", "dataflow", "live")
+SECTIONS = ("limit", "ingest", "reads", "profile", "soak", "dataflow", "live", "cluster")
 
 
 def _ints(text: str) -> list[int]:
@@ -45,7 +47,11 @@ def _ints(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ops/bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="short smoke run (~5 minutes)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short smoke run (~12 minutes, 7 of them the short cluster drill)",
+    )
     p.add_argument(
         "--sweep",
         type=_ints,
@@ -162,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "live" in args.only:
         run["live"] = section("live", lambda: live.run(args.quick, log))
+    if "cluster" in args.only:
+        figures = common.LOG_DIR / f"bench-cluster-{stamp}.json"
+        run["cluster"] = section(
+            "cluster",
+            lambda: cluster.run(args.quick, figures, timeout_s=900 if args.quick else 2400),
+        )
     run["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     paths = report.write(run, args.results)
     for kind, path in paths.items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -104,11 +105,18 @@ class _Clients:
         for thread in self.threads:
             thread.start()
         self.stalled = stall(api.port, key, SSE_CLIENTS // 10)
-        await asyncio.sleep(3)
+        await self._opened()
         rest = rate - ws_rate * WS_CLIENTS
         self.poster = asyncio.create_task(
             poster(api.url, key, self.sse_learners, rest, ledger, self.posting)
         )
+
+    async def _opened(self, within_s: float = 30.0) -> None:
+        """Until every SSE client is connected: an event published before
+        a client's first connection was answered is not owed to it."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ledger.all_opened.wait(), within_s)
+        await asyncio.sleep(1)  # the WebSocket threads connect meanwhile
 
     async def stop(self) -> None:
         self.posting.set()

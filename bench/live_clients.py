@@ -37,11 +37,18 @@ class Ledger:
         self.reconnects = 0
         self.cursors: dict[int, str] = {}  # client -> the last id it got
         self.failures: dict[str, int] = defaultdict(int)
+        self.opened: set[int] = set()  # SSE clients whose first connection is open
+        self.all_opened = asyncio.Event()
 
     def posted(self, user: str, uid: str, minute: str, sent: float) -> None:
         self.sent[uid], self.acked[uid] = sent, time.monotonic()
         self.posted_by_user[user].append(uid)
         self.minute_posts[(user, minute)].append(uid)
+
+    def open(self, client: int) -> None:
+        self.opened.add(client)
+        if len(self.opened) == SSE_CLIENTS:
+            self.all_opened.set()
 
     def event(self, client: int, name: str, data: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -84,6 +91,7 @@ async def sse_client(
                         ledger.failures[f"sse_{r.status_code}"] += 1
                         await asyncio.sleep(float(r.headers.get("Retry-After", 1)))
                         continue
+                    ledger.open(index)
                     drop_at = time.monotonic() + random.uniform(5, 20)
                     await _read(r, index, ledger, over, drop_at)
             except httpx.HTTPError:

@@ -203,6 +203,8 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
     if not run.get("profiles"):
         out += ["skipped", ""]
 
+    if "cluster" in run:
+        out += _cluster(run["cluster"])
     if chart:
         out += ["## Chart", "", f"![throughput and p99 latency against concurrency]({chart})", ""]
     if run.get("errors"):
@@ -212,6 +214,30 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
             + [""]
         )
     return "\n".join(out)
+
+
+def _cluster(c: dict[str, Any] | None) -> list[str]:
+    """The node-loss drill on 3 local nodes (bench/cluster.py)."""
+    out = ["## Cluster: losing nodes and a dataflow process under load, 3 nodes", ""]
+    if not c:
+        return [*out, "failed: see the sections that failed", ""]
+    out += [
+        f"Drill: **{c.get('mode')}**, verdict {c.get('status')}. Acknowledged {c.get('acknowledged')}, "
+        f"lost {c.get('lost')}; statuses over every attempt {c.get('statuses')}. Node restart "
+        f"{c.get('node_restart_s')} s, two nodes {c.get('two_nodes_restart_s')} s; first 202 "
+        f"{c.get('first_ack_after_quorum_back_s')} s after quorum returned; flow group restarted "
+        f"in {c.get('flow_group_restart_s')} s, caught up {c.get('flow_caught_up_s')} s after the load.",
+        "",
+        *_table("Phase|Seconds|Acknowledged/s|p99 s (per attempt)|Statuses"),
+    ]
+    phases = dict(c.get("phases") or {})
+    if "one_node_baseline" in c:
+        phases = {"one node (127.0.0.1), for comparison": c["one_node_baseline"], **phases}
+    for name, f in phases.items():
+        out.append(
+            f"|{name}|{f['seconds']}|{f['acknowledged_per_s']}|{f['p99_s']}|{f['statuses']}|"
+        )
+    return [*out, ""]
 
 
 def _soak(soak: dict[str, Any] | None) -> list[str]:

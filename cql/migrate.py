@@ -18,7 +18,9 @@ import uuid
 from pathlib import Path
 
 import structlog
+from cassandra import Unavailable, WriteTimeout
 from cassandra.cluster import Session
+from cassandra.query import PreparedStatement
 
 from cql.session import connect
 from runtime.logs import configure_logging
@@ -100,11 +102,23 @@ def _take_lock(session: Session, deadline_s: float = LOCK_TTL_S) -> uuid.UUID:
         keyspace=session.keyspace,
     )
     start = time.monotonic()
-    while not session.execute(claim, (owner,)).one()[0]:
+    while not _claimed(session, claim, owner):
         if time.monotonic() - start > deadline_s:
             raise MigrationError("another migration holds schema_lock; try again later")
         time.sleep(0.5)
     return owner
+
+
+def _claimed(session: Session, claim: PreparedStatement, owner: uuid.UUID) -> bool:
+    """One try at the lock. A CAS timeout (a cluster's nodes still settling
+    after a start) is tried again: a claim of ours that did apply then
+    comes back as the row in place, with our owner."""
+    try:
+        result = session.execute(claim, (owner,))
+    except (WriteTimeout, Unavailable):
+        return False
+    row = dict(zip(result.column_names, result.one(), strict=True))
+    return row["[applied]"] or row.get("owner") == owner
 
 
 def _apply(session: Session, path: Path) -> bool:

@@ -1,5 +1,8 @@
 """Connecting to Cassandra: one Cluster and Session per process, opened at
-start-up (connect() blocks), with token-aware, DC-aware routing.
+start-up (connect() blocks), with token-aware, DC-aware routing: each
+statement goes to a replica of its partition in the local data centre, so
+a node's loss costs only the requests it was serving at that moment.
+Consistency levels: cql/consistency.py.
 
 No statement is retried or speculatively executed by the driver unless it is
 marked idempotent; lightweight transactions never are, because a CAS timeout
@@ -8,7 +11,7 @@ is an unknown outcome that only a SERIAL read can settle.
 
 from __future__ import annotations
 
-from cassandra import ConsistencyLevel, ProtocolVersion
+from cassandra import ProtocolVersion
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
@@ -18,6 +21,7 @@ from cassandra.policies import (
 )
 from cassandra.query import PreparedStatement, tuple_factory
 
+from cql import consistency
 from runtime.settings import CassandraSettings
 
 
@@ -25,8 +29,8 @@ def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
         retry_policy=RetryPolicy(),
-        consistency_level=ConsistencyLevel.LOCAL_QUORUM,
-        serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+        consistency_level=consistency.QUORUM,
+        serial_consistency_level=consistency.SERIAL,
         request_timeout=settings.request_timeout_s,
         # Rows as plain tuples: Table.from_row builds the Struct positionally.
         row_factory=tuple_factory,

@@ -42,7 +42,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import bytewax.operators as op
 import structlog
@@ -149,6 +149,12 @@ class _InsightPartition(StatelessSinkPartition[Batch]):
         release_db(self._cassandra)
 
 
+def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
+    """The change feed as this flow reads it; `name` is what its progress is
+    recorded under, `options` go to FeedSource (start, stop_at, ...)."""
+    return FeedSource(name, settings, **options)
+
+
 def get_flow(
     source: Source[FeedItem] | None = None,
     sink: Sink[Batch] | None = None,
@@ -156,7 +162,7 @@ def get_flow(
 ) -> Dataflow:
     settings = flow_settings(settings)
     flow = Dataflow(FLOW)
-    items = op.input("read_feed", flow, source or FeedSource(FLOW, settings))
+    items = op.input("read_feed", flow, source or feed_source(settings))
     # FeedItem
     lanes = op.key_on("key_by_lane", items, lane_of)
     # (lane, FeedItem)

@@ -8,18 +8,24 @@ durably written, and where every API process reads them.
   trims whole nodes only, so it keeps at least the retention), and the key
   expires twice the retention after the last append, so an idle tenant's
   stream goes away.
-- Publishing never fails the write it follows, and is never retried (an
-  XADD whose answer timed out may have been applied: a retry would append
-  the event twice): a Redis error is logged and counted, and the tenants whose events were lost are remembered; the next
-  append that succeeds first puts a `reset` entry in each of their streams,
-  which tells a client to read the current state over REST. (A process that
-  dies with such a gap unreported leaves it unreported: the events' absolute
-  values are still right at the next event of the same learner.)
+- Publishing never fails the write it follows. An append whose answer was
+  lost (a timeout) may have been applied, so each event carries a nonce
+  that its stream remembers for `DEDUPE_MS` (a sorted set beside it), and
+  the append script adds the event only if the nonce is new: a publish is
+  then retried, `ATTEMPTS` times, without appending anything twice. When
+  every attempt failed, the error is logged and counted, and the tenants
+  whose events were lost are remembered; the next append that succeeds
+  first puts a `reset` entry in each of their streams, which tells a client
+  to read the current state over REST. (A process that dies with such a gap
+  unreported leaves it unreported: the events' absolute values are still
+  right at the next event of the same learner.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -43,6 +49,26 @@ PUBLISH_FAILED: Final = Counter(
     "utterstream_live_publish_failures",
     "Live events lost because Redis could not take them (their tenants get a reset)",
 )
+# A timeout under load (a full pool, a starved event loop) is usually over
+# by the next attempt; a Redis that is down costs a write about a second.
+ATTEMPTS = 3
+BACKOFF_S = 0.05
+# Far longer than the attempts of one publish take.
+DEDUPE_MS = 60_000
+# KEYS: stream, nonces (zset). ARGV: nonce, keep_ms, min_id, expire_ms, type, user, data.
+# 1: appended; 0: this nonce's event is there already.
+_APPEND = """
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[3], '*',
+  'type', ARGV[5], 'user', ARGV[6], 'data', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
 _GAP = ResetEvent(
     "gap",
     "Some live events could not be published while Redis was unreachable; "
@@ -80,18 +106,31 @@ def id_parts(entry_id: str) -> tuple[int, int]:
     return parts
 
 
-def _commands(pipe: Any, events: Iterable[Event], retention_ms: int) -> None:
-    """Queue each event's XADD (trimming its stream) and the key's expiry."""
+def _nonces_key(tenant: str) -> str:
+    return f"live:{{{tenant}}}:nonces"
+
+
+def _nonced(events: Iterable[Event]) -> list[tuple[str, Event]]:
+    """Each event with the nonce all attempts to append it share."""
+    return [(uuid.uuid4().hex, event) for event in events]
+
+
+def _commands(pipe: Any, events: Iterable[tuple[str, Event]], retention_ms: int) -> None:
+    """Queue each event's append, which trims its stream and renews its expiry."""
     min_id = str(int(time.time() * 1000) - retention_ms)
-    for event in events:
-        key = stream_key(event.tenant)
-        fields = {"type": event.type, "user": event.user_id, "data": _encoder.encode(event.payload)}
-        pipe.xadd(key, fields, minid=min_id, approximate=True)
-        pipe.pexpire(key, 2 * retention_ms)
+    for nonce, event in events:
+        keys = (stream_key(event.tenant), _nonces_key(event.tenant))
+        data = _encoder.encode(event.payload)
+        args = (nonce, DEDUPE_MS, min_id, 2 * retention_ms, event.type, event.user_id, data)
+        pipe.eval(_APPEND, 2, *keys, *args)
 
 
 def _gap_events(tenants: Iterable[str]) -> list[Event]:
     return [Event(tenant, RESET, "", _GAP) for tenant in tenants]
+
+
+def _retrying(attempt: int, exc: Exception) -> None:
+    log.info("live_publish_retried", attempt=attempt + 1, error=repr(exc))
 
 
 class _Gaps:
@@ -123,14 +162,21 @@ class Publisher:
         if not events:
             return
         gaps = set(self._gaps.tenants)
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            _commands(pipe, [*_gap_events(gaps), *events], self._retention_ms)
-            pipe.execute()
-        except redis.RedisError as exc:
-            self._gaps.lost(events, exc)
-            return
-        self._gaps.sent(events, gaps)
+        batch = _nonced([*_gap_events(gaps), *events])
+        for attempt in range(ATTEMPTS):
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                _commands(pipe, batch, self._retention_ms)
+                pipe.execute()
+            except redis.RedisError as exc:
+                if attempt + 1 == ATTEMPTS:
+                    self._gaps.lost(events, exc)
+                    return
+                _retrying(attempt, exc)
+                time.sleep(BACKOFF_S * 2**attempt)
+            else:
+                self._gaps.sent(events, gaps)
+                return
 
 
 class AsyncPublisher:
@@ -146,14 +192,21 @@ class AsyncPublisher:
         if not events:
             return
         gaps = set(self._gaps.tenants)
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            _commands(pipe, [*_gap_events(gaps), *events], self._retention_ms)
-            await pipe.execute()
-        except redis.RedisError as exc:
-            self._gaps.lost(events, exc)
-            return
-        self._gaps.sent(events, gaps)
+        batch = _nonced([*_gap_events(gaps), *events])
+        for attempt in range(ATTEMPTS):
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                _commands(pipe, batch, self._retention_ms)
+                await pipe.execute()
+            except redis.RedisError as exc:
+                if attempt + 1 == ATTEMPTS:
+                    self._gaps.lost(events, exc)
+                    return
+                _retrying(attempt, exc)
+                await asyncio.sleep(BACKOFF_S * 2**attempt)
+            else:
+                self._gaps.sent(events, gaps)
+                return
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -9,7 +9,7 @@ Times are RFC 3339 in UTC.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Literal, NamedTuple
 
@@ -18,7 +18,7 @@ import msgspec
 from cql.clock import from_stored_time
 from cql.error_counts import ErrorCountRow, ErrorTotalRow
 from cql.insights import InsightRow
-from cql.learning import LearningBucketRow, LearningFact
+from cql.learning import LearningBucketRow
 
 EventType = Literal["utterance", "errors", "learning", "insight"]
 TYPES: tuple[EventType, ...] = ("utterance", "errors", "learning", "insight")
@@ -156,10 +156,10 @@ def errors_events(rows: Sequence[ErrorCountRow], totals: Sequence[ErrorTotalRow]
 
 def learning_events(
     rows: Sequence[LearningBucketRow],
-    days: Mapping[tuple[str, str, datetime], Iterable[LearningFact]],
+    days: Mapping[tuple[str, str, datetime], tuple[int, int]],
 ) -> list[Event]:
     """One `learning` event per learner: the buckets written, and the totals
-    of the touched UTC days from `days`, each day's complete facts."""
+    (entries, words) of the touched UTC days, from `days`."""
     buckets: dict[tuple[str, str], list[LearningBucket]] = {}
     as_of: dict[tuple[str, str], datetime] = {}
     for r in rows:
@@ -169,10 +169,9 @@ def learning_events(
         )
         as_of[learner] = r.as_of
     totals: dict[tuple[str, str], list[LearningDay]] = {}
-    for (tenant, user_id, day), facts in days.items():
-        held = list(facts)
+    for (tenant, user_id, day), (entries, words) in days.items():
         totals.setdefault((tenant, user_id), []).append(
-            LearningDay(from_stored_time(day), len(held), sum(f.words_learned for f in held))
+            LearningDay(from_stored_time(day), entries, words)
         )
     return [
         Event(

@@ -46,7 +46,7 @@ import asyncio
 import math
 import random
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import openai
@@ -144,10 +144,16 @@ class Caller:
     async def aclose(self) -> None:
         await self._openai.close()
 
-    async def call(self, messages: list[dict[str, str]], deadline: float) -> Outcome:
+    async def call(
+        self,
+        messages: list[dict[str, Any]],
+        deadline: float,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Outcome:
         """One completion, retried as the module docstring says, with every
-        wait and request over by `deadline` (a `time.monotonic()` time)."""
-        json_mode = self._json_mode
+        wait and request over by `deadline` (a `time.monotonic()` time).
+        With `tools`, the model must call one of them (no JSON mode)."""
+        json_mode = self._json_mode and tools is None
         fault: Fault | None = None
         attempts = 0
         for attempts in range(1, self._settings.max_attempts + 1):
@@ -157,12 +163,13 @@ class Caller:
                 if not await self._rate_token(deadline):
                     return _late(attempts - 1, fault, "waiting for the rate limit")
                 try:
-                    completion = await self._complete(messages, json_mode, deadline)
+                    completion = await self._complete(messages, json_mode, deadline, tools)
                 except openai.APIError as error:
                     fault = fault_of(error)
                 else:
                     LLM_CALLS.labels("ok").inc()
-                    self._remember_json_mode(json_mode)
+                    if tools is None:
+                        self._remember_json_mode(json_mode)
                     return Outcome(attempts, completion)
             LLM_CALLS.labels(fault.kind).inc()
             if json_mode and fault.status == 400:
@@ -203,13 +210,19 @@ class Caller:
             await asyncio.sleep(decision.retry_after_s)
 
     async def _complete(
-        self, messages: list[dict[str, str]], json_mode: bool, deadline: float
+        self,
+        messages: list[dict[str, Any]],
+        json_mode: bool,
+        deadline: float,
+        tools: list[dict[str, Any]] | None,
     ) -> ChatCompletion:
         return await self._completions.create(
             model=self._settings.model,
             messages=messages,
             temperature=0,
             response_format=_JSON_MODE if json_mode else openai.omit,
+            tools=tools if tools is not None else openai.omit,
+            tool_choice="required" if tools is not None else openai.omit,
             timeout=max(0.001, min(self._settings.timeout_s, deadline - time.monotonic())),
         )
 

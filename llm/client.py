@@ -17,7 +17,7 @@ to that loop (`llm.calls` says why).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import structlog
@@ -60,6 +60,18 @@ class ChatReply(msgspec.Struct, frozen=True):
     """The text of a reply, or why there is none."""
 
     text: str | None
+    model: str
+    attempts: int
+    failure: str | None = None
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """The tool a model called and its raw JSON arguments, or why there is
+    none (`failure`: no completion at all; `name` None: no tool called)."""
+
+    name: str | None
+    arguments: str
+    call_id: str
     model: str
     attempts: int
     failure: str | None = None
@@ -154,6 +166,29 @@ class LlmClient:
             _text(outcome.completion),
             outcome.completion.model or self._settings.model,
             outcome.attempts,
+        )
+
+    async def call_tool(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ToolCall:
+        """One completion that must call one of `tools`, under the same rate
+        limit, retries and deadline as `analyze`. Needs a model: check
+        `online` first."""
+        if self._caller is None:
+            raise RuntimeError("no model is configured: check `online` first")
+        started = time.monotonic()
+        outcome = await self._caller.call(messages, started + self._deadline_s, tools)
+        if outcome.completion is None:
+            LLM_FAILURES.labels(outcome.failure_kind).inc()
+            return ToolCall(None, "", "", self._settings.model, outcome.attempts, outcome.failure)
+        model = outcome.completion.model or self._settings.model
+        choice = outcome.completion.choices[0] if outcome.completion.choices else None
+        calls = (choice.message.tool_calls if choice else None) or []
+        first = next((c for c in calls if c.type == "function"), None)
+        if first is None:
+            return ToolCall(None, _text(outcome.completion), "", model, outcome.attempts)
+        return ToolCall(
+            first.function.name, first.function.arguments, first.id, model, outcome.attempts
         )
 
     def _read(self, completion: ChatCompletion, attempts: int, started: float) -> InsightResult:

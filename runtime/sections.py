@@ -35,6 +35,14 @@ class CassandraSettings(Section):
         tuple[str, ...], Meta(min_length=1), doc("Contact points, comma-separated.")
     ] = ("127.0.0.1",)
     port: Annotated[Port, doc("CQL native port.")] = 9042
+    nodes: Annotated[
+        Annotated[int, Meta(ge=1, le=254)],
+        doc(
+            "Local Cassandra nodes `ops/up` runs: above 1, a cluster (`ops/cluster`) on "
+            "127.0.0.1 … 127.0.0.N, and unless set, `hosts` become those addresses and "
+            "`replication` `NetworkTopologyStrategy:<local_dc>=min(N, 3)`."
+        ),
+    ] = 1
     keyspace: Annotated[str, doc("Keyspace of every table.")] = "utterstream"
     local_dc: Annotated[str, doc("Data centre the driver routes to first.")] = "datacenter1"
     replication: Annotated[
@@ -278,3 +286,13 @@ class MetricsSettings(Section):
             "at import. Unset: each API worker serves its own."
         ),
     ] = ""
+
+
+class UiSettings(Section):
+    session_ttl_s: Annotated[
+        Count,
+        doc(
+            "How long a dashboard sign-in (/ui) lasts; the session lives in Redis and "
+            "ends sooner on sign-out or when its API key is revoked."
+        ),
+    ] = 8 * 3600

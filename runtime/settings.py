@@ -34,6 +34,7 @@ from runtime.sections import (
     LogSettings,
     MetricsSettings,
     RedisSettings,
+    UiSettings,
 )
 
 
@@ -47,11 +48,14 @@ class Settings(msgspec.Struct, frozen=True):
     dataflow: DataflowSettings = DataflowSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    ui: UiSettings = UiSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        return cls(**{name: _section(typ, name, env) for name, typ in _SECTIONS.items()})
+        sections = {name: _section(typ, name, env) for name, typ in _SECTIONS.items()}
+        sections["cassandra"] = _cluster_defaults(sections["cassandra"], env)
+        return cls(**sections)
 
 
 class SettingsError(ValueError):
@@ -73,6 +77,20 @@ _ALIASES = {
     ("api", "port"): "API_PORT",
     ("metrics", "multiproc_dir"): "PROMETHEUS_MULTIPROC_DIR",
 }
+
+
+def _cluster_defaults(cassandra: CassandraSettings, env: Mapping[str, str]) -> CassandraSettings:
+    """A local cluster (`cassandra.nodes` > 1) is reached at its nodes'
+    addresses and replicated 3 times, unless the variables say otherwise."""
+    if cassandra.nodes == 1:
+        return cassandra
+    derived: dict[str, object] = {}
+    if env_name("cassandra", "hosts") not in env:
+        derived["hosts"] = tuple(f"127.0.0.{i}" for i in range(1, cassandra.nodes + 1))
+    if env_name("cassandra", "replication") not in env:
+        rf = min(cassandra.nodes, 3)
+        derived["replication"] = f"NetworkTopologyStrategy:{cassandra.local_dc}={rf}"
+    return msgspec.structs.replace(cassandra, **derived)
 
 
 def env_name(section: str, field: str) -> str:

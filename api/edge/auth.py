@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from api.edge.problems import Unauthorized
+from cql.clock import utc_now
 
 if TYPE_CHECKING:
+    from api.services import Services
     from cql.api_keys import ApiKeyRow
 
 PREFIX = "us_"
@@ -106,3 +108,15 @@ def principal_of(row: ApiKeyRow | None, digest: bytes, now: datetime) -> Princip
         row.tenant, row.key_id, row.rate, row.burst, row.expires_at, row.live_connections
     )
     return None if principal.expired(now) else principal
+
+
+async def key_principal(services: Services, digest: bytes) -> Principal:
+    """The principal of the key whose hash is `digest`, or 401."""
+    cached, principal = services.keys.get(digest)
+    now = utc_now()
+    if not cached:
+        principal = principal_of(await services.store.api_key(digest), digest, now)
+        services.keys.put(digest, principal)
+    if principal is None or principal.expired(now):
+        raise Unauthorized("This API key is unknown, revoked or expired.")
+    return principal

@@ -23,23 +23,23 @@ from litestar.middleware import ASGIMiddleware
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.edge.auth import Principal, bearer_key, key_hash, principal_of
+from api.edge import sessions
+from api.edge.auth import Principal, bearer_key, key_hash, key_principal
 from api.edge.limits import ITEMS, charge
 from api.edge.metrics import CASSANDRA_ERRORS, RATE_LIMITED, REQUEST_SECONDS, UNROUTED
 from api.edge.problems import (
     CASSANDRA_UNAVAILABLE,
     ApiError,
     ServiceUnavailable,
-    Unauthorized,
     problem_body,
 )
 from api.live import tickets
 from api.services import Services, services_of
-from cql.clock import utc_now
 
 log = structlog.get_logger("api.access")
 _RESPONSE_START = ("http.response.start", "websocket.http.response.start")
-PUBLIC = ("/health", "/ready", "/metrics", "/schema", "/swagger")
+# The dashboard's pages check their session themselves (api/ui/pages.py).
+PUBLIC = ("/health", "/ready", "/metrics", "/schema", "/swagger", "/ui")
 REQUEST_ID = "X-Request-ID"
 
 
@@ -69,7 +69,7 @@ class EdgeMiddleware(ASGIMiddleware):
             extra_headers.update(_allow(scope))
         try:
             if not scope["path"].startswith(PUBLIC):
-                tenant = await _admit(scope, headers.get("authorization"), extra_headers)
+                tenant = await _admit(scope, headers, extra_headers)
             await next_app(scope, receive, send_with_headers)
         except ApiError as exc:
             await send_problem(exc, scope, send_with_headers)
@@ -102,13 +102,13 @@ def _allow(scope: Scope) -> dict[str, str]:
     return {"allow": methods} if methods else {}
 
 
-async def _admit(scope: Scope, authorization: str | None, extra_headers: dict[str, str]) -> str:
+async def _admit(scope: Scope, headers: MutableScopeHeaders, extra_headers: dict[str, str]) -> str:
     """Authenticate and charge the rate limit; the tenant admitted."""
     services = services_of(scope["app"])
-    if authorization is None and scope["route_handler"].opt.get("ticket"):
+    if headers.get("authorization") is None and scope["route_handler"].opt.get("ticket"):
         principal = await tickets.redeem(services.redis, scope["query_string"])
     else:
-        principal = await authenticate(services, authorization)
+        principal = await _principal(services, headers)
     state = scope.setdefault("state", {})
     state["principal"] = principal
     # The batch handler charges per item and adds its headers here.
@@ -176,16 +176,16 @@ def _request_id(sent: str | None) -> str:
 
 
 async def authenticate(services: Services, authorization: str | None) -> Principal:
-    key = bearer_key(authorization)
-    digest = key_hash(key)
-    cached, principal = services.keys.get(digest)
-    now = utc_now()
-    if not cached:
-        principal = principal_of(await services.store.api_key(digest), digest, now)
-        services.keys.put(digest, principal)
-    if principal is None or principal.expired(now):
-        raise Unauthorized("This API key is unknown, revoked or expired.")
-    return principal
+    return await key_principal(services, key_hash(bearer_key(authorization)))
+
+
+async def _principal(services: Services, headers: MutableScopeHeaders) -> Principal:
+    """The Authorization header's key, else a dashboard session's (api.edge.sessions)."""
+    authorization = headers.get("authorization")
+    session = sessions.session_id(headers.get("cookie"))
+    if authorization is None and session is not None:
+        return await sessions.session_principal(services, session, headers.get(sessions.UI_HEADER))
+    return await authenticate(services, authorization)
 
 
 async def send_problem(exc: ApiError, scope: Scope, send: Send) -> None:

@@ -1,6 +1,9 @@
 """One live connection's events, in stream order, each once.
 
-Without a cursor the connection starts at the stream's newest entry. With
+Without a cursor the connection starts at the stream's newest entry, and
+its first item is a heartbeat carrying that position: a client that gets
+no event before it reconnects still has a cursor, so what was published
+while it was away is not lost (SSE: an `id:` without data). With
 one (`Last-Event-ID`), it first gets every entry after the cursor from the
 stream (XRANGE, paged), then joins the process's reader and reads the
 stream once more up to where the reader took over; entries at or before
@@ -83,7 +86,8 @@ class Feed:
         published after it was admitted."""
         if cursor is None:
             position = await self._hub.join(tenant, subscriber)
-            return self._live(stream_key(tenant), subscriber, wanted, position, [])
+            live = self._live(stream_key(tenant), subscriber, wanted, position, [])
+            return _after_heartbeat(position, live)
         return self._resume(tenant, subscriber, wanted, cursor)
 
     async def _resume(
@@ -172,6 +176,12 @@ class Feed:
         trimmed = info["entries-added"] > info["length"]
         before_first = sent < id_parts(_text(info["recorded-first-entry-id"]))
         return newest if before_first and (trimmed or sent[0] < oldest_kept_ms) else None
+
+
+async def _after_heartbeat(cursor: str, items: AsyncIterator[Item]) -> AsyncIterator[Item]:
+    yield Heartbeat(cursor)
+    async for item in items:
+        yield item
 
 
 def _text(value: bytes | str) -> str:

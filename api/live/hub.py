@@ -1,8 +1,10 @@
 """One reader per tenant stream and API process, fanning each entry out to
 the process's live connections of that tenant.
 
-A reader starts with the first connection of its tenant (at the stream's
-newest entry) and stops with the last one. It blocks on XREAD, so an entry
+A reader starts with the first connection of its tenant (after the
+stream's newest entry; when there is none, after the current moment on
+Redis's clock, so that position is a cursor that misses nothing) and stops
+with the last one. It blocks on XREAD, so an entry
 reaches every connection as soon as Redis has it, for one read per process
 rather than one per connection. Each connection (`Subscriber`) has a
 bounded queue; a connection whose queue is full reads the stream itself
@@ -25,6 +27,21 @@ log = structlog.get_logger("api.live")
 # How long one XREAD blocks; the reader's client times out a little later.
 BLOCK_MS = 5_000
 RETRY_S = 1.0
+# KEYS: stream. The id after which every entry is new: the newest, the last
+# one a stream emptied by trimming had, or (no stream) a millisecond before
+# now, as ids come from Redis's clock.
+_START = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #newest > 0 then return newest[1][1] end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then return info[i + 1] end
+  end
+end
+local t = redis.call('TIME')
+return string.format('%.0f-0', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1)
+"""
 
 
 class Subscriber:
@@ -38,6 +55,7 @@ class Subscriber:
         self.queue: asyncio.Queue[Entry | None] = asyncio.Queue(queue_size)
         self.reason: str | None = None
         self.behind = False
+        self.reader: _Reader | None = None  # the one it joined, until it leaves
 
     def offer(self, entry: Entry) -> None:
         if self.reason is not None or self.behind:
@@ -70,32 +88,38 @@ class _Reader:
         self._client = client
         self._key = stream_key(tenant)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.ready = asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
         try:
-            newest = await self._client.xrevrange(self._key, count=1)
+            start = await self._client.eval(_START, 1, self._key)
         except BaseException as exc:
             self.ready.set_exception(exc)
             self.ready.exception()  # retrieved: the caller raises it
             raise
-        self.position = entry_of(*newest[0]).id if newest else "0-0"
+        self.position = start.decode() if isinstance(start, bytes) else start
         self._task = asyncio.create_task(self._run())
         self.ready.set_result(None)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        # Not `while True`: redis-py may turn the cancel of a read that is
+        # still connecting into a ConnectionError, and the loop would read on.
+        while not self._stopping:
             try:
                 found = await self._client.xread(
                     {self._key: self.position}, count=1000, block=BLOCK_MS
                 )
             except redis.RedisError as exc:
+                if self._stopping:
+                    return
                 log.warning("live_read_failed", stream=self._key, error=repr(exc))
                 await asyncio.sleep(RETRY_S)
                 continue
@@ -117,26 +141,38 @@ class Hub:
 
     async def join(self, tenant: str, subscriber: Subscriber) -> str:
         """Deliver the tenant's entries after the returned position to `subscriber`."""
-        reader = self._readers.get(tenant)
-        if reader is None:
-            reader = self._readers[tenant] = _Reader(self._client, tenant)
-            try:
-                await reader.start()
-            except BaseException:
+        while True:
+            reader = self._readers.get(tenant) or await self._started(tenant)
+            await reader.ready
+            # A reader whose last subscriber left while this one waited is stopped.
+            if self._readers.get(tenant) is reader:
+                reader.subscribers.add(subscriber)
+                subscriber.reader = reader
+                return reader.position
+
+    async def _started(self, tenant: str) -> _Reader:
+        reader = self._readers[tenant] = _Reader(self._client, tenant)
+        try:
+            await reader.start()
+        except BaseException:
+            if self._readers.get(tenant) is reader:
                 del self._readers[tenant]
-                raise
-        await reader.ready
-        reader.subscribers.add(subscriber)
-        return reader.position
+            raise
+        return reader
 
     async def leave(self, tenant: str, subscriber: Subscriber) -> None:
-        reader = self._readers.get(tenant)
+        """Only the reader `subscriber` joined, if any: a connection that
+        ended before joining must not stop the tenant's reader, which may be
+        starting for another connection (it would run on, orphaned)."""
+        reader, subscriber.reader = subscriber.reader, None
         if reader is None:
             return
         reader.subscribers.discard(subscriber)
-        if not reader.subscribers:
+        if reader.subscribers:
+            return
+        if self._readers.get(tenant) is reader:
             del self._readers[tenant]
-            await reader.stop()
+        await reader.stop()
 
     async def aclose(self) -> None:
         readers, self._readers = list(self._readers.values()), {}

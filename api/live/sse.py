@@ -4,7 +4,9 @@
   its JSON;
 - a heartbeat: a comment every `live.heartbeat_s`, with an `id:` line when
   entries the filters left out moved the cursor on (EventSource then
-  resumes after them without dispatching anything);
+  resumes after them without dispatching anything); a connection without
+  Last-Event-ID gets one at once, with the position it starts from, so it
+  resumes from there even if no event came before it dropped;
 - the end: `event: closed` with the reason (`replaced`: a newer connection
   with this client_id took the slot, do not reconnect with it; `slow`: it
   read so slowly that the stream dropped events it had not read yet,

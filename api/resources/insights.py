@@ -17,7 +17,6 @@ from api.edge.problems import KEYED, BadRequest, NotFound, problem_responses
 from api.reads import periods, query
 from api.reads.insights import (
     InsightsQuery,
-    Position,
     filters_digest,
     insight_page,
     start_position,
@@ -112,14 +111,15 @@ class InsightsController(Controller):
         asked = insights_query(
             (from_, to, tz), min_confidence, sentiment_min, sentiment_max, user_id, topic, limit
         )
-        digest = filters_digest(principal.tenant, asked)
-        position = start_position(asked, page_token, digest)
-        return await insights(services, principal.tenant, asked, position, digest)
+        return await insights(services, principal.tenant, asked, page_token)
 
 
 async def insights(
-    services: Services, tenant: str, asked: InsightsQuery, position: Position, digest: bytes
+    services: Services, tenant: str, asked: InsightsQuery, page_token: str | None
 ) -> InsightPage:
+    """The page of GET /v1/insights after `page_token` (the first without)."""
+    digest = filters_digest(tenant, asked)
+    position = start_position(asked, page_token, digest)
     served = services.served
     # The flow's progress first, as for the error counts (api/reads/errors.py).
     as_of = await served.watermark(served.insights_flow)

@@ -114,25 +114,30 @@ class UtterancesController(Controller):
     async def read(
         self, utterance_id: FromPath[str], principal: PrincipalDep, services: ServicesDep
     ) -> Utterance:
-        row, insight = await asyncio.gather(
-            services.store.utterance(principal.tenant, utterance_id),
-            services.store.insight(principal.tenant, utterance_id),
-        )
-        if row is None:
-            raise NotFound(f"utterance {utterance_id!r} does not exist.")
-        return Utterance(
-            utterance_id=row.utterance_id,
-            user_id=row.user_id,
-            conversation_id=row.conversation_id,
-            text=row.text,
-            timestamp=from_stored_time(row.ts),
-            errors=[ErrorPoint(c, s) for c, s in row.errors or []],
-            words_learned=row.words_learned,
-            received_at=from_stored_time(row.received_at),
-            status=row.status,
-            status_reason=row.status_reason,
-            insight=None if insight is None else _insight(insight),
-        )
+        return await utterance_of(services, principal.tenant, utterance_id)
+
+
+async def utterance_of(services: Services, tenant: str, utterance_id: str) -> Utterance:
+    """The answer of GET /v1/utterances/{utterance_id} (POST /v1/ask runs it too)."""
+    row, insight = await asyncio.gather(
+        services.store.utterance(tenant, utterance_id),
+        services.store.insight(tenant, utterance_id),
+    )
+    if row is None:
+        raise NotFound(f"utterance {utterance_id!r} does not exist.")
+    return Utterance(
+        utterance_id=row.utterance_id,
+        user_id=row.user_id,
+        conversation_id=row.conversation_id,
+        text=row.text,
+        timestamp=from_stored_time(row.ts),
+        errors=[ErrorPoint(c, s) for c, s in row.errors or []],
+        words_learned=row.words_learned,
+        received_at=from_stored_time(row.received_at),
+        status=row.status,
+        status_reason=row.status_reason,
+        insight=None if insight is None else _insight(insight),
+    )
 
 
 def accept_one(

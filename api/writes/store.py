@@ -13,12 +13,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from cassandra import ConsistencyLevel, WriteTimeout, WriteType
+from cassandra import WriteTimeout, WriteType
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from api.edge.problems import ServiceUnavailable
 from api.writes.listed import ListingWrites
 from api.writes.recent import Recent
+from cql import consistency
 from cql.aio import execute, fetch_all
 from cql.api_keys import API_KEYS, ApiKeyRow
 from cql.change_feed import CHANGE_FEED, FeedEntry
@@ -143,7 +144,7 @@ class Store:
 
     async def _serial_read(self, statement: PreparedStatement, key: tuple) -> tuple:
         bound = statement.bind(key)
-        bound.consistency_level = ConsistencyLevel.SERIAL
+        bound.consistency_level = consistency.SERIAL
         async with self._slots:
             result = await execute(self.db.session, bound)
         if not result.current_rows:

@@ -174,18 +174,24 @@ def latest_as_of(items: Iterable[Stamped[Any]]) -> dict[Learner, datetime]:
     return as_of
 
 
-def merge_into(table: Table[F], facts: dict[Any, F], batch: Iterable[F]) -> list[F]:
+Change = tuple[F | None, F]  # (the fact held before, if any; the fact held now)
+
+
+def merge_into(table: Table[F], facts: dict[Any, F], batch: Iterable[F]) -> list[Change[F]]:
     """Merge `batch` into one partition's facts (keyed by the table's primary
-    key: the utterance, and the point index for error points); return the
-    facts that need writing. A fact keeps the latest `written_at`: an
-    utterance in the feed twice was last accepted at the later time,
-    whichever of its entries comes first."""
+    key: the utterance, and the point index for error points); return what
+    changed, each fact that needs writing with the one it replaced. A fact
+    keeps the latest `written_at`: an utterance in the feed twice was last
+    accepted at the later time, whichever of its entries comes first."""
     key = attrgetter(*table.primary_key)
-    changed: dict[Any, F] = {}
+    changed: dict[Any, Change[F]] = {}
     for fact in batch:
-        current = facts.get(key(fact))
+        k = key(fact)
+        current = facts.get(k)
         if current is None or current.written_at < fact.written_at:
-            facts[key(fact)] = changed[key(fact)] = fact
+            before = changed[k][0] if k in changed else current
+            facts[k] = fact
+            changed[k] = (before, fact)
     return list(changed.values())
 
 
@@ -232,20 +238,54 @@ class HeldFacts(Generic[F]):
 
     def merge(
         self, items: Sequence[Stamped[F]]
-    ) -> tuple[dict[Day, list[F]], dict[Day, dict[Any, F]], list[F]]:
+    ) -> tuple[dict[Day, list[F]], dict[Day, dict[Any, F]], dict[Day, list[Change[F]]]]:
         """The batch's facts by day, every touched day's facts with the batch
-        merged in, and the facts that need writing."""
+        merged in, and what changed in each day (the facts that need writing)."""
         by_day: dict[Day, list[F]] = defaultdict(list)
         for item in items:
             by_day[(item.row.tenant, item.row.user_id, item.row.day)].append(item.row)
         held = self._held.load(by_day)
-        changed = [
-            f for key, batch in by_day.items() for f in merge_into(self.table, held[key], batch)
-        ]
-        return by_day, held, changed
+        changes = {key: merge_into(self.table, held[key], batch) for key, batch in by_day.items()}
+        return by_day, held, changes
 
     def _read(self, days: list[Day]) -> list[dict[Any, F]]:
         results = execute_all(
             self._session, ((self._select, day) for day in days), self._concurrency
         )
         return [{self._key(f): f for f in map(self.table.from_row, rows)} for rows in results]
+
+
+def written(changes: dict[Day, list[Change[F]]]) -> list[F]:
+    """The facts that need writing."""
+    return [fact for day in changes.values() for _before, fact in day]
+
+
+class DayTallies(Generic[F, K, V]):
+    """What a writer serves of each held day (window counts, bucket totals),
+    kept current change by change: a batch costs the facts it brings, not
+    every fact of the days it touches. `tally(tallies, fact, sign)` adds a
+    fact's part (sign 1) or takes it away (-1). A day not held is tallied
+    from all its facts, read by HeldFacts, which hold what the tables hold
+    (one writer per learner), so the two never disagree."""
+
+    def __init__(self, capacity: int, tally: Callable[[dict[K, V], F, int], None]) -> None:
+        self._held: OrderedDict[Day, dict[K, V]] = OrderedDict()
+        self._capacity = capacity
+        self._tally = tally
+
+    def update(self, day: Day, facts: dict[Any, F], changes: list[Change[F]]) -> dict[K, V]:
+        """The day's tallies with `changes` (already merged into `facts`) in."""
+        tallies = self._held.pop(day, None)
+        if tallies is None:
+            tallies = {}
+            for fact in facts.values():
+                self._tally(tallies, fact, 1)
+        else:
+            for before, after in changes:
+                if before is not None:
+                    self._tally(tallies, before, -1)
+                self._tally(tallies, after, 1)
+        self._held[day] = tallies
+        if len(self._held) > self._capacity:
+            self._held.popitem(last=False)
+        return tallies

@@ -9,12 +9,15 @@ For one batch of error points, per (learner, UTC day) touched:
    is in the feed twice (a retried request), the fact keeps the later
    acceptance time whichever entry comes first, so a replay reproduces
    `written_at`, and with it `late_events`, exactly;
-2. every touched (minute, hour, day) window is recounted from the day's
-   facts, for the touched (category, subcategory) pairs;
+2. every touched (minute, hour, day) window of a touched (category,
+   subcategory) pair is written with its count from the day's tallies:
+   counted once from all the day's facts when the day is first held, then
+   kept current fact by fact (`DayTallies`), so a batch costs its own
+   points, not the day's;
 3. each touched month is the sum of its day rows, and each touched pair's
    all-time total the sum of its month rows.
 
-The facts of a day, the day rows of a month and the month rows of a learner
+The facts of a day (and their tallies), the day rows of a month and the month rows of a learner
 are read from Cassandra the first time a batch needs them and then kept,
 current, in memory (`Loaded`): this writer is the only one of its learners
 (see dataflows/connectors/sinks.py), so what it holds is what the tables
@@ -29,6 +32,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple
 
 from cql.clock import MINUTE, month_start, year_start
@@ -48,7 +52,9 @@ from cql.error_counts import (
 from cql.learning import ERROR_FLOW
 from cql.session import Db
 from dataflows.connectors.sinks import (
+    Change,
     Day,
+    DayTallies,
     HeldFacts,
     Learner,
     Loaded,
@@ -57,6 +63,7 @@ from dataflows.connectors.sinks import (
     execute_all,
     latest_as_of,
     upserts,
+    written,
 )
 from live.bus import Publisher
 from live.events import errors_events
@@ -78,23 +85,29 @@ class Tally(NamedTuple):
     newest: datetime
 
 
+def tally_point(
+    tallies: dict[Touched, Tally], fact: ErrorPointFact, sign: int, late_after: timedelta
+) -> None:
+    """Add a fact to (sign 1) or take it from (-1) the tallies of its minute,
+    hour and day windows. A fact is late for a window when it was written
+    more than `late_after` after the window's end. Taking a fact away keeps
+    `newest`: only a later acceptance of the same fact replaces one."""
+    pair = (fact.category, fact.subcategory)
+    for window in error_windows(fact.ts):
+        count, late, newest = tallies.get((window, pair), (0, 0, fact.written_at))
+        late_now = fact.written_at > window.end + late_after
+        newest = max(newest, fact.written_at) if sign > 0 else newest
+        tallies[(window, pair)] = Tally(count + sign, late + sign * late_now, newest)
+
+
 def recount(
     facts: Iterable[ErrorPointFact], touched: set[Touched], late_after: timedelta
 ) -> dict[Touched, Tally]:
-    """Counts of the touched windows and pairs from one day's facts. A fact
-    is late for a window when it was written more than `late_after` after
-    the window's end."""
-    counts: dict[Touched, Tally] = {}
+    """Counts of the touched windows and pairs from one day's facts."""
+    tallies: dict[Touched, Tally] = {}
     for fact in facts:
-        pair = (fact.category, fact.subcategory)
-        for window in error_windows(fact.ts):
-            if (window, pair) in touched:
-                count, late, newest = counts.get((window, pair), (0, 0, fact.written_at))
-                late_now = fact.written_at > window.end + late_after
-                counts[(window, pair)] = Tally(
-                    count + 1, late + late_now, max(newest, fact.written_at)
-                )
-    return counts
+        tally_point(tallies, fact, 1, late_after)
+    return {key: tallies[key] for key in touched if key in tallies}
 
 
 def sum_by_pair(held: dict[Spanned, Tally], pairs: set[Pair]) -> dict[Pair, Tally]:
@@ -113,6 +126,9 @@ class ErrorCountWriter:
         self._concurrency = settings.cassandra.max_in_flight
         self._late_after = timedelta(seconds=settings.dataflow.late_after_s)
         self._facts = HeldFacts(db, settings, ERROR_POINTS)
+        self._tallies = DayTallies(
+            settings.dataflow.held_partitions, partial(tally_point, late_after=self._late_after)
+        )
         p = db.prepare
         self._insert_count = p(ERROR_COUNTS.insert(), idempotent=True)
         self._span_rows = p(ERROR_COUNTS.select(WINDOWS_FROM_TO, columns=_TALLY), idempotent=True)
@@ -125,9 +141,10 @@ class ErrorCountWriter:
 
     def write(self, points: Sequence[Stamped[ErrorPointFact]]) -> set[Learner]:
         as_of = latest_as_of(points)
-        by_day, held_facts, facts = self._facts.merge(points)
+        by_day, held_facts, changes = self._facts.merge(points)
+        facts = written(changes)
         count_late(ERROR_FLOW, facts, MINUTE, self._late_after)
-        rows, months = self._recount_days(by_day, held_facts, as_of)
+        rows, months = self._recount_days(by_day, held_facts, changes, as_of)
         rows += self._sum_months(months, as_of)
         totals = self._sum_totals(months, as_of)
         self._run(
@@ -142,19 +159,21 @@ class ErrorCountWriter:
         self,
         by_day: dict[Day, list[ErrorPointFact]],
         held_facts: dict[Day, dict[Any, ErrorPointFact]],
+        changes: dict[Day, list[Change[ErrorPointFact]]],
         as_of: dict[Learner, datetime],
     ) -> tuple[list[ErrorCountRow], dict[Day, set[Pair]]]:
-        """The minute, hour and day rows the batch touches, recounted from
-        the day's facts; the day rows are also kept in their month's held
-        rows. Returns the pairs touched per month too."""
+        """The minute, hour and day rows the batch touches, from the day's
+        tallies; the day rows are also kept in their month's held rows.
+        Returns the pairs touched per month too."""
         held_days = self._day_rows.load({_month_of(day) for day in by_day})
         rows: list[ErrorCountRow] = []
         months: dict[Day, set[Pair]] = defaultdict(set)
         for key, batch in by_day.items():
             tenant, user_id, _day = key
             touched = {(w, (f.category, f.subcategory)) for f in batch for w in error_windows(f.ts)}
-            recounted = recount(held_facts[key].values(), touched, self._late_after)
-            for (window, pair), tally in recounted.items():
+            tallies = self._tallies.update(key, held_facts[key], changes[key])
+            for window, pair in touched:
+                tally = tallies[(window, pair)]
                 rows.append(_count_row(tenant, user_id, window, pair, tally, as_of))
                 if window.kind == "day":
                     held_days[_month_of(key)][(window.start, pair)] = tally

@@ -6,16 +6,19 @@ For one batch, per (learner, UTC day) touched: the batch's utterances are
 merged into the day's facts, keyed by utterance_id (a duplicate keeps the
 later acceptance time, as for error points: see
 dataflows/connectors/sinks.py merge_into); new facts are written, and each
-touched bucket with its absolute entry count, words and late events,
-recounted from the day's facts. The facts of a day are read the first time
-a batch needs them and then kept, current, in memory (one writer per
-learner; a restarted writer reads them again).
+touched bucket with its absolute entry count, words and late events, from
+the day's tallies (counted from all its facts when the day is first held,
+then kept current fact by fact: dataflows/connectors/sinks.py DayTallies).
+The facts of a day are read the first time a batch needs them and then
+kept, current, in memory (one writer per learner; a restarted writer reads
+them again).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import NamedTuple
 
 from cql.clock import QUARTER_HOUR, floor_to, month_start
@@ -28,6 +31,8 @@ from cql.learning import (
 )
 from cql.session import Db
 from dataflows.connectors.sinks import (
+    Day,
+    DayTallies,
     HeldFacts,
     Learner,
     Stamped,
@@ -35,6 +40,7 @@ from dataflows.connectors.sinks import (
     execute_all,
     latest_as_of,
     upserts,
+    written,
 )
 from live.bus import Publisher
 from live.events import learning_events
@@ -47,19 +53,33 @@ class Bucket(NamedTuple):
     late: int
 
 
+def tally_bucket(
+    buckets: dict[datetime, Bucket], fact: LearningFact, sign: int, late_after: timedelta
+) -> None:
+    """Add a fact to (sign 1) or take it from (-1) its quarter-hour bucket. A
+    fact is late when it was written more than `late_after` after its
+    bucket's end."""
+    start = floor_to(fact.ts, QUARTER_HOUR)
+    entries, words, late = buckets.get(start, (0, 0, 0))
+    late_now = fact.written_at > start + QUARTER_HOUR + late_after
+    buckets[start] = Bucket(
+        entries + sign, words + sign * fact.words_learned, late + sign * late_now
+    )
+
+
 def recount_buckets(
     facts: Iterable[LearningFact], touched: set[datetime], late_after: timedelta
 ) -> dict[datetime, Bucket]:
-    """Totals of the touched quarter-hour buckets. A fact is late when it was
-    written more than `late_after` after its bucket's end."""
+    """Totals of the touched quarter-hour buckets from one day's facts."""
     buckets: dict[datetime, Bucket] = {}
     for fact in facts:
-        start = floor_to(fact.ts, QUARTER_HOUR)
-        if start in touched:
-            entries, words, late = buckets.get(start, (0, 0, 0))
-            late_now = fact.written_at > start + QUARTER_HOUR + late_after
-            buckets[start] = Bucket(entries + 1, words + fact.words_learned, late + late_now)
-    return buckets
+        tally_bucket(buckets, fact, 1, late_after)
+    return {start: buckets[start] for start in touched if start in buckets}
+
+
+def day_total(buckets: dict[datetime, Bucket]) -> tuple[int, int]:
+    """A day's entries and words: the sum of its buckets."""
+    return sum(b.entries for b in buckets.values()), sum(b.words for b in buckets.values())
 
 
 class LearningWriter:
@@ -68,20 +88,25 @@ class LearningWriter:
         self._concurrency = settings.cassandra.max_in_flight
         self._late_after = timedelta(seconds=settings.dataflow.late_after_s)
         self._facts = HeldFacts(db, settings, LEARNING_EVENTS)
+        self._tallies = DayTallies(
+            settings.dataflow.held_partitions, partial(tally_bucket, late_after=self._late_after)
+        )
         self._insert_bucket = db.prepare(LEARNING_BUCKETS.insert(), idempotent=True)
         self._live = Publisher(settings)
 
     def write(self, events: Sequence[Stamped[LearningFact]]) -> set[Learner]:
         as_of = latest_as_of(events)
-        by_day, held, writes = self._facts.merge(events)
+        by_day, held, changes = self._facts.merge(events)
+        writes = written(changes)
         count_late(LEARNING_FLOW, writes, QUARTER_HOUR, self._late_after)
         rows: list[LearningBucketRow] = []
+        totals: dict[Day, tuple[int, int]] = {}
         for key, batch in by_day.items():
             tenant, user_id, _day = key
-            touched = {floor_to(fact.ts, QUARTER_HOUR) for fact in batch}
-            for start, bucket in recount_buckets(
-                held[key].values(), touched, self._late_after
-            ).items():
+            buckets = self._tallies.update(key, held[key], changes[key])
+            totals[key] = day_total(buckets)
+            for start in {floor_to(fact.ts, QUARTER_HOUR) for fact in batch}:
+                bucket = buckets[start]
                 rows.append(
                     LearningBucketRow(
                         tenant, user_id, month_start(start), start,
@@ -94,5 +119,5 @@ class LearningWriter:
             + upserts(self._insert_bucket, LEARNING_BUCKETS, rows),
             self._concurrency,
         )
-        self._live.publish(learning_events(rows, {key: held[key].values() for key in by_day}))
+        self._live.publish(learning_events(rows, totals))
         return set(as_of)

@@ -8,6 +8,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from api.app import create_app
@@ -86,9 +87,7 @@ async def _app_client(migrated: Settings, fake):
     llm = LlmSettings(
         base_url=fake.base_url, model="fake-model", timeout_s=2, max_attempts=2, rate_per_s=50
     )
-    settings = Settings(
-        migrated.cassandra, migrated.redis, migrated.feed, migrated.api, llm, migrated.dataflow
-    )
+    settings = msgspec.structs.replace(migrated, llm=llm)
     return AsyncTestClient(app=create_app(settings))
 
 

@@ -70,12 +70,15 @@ def test_tenant_a_never_receives_tenant_b_events(db, http: httpx.Client) -> None
     a, b = live_tenant(db), live_tenant(db)
     user_a, conv_a = learner_sync(http, a.headers)
     user_b, conv_b = learner_sync(http, b.headers)
-    with sse(http, a.headers) as reader:
+    # B asks by ticket for A's learner id: its ticket holds B's tenant only.
+    ticket = http.post("/v1/live/tickets", headers=b.headers).json()["ticket"]
+    with sse(http, a.headers) as reader, sse(http, None, ticket=ticket, user_id=user_a) as b_reads:
         post_utterances(http, b, user_b, conv_b, 3)
         [own] = post_utterances(http, a, user_a, conv_a, 1)
         wait_for(lambda: own in utterance_ids(reader))
         time.sleep(0.5)
         assert {e.data["user_id"] for e in reader.events} == {user_a}
+        assert b_reads.events == []
 
 
 def test_resume_with_last_event_id_gives_exactly_the_missed_events(
@@ -96,6 +99,22 @@ def test_resume_with_last_event_id_gives_exactly_the_missed_events(
         assert utterance_ids(resumed) == missed + after
         ids = [id_parts(e.id) for e in resumed.events]
         assert ids == sorted(set(ids)) and ids[0] > id_parts(cursor)
+
+
+def test_a_client_that_got_no_event_yet_resumes_from_where_it_started(
+    http: httpx.Client, tenant: Tenant
+) -> None:
+    user, conv = learner_sync(http, tenant.headers)
+    with sse(http, tenant.headers, user_id=user) as first:
+        # At once, not at the first heartbeat (a second here).
+        wait_for(lambda: first.last_id is not None, within_s=0.5)
+    assert first.events == []
+    missed = post_utterances(http, tenant, user, conv, 2)
+    with sse(http, {**tenant.headers, "Last-Event-ID": first.last_id}, user_id=user) as resumed:
+        wait_for(lambda: len(resumed.events) >= 2)
+        time.sleep(0.3)
+        assert [e.event for e in resumed.events] == ["utterance", "utterance"]
+        assert utterance_ids(resumed) == missed
 
 
 def test_a_cursor_the_stream_no_longer_holds_gets_reset(

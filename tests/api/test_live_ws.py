@@ -6,6 +6,7 @@ replacement by client_id, and the cross-process message budget."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 import websocket
 
+from api.live.budget import KEY as BUDGET_KEY
 from api.live.budget import Budget
 from runtime.settings import Settings
 from tests.conftest import ApiProcess, Tenant
@@ -165,3 +167,26 @@ async def test_the_message_budget_is_shared_and_bounded(settings: Settings) -> N
     finally:
         await client.delete(key)
         await client.aclose()
+
+
+def test_past_the_shared_budget_a_message_gets_busy(migrated: Settings, db, redis_client) -> None:
+    """The budget as the API applies it: one message in flight elsewhere
+    (another process's, in the shared key) and a cap of 1 leave none."""
+    proc = ApiProcess(
+        migrated, workers=1, extra_env={**LIVE_ENV, "UTTERSTREAM_LIVE_WS_MAX_IN_FLIGHT": "1"}
+    )
+    tenant, elsewhere = live_tenant(db), f"test-{uuid.uuid4().hex}"
+    try:
+        with httpx.Client(base_url=proc.url, timeout=10) as http:
+            user, conv = learner_sync(http, tenant.headers)
+            redis_client.zadd(BUDGET_KEY, {elsewhere: int(time.time() * 1000) + 30_000})
+            ws = ws_connect(proc.url, tenant.headers, client_id="busy", user_id=user)
+            try:
+                send_utterance(ws, utterance(user, conv), "k-busy")
+                busy = ws_until(ws, "busy")
+            finally:
+                ws.close()
+            assert busy == {"type": "busy", "idempotency_key": "k-busy", "retry_after": 1}
+    finally:
+        redis_client.zrem(BUDGET_KEY, elsewhere)
+        proc.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import datetime, timedelta
+from functools import partial
 from operator import attrgetter
 
 import msgspec
@@ -19,8 +20,8 @@ from hypothesis import strategies as st
 from cql.clock import DAY, EPOCH, HOUR, MINUTE, next_month, utc_now
 from cql.error_counts import ERROR_POINTS, ErrorCountRow, ErrorPointFact, Window, error_windows
 from dataflows import error_counters
-from dataflows.connectors.sinks import merge_into
-from dataflows.writers.error_writer import Tally, recount, sum_by_pair
+from dataflows.connectors.sinks import DayTallies, merge_into
+from dataflows.writers.error_writer import Tally, recount, sum_by_pair, tally_point
 from runtime.generations import generation_key
 from tests import oracle
 from tests.dataflow_helpers import (
@@ -105,7 +106,41 @@ def test_a_fact_keeps_its_latest_acceptance_whatever_order_they_come_in():
         held = {attrgetter(*ERROR_POINTS.primary_key)(f): f for f in stored}
         changed = merge_into(ERROR_POINTS, held, batch)
         assert list(held.values()) == [retried]
-        assert changed == ([] if stored == [retried] else [retried])
+        before = stored[0] if stored else None
+        assert changed == ([] if stored == [retried] else [(before, retried)])
+
+
+_in_the_day = st.integers(0, 24 * 60 - 1).map(lambda m: datetime(2024, 3, 15) + m * MINUTE)
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 5), st.sampled_from(PAIRS), _in_the_day, _in_the_day),
+            max_size=6,
+        ),
+        max_size=8,
+    )
+)
+def test_tallies_kept_batch_by_batch_equal_a_recount_of_the_whole_day(batches):
+    """DayTallies, fed each batch's changes (a repeated point replaces the
+    fact it repeats, wherever it counted), always hold what a recount of all
+    the day's facts gives."""
+    late_after = timedelta(seconds=60)
+    tallies = DayTallies(10, partial(tally_point, late_after=late_after))
+    day, held = ("t", "u", datetime(2024, 3, 15)), {}
+    for batch in batches:
+        points = [
+            msgspec.structs.replace(
+                fact(ts, written_at, utterance_id=f"u{n}"), category=c, subcategory=s
+            )
+            for n, (c, s), ts, written_at in batch
+        ]
+        changes = merge_into(ERROR_POINTS, held, points)
+        kept = tallies.update(day, held, changes)
+        everything = recount(held.values(), set(kept), late_after)
+        assert {k: v for k, v in kept.items() if v.count} == everything
 
 
 def test_error_points_are_numbered_in_the_order_sent():

@@ -66,6 +66,10 @@ class Behaviour(msgspec.Struct, frozen=True):
     retry_after_ms: int | None = None
     # For "valid": this exact reply text instead of an analysis (other prompts).
     content: str | None = None
+    # For "valid": a call of this tool with these raw JSON arguments instead
+    # of a text reply (POST /v1/ask's planner).
+    tool: str | None = None
+    arguments: str = "{}"
 
 
 class Arrival(msgspec.Struct, frozen=True):
@@ -256,6 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "invalid_request_error",
                     param="response_format",
                 )
+            case _ if behaviour.tool is not None:
+                self._completion(body, None, _tool_call(behaviour))
             case kind:
                 self._completion(body, behaviour.content or _content(kind, body))
 
@@ -273,9 +279,14 @@ class _Handler(BaseHTTPRequestHandler):
             headers=headers,
         )
 
-    def _completion(self, body: dict[str, Any], content: str) -> None:
+    def _completion(
+        self, body: dict[str, Any], content: str | None, tool_call: dict[str, Any] | None = None
+    ) -> None:
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
-        completion_tokens = len(content.split())
+        completion_tokens = len((content or "").split())
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if tool_call is not None:
+            message["tool_calls"] = [tool_call]
         self._json(
             HTTPStatus.OK,
             {
@@ -286,9 +297,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": content},
+                        "message": message,
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": "stop" if tool_call is None else "tool_calls",
                     }
                 ],
                 "usage": {
@@ -326,6 +337,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _analyzer = OfflineAnalyzer()
+
+
+def _tool_call(behaviour: Behaviour) -> dict[str, Any]:
+    return {
+        "id": f"call_{random.getrandbits(32):08x}",
+        "type": "function",
+        "function": {"name": behaviour.tool, "arguments": behaviour.arguments},
+    }
 
 
 def _content(kind: Kind, body: dict[str, Any]) -> str:

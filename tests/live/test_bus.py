@@ -1,20 +1,25 @@
 """The event bus against a Redis of the test's own, killed for real:
 publishing never raises, and the events lost while Redis was away are
-announced by a `reset` in each affected tenant's stream once it is back."""
+announced by a `reset` in each affected tenant's stream once it is back;
+and against the shared Redis, an attempt whose answer is lost is retried
+without appending its events twice."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 import redis
 
-from live.bus import PUBLISH_FAILED, Publisher, entry_of, stream_key
+from live.bus import PUBLISH_FAILED, AsyncPublisher, Publisher, entry_of, stream_key
 from live.events import RESET, utterance_event
 from runtime.processes import free_port
 from runtime.sections import RedisSettings
@@ -78,3 +83,49 @@ def test_an_outage_loses_no_write_and_ends_in_a_reset(own_redis: OwnRedis) -> No
     # Told once: the next publish adds no second reset.
     publisher.publish([utterance_event("t-b", "u4", "bea", "pending")])
     assert client.xlen(stream_key("t-a")) == 1
+
+
+def _failing_once(pipeline: Any, applied: bool) -> Any:
+    """`pipeline` (a client's method) whose first execute fails: after
+    Redis applied it (its answer lost to a timeout) or before sending it (a
+    full connection pool)."""
+    failed: list[bool] = []
+
+    def pipe(*args: Any, **kwargs: Any) -> Any:
+        made = pipeline(*args, **kwargs)
+        execute = made.execute
+
+        async def execute_once() -> Any:
+            if failed:
+                return await execute()
+            failed.append(True)
+            if applied:
+                await execute()
+                raise redis.TimeoutError("Timeout reading from socket")
+            raise redis.exceptions.MaxConnectionsError("Too many connections")
+
+        made.execute = execute_once
+        return made
+
+    return pipe
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["answer_lost", "never_sent"])
+def test_a_failed_attempt_is_retried_and_appends_each_event_once(
+    settings: Settings, redis_client: redis.Redis, applied: bool
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    failed_before = PUBLISH_FAILED._value.get()
+
+    async def publish() -> None:
+        publisher = AsyncPublisher(settings)
+        publisher._redis.pipeline = _failing_once(publisher._redis.pipeline, applied)
+        await publisher.publish([utterance_event(tenant, "u1", "ana", "pending")])
+        await publisher.publish([utterance_event(tenant, "u2", "ana", "pending")])
+        await publisher.aclose()
+
+    asyncio.run(publish())
+    entries = [entry_of(*e) for e in redis_client.xrange(stream_key(tenant))]
+    ids = [msgspec.json.decode(e.data)["utterance_id"] for e in entries]
+    assert ids == ["u1", "u2"]  # no loss, no duplicate, no reset
+    assert PUBLISH_FAILED._value.get() == failed_before

@@ -51,6 +51,7 @@ def test_runtime_settings_re_exports_every_section() -> None:
 ENV = {
     "CASSANDRA_HOSTS": "10.0.0.5, 10.0.0.6,",
     "CASSANDRA_PORT": "9043",
+    "UTTERSTREAM_CASSANDRA_NODES": "3",
     "UTTERSTREAM_CASSANDRA_KEYSPACE": "ks",
     "UTTERSTREAM_CASSANDRA_LOCAL_DC": "dc1",
     "UTTERSTREAM_CASSANDRA_REPLICATION": "NetworkTopologyStrategy:dc1=3",
@@ -109,12 +110,14 @@ ENV = {
     "UTTERSTREAM_LOG_LEVEL": "DEBUG",
     "UTTERSTREAM_LOG_FORMAT": "console",
     "PROMETHEUS_MULTIPROC_DIR": "/metrics",
+    "UTTERSTREAM_UI_SESSION_TTL_S": "600",
 }
 # ...and what each section reads from them, field by field.
 READ: dict[str, dict[str, object]] = {
     "cassandra": {
         "hosts": ("10.0.0.5", "10.0.0.6"),
         "port": 9043,
+        "nodes": 3,
         "keyspace": "ks",
         "local_dc": "dc1",
         "replication": "NetworkTopologyStrategy:dc1=3",
@@ -177,6 +180,7 @@ READ: dict[str, dict[str, object]] = {
     },
     "log": {"level": "DEBUG", "format": "console"},
     "metrics": {"multiproc_dir": "/metrics"},
+    "ui": {"session_ttl_s": 600},
 }
 
 
@@ -184,6 +188,16 @@ def test_every_variable_is_read_into_its_setting() -> None:
     assert sorted(ENV) == sorted(env_name(section, field.name) for section, field in _fields())
     s = Settings.from_env(ENV)
     assert {section: msgspec.structs.asdict(getattr(s, section)) for section in READ} == READ
+
+
+def test_a_local_cluster_is_reached_at_its_nodes_and_replicated_three_times() -> None:
+    three = Settings.from_env({"UTTERSTREAM_CASSANDRA_NODES": "3"}).cassandra
+    assert three.hosts == ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    assert three.replication == "NetworkTopologyStrategy:datacenter1=3"
+    five = Settings.from_env({"UTTERSTREAM_CASSANDRA_NODES": "5", "CASSANDRA_HOSTS": "10.0.0.5"})
+    assert five.cassandra.hosts == ("10.0.0.5",)
+    assert five.cassandra.replication == "NetworkTopologyStrategy:datacenter1=3"
+    assert Settings.from_env({}).cassandra == Settings().cassandra
 
 
 @pytest.mark.parametrize("section", Settings.__struct_fields__)

@@ -95,6 +95,7 @@ POSTS = frozenset(
         "POST /v1/utterances",
         "POST /v1/utterances/batch",
         "POST /v1/users/{user_id}/exercises",
+        "POST /v1/ask",
     }
 )
 RANGES = frozenset(
@@ -158,10 +159,18 @@ EXCLUSIONS = {
     "tz-in-the-tz-database": Exclusion(
         "`tz` must name a zone of the IANA database the server has: a set that changes with "
         "each tzdata release, so the document says 'an IANA time zone name' instead",
-        RANGES | {"GET /v1/users/{user_id}/errors/top"},
+        RANGES | {"GET /v1/users/{user_id}/errors/top", "POST /v1/ask"},
         400,
         "bad-request",
         field="tz",
+    ),
+    "question-about-the-served-reads": Exclusion(
+        "a question must be about the served reads, name what they need and ask nothing "
+        "else: its meaning, which no schema can state (refused or clarify)",
+        frozenset({"POST /v1/ask"}),
+        422,
+        "unprocessable",
+        field="question",
     ),
     "page-token-issued-by-the-api": Exclusion(
         "`page_token` must be one the API issued, for the same filters: opaque, so no schema "

@@ -42,6 +42,22 @@ def test_a_misspelt_flow_is_refused_and_nothing_starts() -> None:
     assert not (ROOT / ".local" / "run" / "dataflow-errors_counters.pid").exists()
 
 
+def test_a_bad_process_count_is_refused_and_nothing_starts() -> None:
+    done = run(str(ROOT / "ops" / "dataflow"), "start", "learning", "--processes", "0")
+    assert done.returncode != 0
+    assert "--processes takes a whole number" in done.stderr
+
+
+def test_the_cluster_commands_need_a_started_cluster_and_a_node_of_it(tmp_path: Path) -> None:
+    env = {**os.environ, "UTTERSTREAM_LOCAL": str(tmp_path)}
+    cluster = str(ROOT / "ops" / "cluster")
+    done = subprocess.run([cluster, "kill", "1"], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "no cluster was started" in done.stderr
+    (tmp_path / "run" / "cluster.env").write_text("NODES=3\nFIRST=2\nHEAP=640M\n")
+    done = subprocess.run([cluster, "kill", "4"], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "no node '4' (1 … 3)" in done.stderr
+
+
 def demo(tmp_path: Path, end: date) -> list[dict]:
     out = tmp_path / f"demo-{end}.jsonl"
     script = str(ROOT / "ops" / "make_sample.py")

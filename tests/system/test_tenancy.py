@@ -33,6 +33,10 @@ from tests.served_seed import Seeder, utc
 
 PROBLEM = "application/problem+json"
 PUBLIC = {("GET", "/health"), ("GET", "/ready")}
+# Streams never end, which the in-process client cannot read: their tenancy
+# is tested against a real server in tests/api/test_live.py
+# (test_tenant_a_never_receives_tenant_b_events, by key and by ticket).
+LIVE = {("GET", "/v1/live"), ("POST", "/v1/live/tickets")}
 ERRORS_QUERY = {"window": "hour", "from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"}
 LEARNING_QUERY = {"granularity": "day", "from": "2026-03-01", "to": "2026-03-02", "tz": "UTC"}
 INSIGHTS_QUERY = {"from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"}
@@ -198,6 +202,27 @@ async def _list_insights(client: httpx.AsyncClient, w: World) -> None:
     assert r.status_code == 400 and r.json()["field"] == "page_token", r.text
 
 
+async def _ask(client: httpx.AsyncClient, w: World) -> None:
+    # A's learner and utterance are unknown to B: a question naming them is
+    # to be clarified, with no data, whichever read it plans.
+    for question in (
+        f"top errors of learner {w.user_id}",
+        f"errors per hour of learner {w.user_id} on 2026-03-01",
+        f"words practised per day by learner {w.user_id} on 2026-03-01",
+        f"insights of learner {w.user_id} on 2026-03-01",
+        f"show utterance {w.utterance_id}",
+    ):
+        r = await client.post("/v1/ask", json={"question": question}, headers=w.b.headers)
+        assert r.status_code == 422, r.text
+        assert "clarify" in r.json() and "data" not in r.json(), r.text
+    # B's own insights of A's day: none of A's.
+    r = await client.post(
+        "/v1/ask", json={"question": "insights on 2026-03-01"}, headers=w.b.headers
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["insights"] == []
+
+
 async def _list_users(client: httpx.AsyncClient, w: World) -> None:
     r = await client.get("/v1/users", params={"prefix": w.user_id}, headers=w.b.headers)
     assert r.status_code == 200, r.text
@@ -249,11 +274,12 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/v1/users/{user_id}/learning"): _get_learning,
     ("POST", "/v1/users/{user_id}/exercises"): _create_exercises,
     ("GET", "/v1/insights"): _list_insights,
+    ("POST", "/v1/ask"): _ask,
 }
 
 
 def test_the_matrix_covers_every_documented_route() -> None:
-    assert operations() - PUBLIC == set(MATRIX)
+    assert operations() - PUBLIC - LIVE == set(MATRIX)
 
 
 async def test_b_cannot_reach_a_through_any_route(client: httpx.AsyncClient, world: World) -> None:
