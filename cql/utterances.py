@@ -1,6 +1,6 @@
 """Utterances, the claims of explicit utterance ids, and idempotency keys
 (cql/schema/003_utterances.cql; the claims' holders and leases,
-008_claim_leases.cql). Field order is column order."""
+008_claim_leases.cql; the keys' id seeds, 013_key_ids.cql). Field order is column order."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ class IdempotencyRow(msgspec.Struct):
     lease_until: datetime | None = None
     # The process carrying the request out, host:pid.
     holder: str | None = None
+    # Drawn at the first claim, kept by take-overs: the seed of the ids the
+    # request creates. None for claims written before seeds.
+    id_seed: uuid.UUID | None = None
 
 
 UTTERANCES = Table("utterances_by_id", UtteranceRow, ["tenant", "utterance_id"])

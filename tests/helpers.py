@@ -116,3 +116,13 @@ def feed_entries(db, feed_settings, tenant: str, since: datetime) -> list:
         for entry in reader.read(shard, start, until)
         if entry.tenant == tenant
     ]
+
+
+def key_id(db, tenant: str, key: str, index: int = 0) -> str:
+    """The id a request holding Idempotency-Key `key` gives item `index` of
+    what it creates: derived from the seed its claim stores."""
+    from api.edge.idempotency import derived_id
+    from cql.utterances import IDEMPOTENCY_KEYS
+
+    row = db.session.execute(db.prepare(IDEMPOTENCY_KEYS.select()), (tenant, key)).one()
+    return derived_id(tenant, key, IDEMPOTENCY_KEYS.from_row(row).id_seed, index)

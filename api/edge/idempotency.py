@@ -1,8 +1,9 @@
 """The Idempotency-Key protocol of every POST (SPEC, "Idempotency").
 
 A request with a key first claims it with `INSERT ... IF NOT EXISTS`, storing
-a hash of the request, a random owner id, the process holding the claim
-(`holder`, host:pid) and a lease (`lease_until`, `in_flight_timeout_s` ahead).
+a hash of the request, a random owner id, a random id seed (the ids of what
+the request creates: derived_id), the process holding the claim (`holder`,
+host:pid) and a lease (`lease_until`, `in_flight_timeout_s` ahead).
 While the request runs, its holder moves the lease forward every third of
 that (`UPDATE ... IF owner = me`), so a live slow request keeps its claim and
 the claim of a request whose process died lapses within the lease. Then:
@@ -18,19 +19,28 @@ the claim of a request whose process died lapses within the lease. Then:
   lease as read (so only one retry wins, and a holder that renewed in
   between keeps it) and carry the request out again. Every write a request
   makes is an idempotent upsert of the same values (ids are derived from the
-  key), so finishing the dead request's work is safe; the writes that must
-  tell the client's own earlier attempt from another request's (an explicit
-  utterance_id's claim) record `claimant()`.
+  claim's seed, which a take-over keeps), so finishing the dead request's
+  work is safe; the writes that must tell the client's own earlier attempt
+  from another request's (an explicit utterance_id's claim) record
+  `claimant()`.
 
-Answers with 2xx and 4xx statuses are stored; a request that failed because
-Cassandra was unavailable releases its claim, so the retry starts afresh.
-Requests without a key are simply carried out.
+Answers with 2xx and 4xx statuses are stored on the key. A write that can
+carry the answer with its own data (an utterance's logged batch) does, via
+`answer_with()`: then the key is finished by that batch and needs no write of
+its own. A request that failed because Cassandra was unavailable ends its
+claim's lease at once, so its retry takes the claim over (seed and all) and
+finishes the work. Requests without a key are simply carried out.
+
+Once a key has expired (`api.idempotency_ttl_s`) nothing remembers it: a
+reuse is a new request, with a new seed, so it creates new rows beside the
+first request's and never overwrites them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import socket
@@ -84,8 +94,28 @@ Answer = tuple[int, bytes]
 _encoder = msgspec.json.Encoder()
 _stored = msgspec.json.Decoder(tuple[int, str, msgspec.Raw])
 
-# (tenant, key) of the claim the running request holds; see claimant().
-_HELD: ContextVar[tuple[str, str] | None] = ContextVar("idempotency_held", default=None)
+
+@dataclasses.dataclass
+class _Held:
+    """The claim the running request holds; see claimant() and answer_with()."""
+
+    tenant: str
+    key: str
+    seed: uuid.UUID | None
+    # The answer a write already stored on the key with its data.
+    answered: Answer | None = None
+
+
+class KeyAnswer(msgspec.Struct, frozen=True):
+    """An answer to store on a key, for a write that carries it."""
+
+    tenant: str
+    key: str
+    status: int
+    stored: bytes
+
+
+_HELD: ContextVar[_Held | None] = ContextVar("idempotency_held", default=None)
 
 
 def checked_key(raw: str | None) -> str | None:
@@ -106,20 +136,35 @@ def request_hash(method: str, path: str, body: msgspec.Struct) -> bytes:
     ).digest()
 
 
-def derived_id(tenant: str, key: str, index: int = 0) -> str:
-    """A resource id fixed by the key, so a retry that finishes a dead
-    request's work writes to the very same rows."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"utterstream:{tenant}:{key}:{index}"))
+def derived_id(tenant: str, key: str, seed: uuid.UUID | None, index: int = 0) -> str:
+    """A resource id fixed by the key's claim, so a retry that finishes a
+    dead request's work writes to the very same rows, while a reuse of the
+    key after it expired (a new claim, a new seed) never does. Claims from
+    before seeds keep the ids derived from the key alone."""
+    if seed is None:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"utterstream:{tenant}:{key}:{index}"))
+    return str(uuid.uuid5(seed, str(index)))
 
 
 def claimant(index: int = 0) -> str | None:
     """Who the running request is, for item `index` of its work: the id
-    derived from the Idempotency-Key it holds, the same for every attempt
-    with that key (None without one). A write that finds a claim recording
-    the same claimant finds the client's own earlier attempt, not another
-    request's."""
+    derived from the claim of the Idempotency-Key it holds, the same for
+    every attempt of the request (None without a key). A write that finds a
+    claim recording the same claimant finds the client's own earlier
+    attempt, not another request's."""
     held = _HELD.get()
-    return None if held is None else derived_id(*held, index)
+    return None if held is None else derived_id(held.tenant, held.key, held.seed, index)
+
+
+def answer_with(status: int, body: bytes) -> KeyAnswer | None:
+    """The answer of the running request, for a write to store on its key
+    together with its data (None without a key). The write must be the
+    request's last: once it lands, a repeat replays this answer."""
+    held = _HELD.get()
+    if held is None:
+        return None
+    held.answered = (status, body)
+    return KeyAnswer(held.tenant, held.key, status, _stored_answer(status, body))
 
 
 def held_key() -> str | None:
@@ -127,7 +172,7 @@ def held_key() -> str | None:
     recorded on the listing rows it writes so that erasing a learner finds
     the answers that carry its data."""
     held = _HELD.get()
-    return None if held is None else held[1]
+    return None if held is None else held.key
 
 
 async def run(
@@ -147,49 +192,60 @@ async def run(
     now = utc_now()
     claim = IdempotencyRow(
         tenant, key, digest, uuid.uuid4(), "started", now, None, None,
-        to_stored_time(now + lease), _holder(),
+        to_stored_time(now + lease), _holder(), uuid.uuid4(),
     )  # fmt: skip
-    replay = await _claim(store, claim, lease)
-    if replay is not None:
-        return replay
-    return await _carry_out(store, claim, lease, work)
+    held = await _claim(store, claim, lease)
+    if isinstance(held, Response):
+        return held
+    return await _carry_out(store, claim, held, lease, work)
 
 
-async def _claim(store: Store, claim: IdempotencyRow, lease: timedelta) -> Response[Any] | None:
-    """The stored answer to replay, or None once this request holds the key
-    (claimed, or taken over from a request that died)."""
+async def _claim(
+    store: Store, claim: IdempotencyRow, lease: timedelta
+) -> Response[Any] | uuid.UUID | None:
+    """The stored answer to replay, or, once this request holds the key
+    (claimed, or taken over from a request that died), the claim's id seed."""
     existing = await store.claim_key(claim)
     if existing is None:
         IDEMPOTENCY.labels("applied").inc()
-        return None
+        return claim.id_seed
     replay = await _resolve_existing(store, existing, claim, lease)
     if replay is not None:
         IDEMPOTENCY.labels("replayed").inc()
         return replay
     IDEMPOTENCY.labels("taken_over").inc()
-    return None
+    return existing.id_seed
 
 
 async def _carry_out(
-    store: Store, claim: IdempotencyRow, lease: timedelta, work: Callable[[], Awaitable[Answer]]
+    store: Store,
+    claim: IdempotencyRow,
+    seed: uuid.UUID | None,
+    lease: timedelta,
+    work: Callable[[], Awaitable[Answer]],
 ) -> Response[Any]:
     """Run the work while holding the claim (renewing its lease), and store
-    its answer on the key."""
+    its answer on the key unless the work's last write stored it."""
     tenant, key = claim.tenant, claim.idem_key
-    held = _HELD.set((tenant, key))
+    held = _Held(tenant, key, seed)
+    token = _HELD.set(held)
     renewing = asyncio.create_task(_keep_claim(store, claim, lease))
     try:
         status, body = await _answer(work)
-        stored = _encoder.encode((status, _media(status), msgspec.Raw(body)))
-        await store.finish_key(tenant, key, status, stored)
+        if held.answered != (status, body):
+            await store.finish_key(KeyAnswer(tenant, key, status, _stored_answer(status, body)))
     except (*CASSANDRA_UNAVAILABLE, ServiceUnavailable):
         await _stop(renewing)
-        await _release_quietly(store, tenant, key, claim.owner)
+        await _lapse_quietly(store, tenant, key, claim.owner)
         raise
     finally:
         await _stop(renewing)
-        _HELD.reset(held)
+        _HELD.reset(token)
     return _respond(status, body)
+
+
+def _stored_answer(status: int, body: bytes) -> bytes:
+    return _encoder.encode((status, _media(status), msgspec.Raw(body)))
 
 
 async def _resolve_existing(
@@ -269,11 +325,12 @@ async def _answer(work: Callable[[], Awaitable[Answer]]) -> Answer:
         return status, _encoder.encode(body)
 
 
-async def _release_quietly(store: Store, tenant: str, key: str, owner: uuid.UUID) -> None:
-    # If Cassandra is down the release fails too; the claim then lapses at
-    # the end of its lease and the retry takes it over.
+async def _lapse_quietly(store: Store, tenant: str, key: str, owner: uuid.UUID) -> None:
+    # Ended, not deleted: the retry takes the claim over with its seed, so it
+    # finishes whatever this attempt wrote instead of creating new rows. If
+    # Cassandra is down this fails too; the lease then runs out by itself.
     with contextlib.suppress(*CASSANDRA_UNAVAILABLE):
-        await store.release_key(tenant, key, owner)
+        await store.lapse_key(tenant, key, owner, to_stored_time(utc_now()))
 
 
 def _media(status: int) -> str:

@@ -14,10 +14,11 @@ from api.edge import idempotency
 from api.services import Principal, Services
 
 
-def new_id(tenant: str, key: str | None, index: int = 0) -> str:
-    """Fixed by the key when there is one (a retry writes the same rows),
-    random otherwise."""
-    return idempotency.derived_id(tenant, key, index) if key else str(uuid.uuid4())
+def new_id(index: int = 0) -> str:
+    """For item `index` of the running request: fixed by its Idempotency-Key's
+    claim when it holds one (every attempt writes the same rows), random
+    otherwise."""
+    return idempotency.claimant(index) or str(uuid.uuid4())
 
 
 async def keyed_post(

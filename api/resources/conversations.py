@@ -47,7 +47,7 @@ class ConversationsController(Controller):
                     f"user {data.user_id!r} does not exist; create it with POST /v1/users.",
                     field="user_id",
                 )
-            conversation_id = data.conversation_id or new_id(tenant, key)
+            conversation_id = data.conversation_id or new_id()
             started = to_stored_time(data.started_at) if data.started_at else utc_now()
             row = ConversationRow(tenant, conversation_id, data.user_id, data.title, started)
             existing = await services.store.create_conversation(row)

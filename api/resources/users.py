@@ -40,7 +40,7 @@ class UsersController(Controller):
         idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[User]:
         async def work(key: str | None) -> idempotency.Answer:
-            user_id = data.user_id or new_id(principal.tenant, key)
+            user_id = data.user_id or new_id()
             row = UserRow(principal.tenant, user_id, data.email, data.name, utc_now())
             existing = await services.store.create_user(row)
             if existing is not None:

@@ -95,14 +95,13 @@ class UtterancesController(Controller):
 
         async def work(key: str | None) -> idempotency.Answer:
             items = [
-                (item, _utterance_id(item) or new_id(tenant, key, i))
-                for i, item in enumerate(batch.utterances)
+                (item, _utterance_id(item) or new_id(i)) for i, item in enumerate(batch.utterances)
             ]
             results = await ingest.accept_batch(
-                services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY
+                services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY, _answer
             )
             await services.live.publisher.publish(_stored_events(tenant, items, results))
-            return 202, _encoder.encode(_summary(results))
+            return _answer(results)
 
         return await keyed_post(request, batch, principal, services, idempotency_key, work)
 
@@ -148,16 +147,24 @@ def accept_one(
     or over the WebSocket; its live `utterance` event follows the write."""
 
     async def work(key: str | None) -> idempotency.Answer:
-        utterance_id = data.utterance_id or new_id(tenant, key)
+        utterance_id = data.utterance_id or new_id()
         done = await ingest.accept(
-            services.store, services.settings.feed, tenant, data, utterance_id
+            services.store, services.settings.feed, tenant, data, utterance_id, answer=_accepted
         )
         if not done.duplicate:
             event = utterance_event(tenant, done.utterance_id, data.user_id, done.status)
             await services.live.publisher.publish([event])
-        return 202, _encoder.encode(done)
+        return _accepted(done)
 
     return work
+
+
+def _accepted(done: Accepted) -> idempotency.Answer:
+    return 202, _encoder.encode(done)
+
+
+def _answer(results: list[ItemResult]) -> idempotency.Answer:
+    return 202, _encoder.encode(_summary(results))
 
 
 def _summary(results: list[ItemResult]) -> BatchResult:

@@ -3,13 +3,13 @@ utterance_id is stored once, then write the utterance and its change-feed
 entry together.
 
 Every write here is an upsert of values fixed before the first attempt (the
-id comes from the client, from the Idempotency-Key, or is fresh), so a retry
+id comes from the client, from the Idempotency-Key's claim, or is fresh), so a retry
 that finishes a half-done request rewrites the same utterance row. Its feed
 entry gets a fresh feed id: see cql/feed.py for why, and why a second feed
 entry for the same utterance still counts once.
 
 An explicit utterance_id's claim records which request made it
-(api.edge.idempotency.claimant: its Idempotency-Key and item index), so the
+(api.edge.idempotency.claimant: its Idempotency-Key's claim and item index), so the
 retry that finds the id already stored by its own earlier attempt answers
 `duplicate: false`, and only an utterance another request stored is a
 duplicate. (One corner stays: when request A claims an id and dies before
@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from api.edge.idempotency import claimant, held_key
+from api.edge.idempotency import Answer, KeyAnswer, answer_with, claimant, held_key
 from api.edge.problems import ApiError, BadRequest, Conflict, NotFound, Unprocessable, problem_body
 from api.shapes import Accepted, ItemResult, RejectedItem, UtteranceIn
 from api.writes.store import Store
-from cql.change_feed import entry_for
+from cql.change_feed import FeedEntry, entry_for
 from cql.clock import EPOCH, to_stored_time, utc_now
 from cql.utterances import UtteranceClaimRow, UtteranceRow
 from runtime.settings import FeedSettings
@@ -38,6 +39,13 @@ MAX_FUTURE = timedelta(days=1)
 # The earliest timestamp the reads serve (api/reads/periods.py): an
 # utterance is accepted only if it can be read back.
 EARLIEST = EPOCH.replace(tzinfo=UTC)
+# A batch request's utterances go in logged batches of about this size,
+# well under Cassandra's batch_size_warn_threshold (64 KiB in
+# ops/cassandra/conf): fewer round trips, no batch Cassandra warns about.
+CHUNK_BYTES = 48 * 1024
+# What an utterance row carries beside its text: ids, times, error points.
+WRITE_OVERHEAD_BYTES = 300
+Write = tuple[UtteranceRow, FeedEntry]
 _encoder = msgspec.json.Encoder()
 
 
@@ -81,9 +89,26 @@ async def accept(
     utterance_id: str,
     *,
     index: int = 0,
+    answer: Callable[[Accepted], Answer] | None = None,
 ) -> Accepted:
     """`index`: the item's place in its request (a batch), which with the
-    request's Idempotency-Key identifies this attempt's claims."""
+    request's Idempotency-Key identifies this attempt's claims. `answer`:
+    the request's answer when this write is its last, stored on its key in
+    the same logged batch as the utterance."""
+    checked = await _checked(store, feed, tenant, item, utterance_id, index)
+    if isinstance(checked, Accepted):
+        return checked
+    accepted = Accepted(utterance_id=utterance_id)
+    finish = None if answer is None else answer_with(*answer(accepted))
+    await store.write_utterances([checked], held_key(), finish)
+    return accepted
+
+
+async def _checked(
+    store: Store, feed: FeedSettings, tenant: str, item: UtteranceIn, utterance_id: str, index: int
+) -> Accepted | Write:
+    """What to write for `item`, or the answer when an explicit utterance_id
+    is stored already."""
     now = utc_now()
     ts = checked_time(item.timestamp, now)
     await _check_conversation(store, tenant, item)
@@ -92,9 +117,7 @@ async def accept(
         if stored is not None:
             return stored
     row = _utterance_row(tenant, item, utterance_id, ts, now)
-    entry = entry_for(row, feed)
-    await store.write_utterance(row, entry, held_key())
-    return Accepted(utterance_id=utterance_id)
+    return row, entry_for(row, feed)
 
 
 def _utterance_row(
@@ -124,13 +147,18 @@ async def accept_batch(
     tenant: str,
     items: list[tuple[UtteranceIn | RejectedItem, str]],
     concurrency: int,
+    answer: Callable[[list[ItemResult]], Answer],
 ) -> list[ItemResult]:
-    """One result per item, in order. Items run concurrently, bounded, except
-    that items sharing an utterance id run one after another in batch order:
-    the first copy stores it and a later clashing body gets 409, every time.
-    An item that is not an utterance is refused in its result (400)."""
+    """One result per item, in order. Items are checked (and explicit ids
+    claimed) concurrently, bounded, except that items sharing an utterance
+    id go one after another in batch order: the first copy stores it, a
+    later copy gets 200 and a later clashing body 409, every time. Then the
+    utterances are written in chunked logged batches, the request's
+    `answer` with the last chunk, once every other chunk has landed. An
+    item that is not an utterance is refused in its result (400)."""
     slots = asyncio.Semaphore(concurrency)
     results: dict[int, ItemResult] = {}
+    writes: list[Write] = []
     by_id: dict[str, list[int]] = {}
     for index, (item, utterance_id) in enumerate(items):
         if isinstance(item, RejectedItem):
@@ -139,25 +167,74 @@ async def accept_batch(
             by_id.setdefault(utterance_id, []).append(index)
 
     async def in_order(indexes: list[int]) -> None:
+        written: bytes | None = None  # the content hash of the copy this batch writes
         for index in indexes:
             item, utterance_id = items[index]
             assert isinstance(item, UtteranceIn)
+            if written is not None:
+                results[index] = _copy_of_written(index, item, utterance_id, written)
+                continue
             async with slots:
-                results[index] = await _accept_item(store, feed, tenant, index, item, utterance_id)
+                checked = await _checked_item(store, feed, tenant, index, item, utterance_id)
+            if isinstance(checked, ItemResult):
+                results[index] = checked
+            else:
+                writes.append(checked)
+                written = content_hash(item)
+                results[index] = ItemResult(index, 201, utterance_id, duplicate=False)
 
     await asyncio.gather(*(in_order(indexes) for indexes in by_id.values()))
-    return [results[index] for index in range(len(items))]
+    ordered = [results[index] for index in range(len(items))]
+    if writes:
+        await _write_chunks(store, writes, answer_with(*answer(ordered)))
+    return ordered
 
 
-async def _accept_item(
+async def _checked_item(
     store: Store, feed: FeedSettings, tenant: str, index: int, item: UtteranceIn, utterance_id: str
-) -> ItemResult:
+) -> ItemResult | Write:
     try:
-        done = await accept(store, feed, tenant, item, utterance_id, index=index)
+        checked = await _checked(store, feed, tenant, item, utterance_id, index)
     except ApiError as exc:
         return _refused(index, item.utterance_id, exc)
-    status = 200 if done.duplicate else 201
-    return ItemResult(index, status, done.utterance_id, duplicate=done.duplicate)
+    if isinstance(checked, Accepted):
+        status = 200 if checked.duplicate else 201
+        return ItemResult(index, status, checked.utterance_id, duplicate=checked.duplicate)
+    return checked
+
+
+def _copy_of_written(
+    index: int, item: UtteranceIn, utterance_id: str, written: bytes
+) -> ItemResult:
+    """A later copy of an utterance this batch writes: a duplicate, or a clash."""
+    if content_hash(item) == written:
+        return ItemResult(index, 200, utterance_id, duplicate=True)
+    return _refused(index, utterance_id, _clash(utterance_id))
+
+
+async def _write_chunks(store: Store, writes: list[Write], answer: KeyAnswer | None) -> None:
+    """The writes in logged batches of at most CHUNK_BYTES each, the last
+    one with the answer: it is sent only once the others landed, so a key
+    that holds an answer never misses one of its utterances."""
+    chunks = _chunks(writes)
+    idem_key = held_key()
+    await asyncio.gather(*(store.write_utterances(chunk, idem_key) for chunk in chunks[:-1]))
+    await store.write_utterances(chunks[-1], idem_key, answer)
+
+
+def _chunks(writes: list[Write]) -> list[list[Write]]:
+    chunks: list[list[Write]] = [[]]
+    size = 0
+    for write in writes:
+        # An utterance's text and ids go into its row, its feed entry and
+        # its listing rows: count each about four times.
+        cost = 4 * (len(write[0].text.encode()) + WRITE_OVERHEAD_BYTES)
+        if chunks[-1] and size + cost > CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(write)
+        size += cost
+    return chunks
 
 
 def _refused(index: int, utterance_id: str | None, exc: ApiError) -> ItemResult:
@@ -197,13 +274,17 @@ async def _stored_before(
     if existing is None:
         return None
     if existing.request_hash not in (digest, _spelled_hash(item)):
-        raise Conflict(
-            f"utterance_id {item.utterance_id!r} already holds a different utterance; "
-            "send a new utterance_id, or the same content to retry.",
-            field="utterance_id",
-        )
+        raise _clash(item.utterance_id)
     row = await store.utterance(tenant, item.utterance_id)
     if row is None:
         return None
     duplicate = claimed_by is None or existing.claimed_by != claimed_by
     return Accepted(utterance_id=item.utterance_id, status=row.status, duplicate=duplicate)
+
+
+def _clash(utterance_id: str) -> Conflict:
+    return Conflict(
+        f"utterance_id {utterance_id!r} already holds a different utterance; "
+        "send a new utterance_id, or the same content to retry.",
+        field="utterance_id",
+    )

@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cassandra import WriteTimeout, WriteType
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
@@ -36,6 +36,9 @@ from cql.utterances import (
     UtteranceRow,
 )
 from runtime.settings import ApiSettings, FeedSettings
+
+if TYPE_CHECKING:
+    from api.edge.idempotency import KeyAnswer
 
 # Learners and conversations remembered: at most this many of each, each
 # trusted for a second.
@@ -91,15 +94,14 @@ class Store:
                 ttl_s=key_ttl,
             )
         )
+        # Renewing and ending a lease are the same write: a lease moved to now
+        # has lapsed, and a retry takes the claim over at once.
         self._renew_key = p(
             IDEMPOTENCY_KEYS.update(["lease_until"], condition="owner = ?", ttl_s=key_ttl)
         )
         self._finish_key = p(
             IDEMPOTENCY_KEYS.update(["state", "status_code", "response"], ttl_s=key_ttl),
             idempotent=True,
-        )
-        self._release_key = p(
-            f"DELETE FROM {IDEMPOTENCY_KEYS.name} WHERE {IDEMPOTENCY_KEYS.key_where()} IF owner = ?"
         )
 
     def _prepare_insights(self, p: Callable[..., PreparedStatement]) -> None:
@@ -206,13 +208,25 @@ class Store:
     async def write_utterance(
         self, utterance: UtteranceRow, entry: FeedEntry, idem_key: str | None = None
     ) -> None:
-        """The utterance, its feed entry and its listing rows in one logged
-        batch: all land or none, and a retry rewrites the same rows."""
+        await self.write_utterances([(utterance, entry)], idem_key)
+
+    async def write_utterances(
+        self,
+        writes: list[tuple[UtteranceRow, FeedEntry]],
+        idem_key: str | None = None,
+        answer: KeyAnswer | None = None,
+    ) -> None:
+        """Utterances, their feed entries, their listing rows and the answer
+        of the request on its Idempotency-Key in one logged batch: all land
+        or none, and a retry rewrites the same rows."""
         batch = BatchStatement(batch_type=BatchType.LOGGED)
-        batch.add(self._insert_utterance, UTTERANCES.values(utterance))
-        batch.add(self._insert_feed, CHANGE_FEED.values(entry))
-        for statement, values in self.listings.utterance(utterance, idem_key):
-            batch.add(statement, values)
+        for utterance, entry in writes:
+            batch.add(self._insert_utterance, UTTERANCES.values(utterance))
+            batch.add(self._insert_feed, CHANGE_FEED.values(entry))
+            for statement, values in self.listings.utterance(utterance, idem_key):
+                batch.add(statement, values)
+        if answer is not None:
+            batch.add(self._finish_key, self._finished(answer))
         async with self._slots:
             await execute(self.db.session, batch)
 
@@ -242,15 +256,20 @@ class Store:
         self, tenant: str, key: str, owner: uuid.UUID, lease_until: datetime
     ) -> bool:
         """Move the claim's lease forward; False when `owner` no longer holds
-        the key (it lapsed and a retry took it over, or it was released)."""
+        the key (it lapsed and a retry took it over)."""
         row = await self._one(self._renew_key, (lease_until, tenant, key, owner))
         return bool(row[0])
 
-    async def finish_key(self, tenant: str, key: str, status: int, response: bytes) -> None:
-        await self._run(self._finish_key, ("done", status, response, tenant, key))
+    async def finish_key(self, answer: KeyAnswer) -> None:
+        await self._run(self._finish_key, self._finished(answer))
 
-    async def release_key(self, tenant: str, key: str, owner: uuid.UUID) -> None:
-        await self._run(self._release_key, (tenant, key, owner))
+    @staticmethod
+    def _finished(answer: KeyAnswer) -> tuple:
+        return ("done", answer.status, answer.stored, answer.tenant, answer.key)
+
+    async def lapse_key(self, tenant: str, key: str, owner: uuid.UUID, now: datetime) -> None:
+        """End `owner`'s lease now, so a retry takes the claim over at once."""
+        await self.renew_key(tenant, key, owner, now)
 
     # ---- insights
 

@@ -8,13 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import msgspec
+import pytest
+from cassandra import OperationTimedOut
+from cassandra.query import BatchStatement
 
+import api.writes.store
 from api.edge.idempotency import derived_id, request_hash
 from api.shapes import UtteranceIn
 from cql.clock import utc_now
 from cql.utterances import IDEMPOTENCY_KEYS, IdempotencyRow
 from tests.conftest import ApiProcess
-from tests.helpers import feed_entries, learner, learner_sync, utterance
+from tests.helpers import feed_entries, key_id, learner, learner_sync, utterance
 
 
 async def test_same_key_same_body_replays_the_first_answer(client, tenant, db, settings) -> None:
@@ -47,9 +51,13 @@ async def test_same_key_other_body_is_422(client, tenant) -> None:
     assert other.json()["field"] == "Idempotency-Key"
 
 
-def _claim(db, tenant: str, key: str, body: dict, started_at: datetime) -> None:
+def _claim(
+    db, tenant: str, key: str, body: dict, started_at: datetime, seed: uuid.UUID | None = None
+) -> None:
     digest = request_hash("POST", "/v1/utterances", msgspec.convert(body, UtteranceIn))
-    row = IdempotencyRow(tenant, key, digest, uuid.uuid4(), "started", started_at, None, None)
+    row = IdempotencyRow(
+        tenant, key, digest, uuid.uuid4(), "started", started_at, None, None, id_seed=seed
+    )
     db.session.execute(db.prepare(IDEMPOTENCY_KEYS.insert()), IDEMPOTENCY_KEYS.values(row))
 
 
@@ -68,17 +76,19 @@ async def test_request_that_died_after_claiming_is_finished_by_its_retry(
     client, tenant, db, settings
 ) -> None:
     """What a request killed after the LWT and before the data write leaves
-    behind is exactly a stale claim; its retry must complete the work."""
+    behind is exactly a stale claim; its retry must complete the work, with
+    the ids of the claim's seed."""
     started = datetime.now(UTC)
     user_id, conversation_id = await learner(client, tenant.headers)
     body = utterance(user_id, conversation_id)
-    _claim(db, tenant.name, "k-died", body, utc_now() - timedelta(minutes=5))
+    seed = uuid.uuid4()
+    _claim(db, tenant.name, "k-died", body, utc_now() - timedelta(minutes=5), seed)
     r = await client.post(
         "/v1/utterances", json=body, headers=tenant.headers | {"Idempotency-Key": "k-died"}
     )
     assert r.status_code == 202, r.text
     utterance_id = r.json()["utterance_id"]
-    assert utterance_id == derived_id(tenant.name, "k-died")
+    assert utterance_id == derived_id(tenant.name, "k-died", seed)
     assert (
         await client.get(f"/v1/utterances/{utterance_id}", headers=tenant.headers)
     ).status_code == 200
@@ -107,6 +117,150 @@ async def test_explicit_utterance_id_is_stored_once_whatever_the_key(
     )
     assert clash.status_code == 409
     assert clash.json()["field"] == "utterance_id"
+
+
+def _expire(db, tenant: str, key: str) -> None:
+    """What the key's TTL (api.idempotency_ttl_s) leaves once it runs out: no row."""
+    db.session.execute(db.prepare(IDEMPOTENCY_KEYS.delete()), (tenant, key))
+
+
+async def test_a_key_reused_after_it_expired_never_touches_the_first_utterance(
+    client, tenant, db, settings
+) -> None:
+    """Past its TTL nothing remembers a key, so a reuse is a new request: it
+    gets a new utterance id, and the first utterance, its feed entry and its
+    listing stay as they were (no second fact at the old timestamp)."""
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    headers = tenant.headers | {"Idempotency-Key": "k-expired"}
+    bodies = [
+        utterance(user_id, conversation_id, text="First.", timestamp="2026-01-01T07:10:00Z"),
+        utterance(user_id, conversation_id, text="Second.", timestamp="2026-01-02T09:00:00Z"),
+    ]
+    first = await client.post("/v1/utterances", json=bodies[0], headers=headers)
+    _expire(db, tenant.name, "k-expired")
+    second = await client.post("/v1/utterances", json=bodies[1], headers=headers)
+    assert first.status_code == second.status_code == 202, second.text
+    ids = [first.json()["utterance_id"], second.json()["utterance_id"]]
+    assert ids[0] != ids[1]
+    assert second.json()["duplicate"] is False
+    for utterance_id, body in zip(ids, bodies, strict=True):
+        stored = await client.get(f"/v1/utterances/{utterance_id}", headers=tenant.headers)
+        assert stored.json()["text"] == body["text"]
+    fed = feed_entries(db, settings.feed, tenant.name, started)
+    assert sorted((e.utterance_id, e.text) for e in fed) == sorted(
+        zip(ids, ["First.", "Second."], strict=True)
+    )
+    listed = await client.get(
+        f"/v1/conversations/{conversation_id}/utterances", headers=tenant.headers
+    )
+    assert sorted(u["text"] for u in listed.json()["utterances"]) == ["First.", "Second."]
+    again = await client.post("/v1/utterances", json=bodies[1], headers=headers)
+    assert again.content == second.content and again.headers["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize("landed", [True, False])
+async def test_a_post_whose_batch_answer_was_lost_is_settled_by_its_retry(
+    client, tenant, db, settings, monkeypatch, landed
+) -> None:
+    """The utterance's logged batch also stores the answer on the key. When
+    the batch's answer is lost (it landed or not: a timeout cannot tell),
+    the request answers 503 and ends its lease, so the retry comes at once:
+    it replays the answer the batch stored, or takes the claim over and
+    writes the utterance under the same seed. Either way one utterance, one
+    feed entry, and the id of the key's claim."""
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    body = utterance(user_id, conversation_id)
+    headers = tenant.headers | {"Idempotency-Key": "k-lost-batch"}
+    real = api.writes.store.execute
+
+    async def lose_the_batch(session, statement, params=None, **kw):
+        if not isinstance(statement, BatchStatement):
+            return await real(session, statement, params, **kw)
+        if landed:
+            await real(session, statement, params, **kw)
+        raise OperationTimedOut("injected: the batch's answer was lost")
+
+    monkeypatch.setattr(api.writes.store, "execute", lose_the_batch)
+    lost = await client.post("/v1/utterances", json=body, headers=headers)
+    assert lost.status_code == 503, lost.text
+    monkeypatch.setattr(api.writes.store, "execute", real)
+    retry = await client.post("/v1/utterances", json=body, headers=headers)
+    assert retry.status_code == 202, retry.text
+    assert (retry.headers.get("Idempotent-Replayed") == "true") == landed
+    assert retry.json()["utterance_id"] == key_id(db, tenant.name, "k-lost-batch")
+    fed = feed_entries(db, settings.feed, tenant.name, started)
+    assert [e.utterance_id for e in fed] == [retry.json()["utterance_id"]]
+
+
+async def test_a_key_only_post_is_one_lwt_and_one_logged_batch(
+    client, tenant, db, monkeypatch
+) -> None:
+    """The round trips of a keyed POST without an utterance_id: the key's
+    claim (an LWT) and one logged batch carrying the utterance, its feed
+    entry, its listing rows and the answer; nothing else reaches Cassandra."""
+    user_id, conversation_id = await learner(client, tenant.headers)
+    await client.post(  # the conversation is then remembered, as under load
+        "/v1/utterances", json=utterance(user_id, conversation_id), headers=tenant.headers
+    )
+    sent: list[str] = []
+    real = api.writes.store.execute
+
+    async def counted(session, statement, params=None, **kw):
+        sent.append(_kind(statement))
+        return await real(session, statement, params, **kw)
+
+    monkeypatch.setattr(api.writes.store, "execute", counted)
+    r = await client.post(
+        "/v1/utterances",
+        json=utterance(user_id, conversation_id),
+        headers=tenant.headers | {"Idempotency-Key": "k-two-trips"},
+    )
+    assert r.status_code == 202, r.text
+    assert sent == ["INSERT INTO idempotency_keys", "logged batch"]
+    row = db.session.execute(db.prepare(IDEMPOTENCY_KEYS.select()), (tenant.name, "k-two-trips"))
+    assert IDEMPOTENCY_KEYS.from_row(row.one()).state == "done"  # answered by the batch
+
+
+async def test_a_batch_is_written_in_chunked_logged_batches_the_answer_last(
+    client, tenant, db, settings, monkeypatch
+) -> None:
+    """A batch request's utterances go in logged batches of bounded size, and
+    the request's answer rides in the last, sent once the others landed: 60
+    items of 2,000 characters make several chunks, each utterance stored
+    and fed once, and a repeat replays the answer."""
+    started = datetime.now(UTC)
+    user_id, conversation_id = await learner(client, tenant.headers)
+    items = [utterance(user_id, conversation_id, text=f"{i} " + "x" * 2000) for i in range(60)]
+    headers = tenant.headers | {"Idempotency-Key": "k-chunks"}
+    sent: list[str] = []
+    real = api.writes.store.execute
+
+    async def counted(session, statement, params=None, **kw):
+        sent.append(_kind(statement))
+        return await real(session, statement, params, **kw)
+
+    monkeypatch.setattr(api.writes.store, "execute", counted)
+    r = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=headers)
+    monkeypatch.setattr(api.writes.store, "execute", real)
+    assert r.status_code == 202, r.text
+    assert [res["status"] for res in r.json()["results"]] == [201] * 60
+    batches = sent.count("logged batch")
+    assert 1 < batches < 60 and sent[-1] == "logged batch", sent
+    assert "UPDATE idempotency_keys USING" not in sent  # the answer came with the last
+    ids = [res["utterance_id"] for res in r.json()["results"]]
+    assert ids == [key_id(db, tenant.name, "k-chunks", i) for i in range(60)]
+    fed = feed_entries(db, settings.feed, tenant.name, started)
+    assert sorted(e.utterance_id for e in fed) == sorted(ids)
+    again = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=headers)
+    assert again.content == r.content and again.headers["Idempotent-Replayed"] == "true"
+
+
+def _kind(statement) -> str:
+    if isinstance(statement, BatchStatement):
+        return f"{statement.batch_type.name.lower()} batch"
+    return " ".join(statement.query_string.split()[:3])
 
 
 async def test_post_without_key_is_accepted(client, tenant) -> None:
@@ -143,7 +297,7 @@ def test_100_identical_posts_on_two_api_processes_write_once(
     statuses = [a.status_code for a in answers]
     assert set(statuses) <= {202, 409}, statuses
     assert {a.json()["utterance_id"] for a in answers if a.status_code == 202} == {
-        derived_id(tenant.name, headers["Idempotency-Key"])
+        key_id(db, tenant.name, headers["Idempotency-Key"])
     }
     assert len(feed_entries(db, settings.feed, tenant.name, started)) == 1
 
@@ -201,7 +355,7 @@ def test_kill_9_mid_stream_loses_nothing_and_writes_nothing_twice(
     finally:
         replacement.stop()
     ids = [e.utterance_id for e in feed_entries(db, settings.feed, tenant.name, started)]
-    expected = {derived_id(tenant.name, k) for k in keys}
+    expected = {key_id(db, tenant.name, k) for k in keys}
     assert set(ids) == expected
     acknowledged_before_kill = sum(s == 202 for s in first.values())
     assert acknowledged_before_kill < len(keys), "the kill came too late to test anything"

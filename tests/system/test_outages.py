@@ -35,13 +35,12 @@ import msgspec
 import pytest
 import structlog
 
-from api.edge.idempotency import derived_id
 from cql.migrate import migrate
 from cql.session import Db
 from runtime.settings import CassandraSettings, Settings
 from tests.api.test_observability import Server
 from tests.conftest import ROOT, ApiProcess, Tenant, free_port, new_tenant
-from tests.helpers import feed_entries, learner_sync, utterance
+from tests.helpers import feed_entries, key_id, learner_sync, utterance
 
 pytestmark = pytest.mark.slow
 log = structlog.get_logger(__name__)
@@ -343,7 +342,7 @@ def test_cassandra_killed_under_load_503s_recovers_and_keeps_acknowledged_writes
         # Every request is now acknowledged: each is one utterance, readable,
         # and in the change feed; nothing else of this tenant is.
         keys = {a.key for a in answers}
-        expected = {derived_id(tenant.name, key): key for key in keys}
+        expected = {key_id(outage_db, tenant.name, key): key for key in keys}
         assert len(expected) == len(keys)
         lost = _read_back(server.url, tenant, expected, load.bodies)
         acknowledged_at = {a.key: a.sent + a.seconds - killed for a in answers if a.status == 202}
