@@ -28,8 +28,6 @@ Run it (ops/dataflow does, through `python -m dataflows run error_counters`):
 
 from __future__ import annotations
 
-from typing import Any
-
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
@@ -40,7 +38,7 @@ from cql.clock import DAY, floor_to, to_stored_time
 from cql.error_counts import ErrorPointFact
 from cql.learning import ERROR_FLOW
 from dataflows.batching import batch_by_learner
-from dataflows.connectors.feed_source import FeedItem, FeedSource
+from dataflows.connectors.feed_source import FeedItem, flow_source
 from dataflows.connectors.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.resources import flow_settings
 from dataflows.writers.erasure import Erasure, erasing, erasure_of, error_partitions
@@ -82,10 +80,7 @@ def learner_key(point: Stamped[ErrorPointFact] | Stamped[Erasure]) -> str:
     return learner_key_of(point.row.tenant, point.row.user_id)
 
 
-def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
-    """The change feed as this flow reads it; `name` is what its progress is
-    recorded under, `options` go to FeedSource (start, stop_at, ...)."""
-    return FeedSource(name, settings, weigh=error_point_count, **options)
+feed_source = flow_source(FLOW, weigh=error_point_count)
 
 
 def get_flow(

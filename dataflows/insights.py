@@ -42,7 +42,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 import bytewax.operators as op
 import structlog
@@ -53,7 +53,7 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from cql.change_feed import shard_of
 from cql.insights import InsightRow
 from cql.learning import INSIGHTS_FLOW
-from dataflows.connectors.feed_source import FeedItem, FeedSource
+from dataflows.connectors.feed_source import FeedItem, flow_source
 from dataflows.connectors.ledger import pay
 from dataflows.resources import acquire_db, flow_settings, release_db
 from dataflows.writers.insight_erasure import InsightErasure
@@ -149,10 +149,7 @@ class _InsightPartition(StatelessSinkPartition[Batch]):
         release_db(self._cassandra)
 
 
-def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
-    """The change feed as this flow reads it; `name` is what its progress is
-    recorded under, `options` go to FeedSource (start, stop_at, ...)."""
-    return FeedSource(name, settings, **options)
+feed_source = flow_source(FLOW)
 
 
 def get_flow(

@@ -18,8 +18,6 @@ Run it (ops/dataflow does, through `python -m dataflows run learning`):
 
 from __future__ import annotations
 
-from typing import Any
-
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
@@ -28,7 +26,7 @@ from bytewax.outputs import Sink
 from cql.clock import DAY, floor_to, to_stored_time
 from cql.learning import LEARNING_FLOW, LearningFact
 from dataflows.batching import batch_by_learner
-from dataflows.connectors.feed_source import FeedItem, FeedSource
+from dataflows.connectors.feed_source import FeedItem, flow_source
 from dataflows.connectors.sinks import LearnerSink, Stamped, learner_key_of
 from dataflows.resources import flow_settings
 from dataflows.writers.erasure import Erasure, erasing, erasure_of, learning_partitions
@@ -62,10 +60,7 @@ def learner_key(event: LearningEvent | Stamped[Erasure]) -> str:
     return learner_key_of(event.row.tenant, event.row.user_id)
 
 
-def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
-    """The change feed as this flow reads it; `name` is what its progress is
-    recorded under, `options` go to FeedSource (start, stop_at, ...)."""
-    return FeedSource(name, settings, **options)
+feed_source = flow_source(FLOW)
 
 
 def get_flow(

@@ -7,15 +7,13 @@ cost (windows and Cassandra writes), not the cost of reading the feed.
 
 from __future__ import annotations
 
-from typing import Any
-
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from prometheus_client import Counter
 
-from dataflows.connectors.feed_source import FeedItem, FeedSource
+from dataflows.connectors.feed_source import FeedItem, flow_source
 from dataflows.connectors.ledger import pay
 from dataflows.resources import flow_settings
 from runtime.redis_client import connect
@@ -49,9 +47,7 @@ class _Counting(StatelessSinkPartition[FeedItem]):
         self._redis.close()
 
 
-def feed_source(settings: Settings, name: str = FLOW, **options: Any) -> FeedSource:
-    """The change feed as this flow reads it (it holds nothing back)."""
-    return FeedSource(name, settings, **options)
+feed_source = flow_source(FLOW)
 
 
 def get_flow(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 import structlog
@@ -86,6 +87,19 @@ class FeedItem(msgspec.Struct, frozen=True):
 def one_item(entry: FeedEntry) -> int:
     """What most flows make of an entry: one item."""
     return 1
+
+
+def flow_source(
+    flow: str, weigh: Callable[[FeedEntry], int] = one_item
+) -> Callable[..., FeedSource]:
+    """A flow's `feed_source(settings, name=flow, **options)`: the change
+    feed as that flow reads it; `name` is what its progress is recorded
+    under, `options` go to FeedSource (start, stop_at, ...)."""
+
+    def feed_source(settings: Settings, name: str = flow, **options: Any) -> FeedSource:
+        return FeedSource(name, settings, weigh=weigh, **options)
+
+    return feed_source
 
 
 class ShardState(msgspec.Struct, frozen=True):
