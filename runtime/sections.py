@@ -64,6 +64,13 @@ class RedisSettings(Section):
         str, doc("Redis of the rate limits, the shared LLM call rate and the answer caches.")
     ] = "redis://127.0.0.1:6379/0"
     socket_timeout_s: Annotated[Seconds, doc("Redis connect and read timeout.")] = 0.5
+    flow_timeout_s: Annotated[
+        Seconds,
+        doc(
+            "Redis read timeout of the dataflows, whose Redis writes are idempotent and "
+            "retried: a flow waits out a slow Redis rather than stop and replay."
+        ),
+    ] = 5.0
 
 
 class FeedSettings(Section):

@@ -12,6 +12,12 @@ published only when no read up to the sweep's own is owed anything.
 Each partition's ledger is a Redis hash of its own (flow, shard, and a fresh
 id per partition start): a restarted partition starts clean, and a dead
 one's leftovers expire. The sinks learn where to pay from the items' ticket.
+
+Every write to a ledger is idempotent, because redis-py retries a command
+whose answer timed out and the first try may have applied: a debt is set,
+not added (`o:<read>`), and each payment is a field of its own named by a
+fresh id (`p:<read>:<id>`). An increment retried would pay twice and
+publish a watermark before its items are written.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ class Ledger:
         """Record that `items` items of read `read` are on their way."""
         if items:
             with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hincrby(self.key, str(read), items)
+                pipe.hset(self.key, f"o:{read}", items)
                 pipe.expire(self.key, _KEEP_S)
                 pipe.execute()
             self._open.add(read)
@@ -57,11 +63,16 @@ class Ledger:
         """The reads not fully paid yet. Asks Redis only while some are."""
         if not self._open:
             return set()
-        owed = self._redis.hgetall(self.key)
-        still = {int(read) for read, count in owed.items() if int(count) > 0}
-        paid = [read for read in owed if int(owed[read]) <= 0]
-        if paid:
-            self._redis.hdel(self.key, *paid)
+        fields = self._redis.hgetall(self.key)
+        balance: Counter[int] = Counter()
+        for field, count in fields.items():
+            kind, read = field.split(b":")[:2]
+            balance[int(read)] += int(count) if kind == b"o" else -int(count)
+        still = {read for read, owed in balance.items() if owed > 0}
+        # A settled read gets no more payments: its fields can go.
+        settled = [field for field in fields if int(field.split(b":")[1]) not in still]
+        if settled:
+            self._redis.hdel(self.key, *settled)
         self._open &= still
         return set(self._open)
 
@@ -72,7 +83,8 @@ def pay(client: redis.Redis, tickets: Iterable[Ticket | None]) -> None:
     counts = Counter(t for t in tickets if t is not None)
     if not counts:
         return
+    payment = uuid.uuid4().hex
     with client.pipeline(transaction=False) as pipe:
         for ticket, count in counts.items():
-            pipe.hincrby(ticket.ledger, str(ticket.read), -count)
+            pipe.hset(ticket.ledger, f"p:{ticket.read}:{payment}", count)
         pipe.execute()

@@ -60,6 +60,7 @@ ENV = {
     "UTTERSTREAM_CASSANDRA_MAX_IN_FLIGHT": "64",
     "REDIS_URL": "redis://cache:6380/2",
     "UTTERSTREAM_REDIS_SOCKET_TIMEOUT_S": "0.25",
+    "UTTERSTREAM_REDIS_FLOW_TIMEOUT_S": "3",
     "UTTERSTREAM_FEED_SHARDS": "16",
     "UTTERSTREAM_FEED_BUCKET_S": "30",
     "UTTERSTREAM_FEED_TTL_DAYS": "3",
@@ -125,7 +126,7 @@ READ: dict[str, dict[str, object]] = {
         "connect_timeout_s": 1.0,
         "max_in_flight": 64,
     },
-    "redis": {"url": "redis://cache:6380/2", "socket_timeout_s": 0.25},
+    "redis": {"url": "redis://cache:6380/2", "socket_timeout_s": 0.25, "flow_timeout_s": 3.0},
     "feed": {"shards": 16, "bucket_s": 30, "ttl_days": 3, "reader_lag_s": 0.0},
     "api": {
         "host": "0.0.0.0",
