@@ -25,7 +25,10 @@ def connect(settings: RedisSettings, *, once: bool = False) -> redis.Redis:
     if once:
         retry, timeout_s = SyncRetry(NoBackoff(), 0), settings.socket_timeout_s
     else:
-        retry, timeout_s = SyncRetry(ExponentialBackoff(cap=2.0, base=0.1), 5), settings.flow_timeout_s
+        retry, timeout_s = (
+            SyncRetry(ExponentialBackoff(cap=2.0, base=0.1), 5),
+            settings.flow_timeout_s,
+        )
     return redis.Redis.from_url(
         settings.url,
         socket_timeout=timeout_s,

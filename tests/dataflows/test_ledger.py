@@ -70,10 +70,13 @@ def flaky_redis(url: str) -> Iterator[tuple[AnswerEater, RedisSettings]]:
     parsed = urlparse(url)
     eater = AnswerEater((parsed.hostname or "127.0.0.1", parsed.port or 6379))
     try:
-        yield eater, RedisSettings(
-            url=f"redis://127.0.0.1:{eater.port}{parsed.path}",
-            socket_timeout_s=1.0,
-            flow_timeout_s=0.3,
+        yield (
+            eater,
+            RedisSettings(
+                url=f"redis://127.0.0.1:{eater.port}{parsed.path}",
+                socket_timeout_s=1.0,
+                flow_timeout_s=0.3,
+            ),
         )
     finally:
         eater.close()

@@ -58,6 +58,25 @@ def test_the_cluster_commands_need_a_started_cluster_and_a_node_of_it(tmp_path: 
     assert done.returncode != 0 and "no node '4' (1 … 3)" in done.stderr
 
 
+def test_the_bench_refuses_to_run_beside_the_flows_of_ops_up(tmp_path: Path) -> None:
+    """Their CPU would be taken from what is measured: the bench stops
+    before it installs or starts anything."""
+    env = {**os.environ, "UTTERSTREAM_LOCAL": str(tmp_path)}
+    (tmp_path / "run").mkdir()
+    with subprocess.Popen(["sleep", "60"]) as flow:
+        (tmp_path / "run" / "dataflow-learning.pid").write_text(str(flow.pid))
+        done = subprocess.run(
+            [str(ROOT / "ops" / "bench"), "--quick"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        flow.kill()
+    assert done.returncode != 0
+    assert f"ops/up's dataflow-learning runs (pid {flow.pid})" in done.stderr
+
+
 def demo(tmp_path: Path, end: date) -> list[dict]:
     out = tmp_path / f"demo-{end}.jsonl"
     script = str(ROOT / "ops" / "make_sample.py")
