@@ -6,12 +6,16 @@ Consistency levels: cql/consistency.py.
 
 No statement is retried or speculatively executed by the driver unless it is
 marked idempotent; lightweight transactions never are, because a CAS timeout
-is an unknown outcome that only a SERIAL read can settle.
+is an unknown outcome that only a SERIAL read can settle. An idempotent
+write whose replicas timed out is sent again (twice at most): writing the
+same row again gives the same row, and a dataflow that stopped on it would
+replay from its snapshot, which costs far more under the load that caused
+the timeout.
 """
 
 from __future__ import annotations
 
-from cassandra import ProtocolVersion
+from cassandra import ProtocolVersion, WriteType
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
@@ -24,11 +28,32 @@ from cassandra.query import PreparedStatement, tuple_factory
 from cql import consistency
 from runtime.settings import CassandraSettings
 
+# Times an idempotent write that timed out is sent again.
+WRITE_RETRIES = 2
+
+
+class IdempotentWriteRetry(RetryPolicy):
+    """The driver's policy, and a timed-out idempotent write sent again."""
+
+    def on_write_timeout(
+        self, query, consistency, write_type, required_responses, received_responses, retry_num
+    ):
+        again = (
+            getattr(query, "is_idempotent", False)
+            and write_type not in (WriteType.CAS, WriteType.COUNTER)
+            and retry_num < WRITE_RETRIES
+        )
+        if again:
+            return self.RETRY, consistency
+        return super().on_write_timeout(
+            query, consistency, write_type, required_responses, received_responses, retry_num
+        )
+
 
 def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
-        retry_policy=RetryPolicy(),
+        retry_policy=IdempotentWriteRetry(),
         consistency_level=consistency.QUORUM,
         serial_consistency_level=consistency.SERIAL,
         request_timeout=settings.request_timeout_s,
