@@ -13,11 +13,12 @@ Each partition's ledger is a Redis hash of its own (flow, shard, and a fresh
 id per partition start): a restarted partition starts clean, and a dead
 one's leftovers expire. The sinks learn where to pay from the items' ticket.
 
-Every write to a ledger is idempotent, because redis-py retries a command
-whose answer timed out and the first try may have applied: a debt is set,
-not added (`o:<read>`), and each payment is a field of its own named by a
-fresh id (`p:<read>:<id>`). An increment retried would pay twice and
-publish a watermark before its items are written.
+Every write to a ledger is idempotent, because the flows' Redis client
+(runtime/redis_client.py) sends a command whose answer timed out again, and
+the first try may have applied: a debt is set, not added (`o:<read>`), and
+each payment is a field of its own named by a fresh id (`p:<read>:<id>`).
+An increment sent twice would pay twice and publish a watermark before its
+items are written.
 """
 
 from __future__ import annotations
