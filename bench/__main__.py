@@ -65,6 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--duration", type=float, help="seconds measured per point (default 12; quick 3)"
     )
     p.add_argument("--warmup", type=float, help="seconds of warm-up per point (default 3; quick 1)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of the ingest and read points, each with its reference (default 3; quick 1)",
+    )
     p.add_argument("--workers", type=int, default=2, help="API worker processes")
     p.add_argument(
         "--processes", type=int, default=os.cpu_count() or 2, help="driver processes for section 1"
@@ -87,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.duration = args.duration or (3.0 if quick else 12.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
     args.soak_minutes = args.soak_minutes or (1 if quick else 10)
+    args.rounds = args.rounds or (1 if quick else 3)
     args.only = set(args.only.split(",")) if args.only else set(SECTIONS)
     if unknown := args.only - set(SECTIONS):
         p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
+        "rounds": args.rounds,
         "driver_processes": args.processes,
         "read_concurrency": args.read_concurrency,
         "soak_minutes": args.soak_minutes if "soak" in args.only else 0,
@@ -159,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if "dataflow" in args.only:
         # Freshness at half the best single-POST rate of this run, when measured.
-        singles = [p["items_per_s"] for p in run.get("ingest", []) if p["mode"] == "single"]
+        singles = [
+            p["items_per_s"]["median"]
+            for p in (run.get("ingest") or {}).get("medians", [])
+            if p["mode"] == "single" and p["ids"]
+        ]
         rate = round(max(singles) / 2, 1) if singles else None
         run["config"]["freshness_rate"] = rate or "bench_dataflow default"
         run["dataflow"] = section(
@@ -206,34 +217,18 @@ def _api_sections(
                 or []
             )
             samples.append(memory.sample("after warm-up (/health load)", api.worker_pids()))
-            points = []
-            for mode, sweep in (("single", args.sweep), ("batch", args.batch_sweep)):
-                points += (
-                    section(
-                        f"ingest_{mode}",
-                        lambda mode=mode, sweep=sweep: ingest.sweep(
-                            api.url,
-                            key,
-                            pairs,
-                            mode,
-                            sweep,
-                            args.batch_size,
-                            args.warmup,
-                            args.duration,
-                            args.generator,
-                            tag,
-                            log,
-                            api.worker_pids(),
-                        ),
-                    )
-                    or []
-                )
-                samples.append(memory.sample(f"after {mode} sweep", api.worker_pids()))
-            run["ingest"] = points
+            plan = _ingest_plan(args, run)
+            run["ingest"] = section(
+                "ingest",
+                lambda: ingest.rounds(
+                    settings, api.url, key, pairs, plan, tag, log, api.worker_pids()
+                ),
+            )
+            samples.append(memory.sample("after the ingest rounds", api.worker_pids()))
 
         if "reads" in args.only:
-            run["reads"] = (
-                section("reads", lambda: _reads(args, settings, api, key, pairs, tag, run)) or []
+            run["reads"] = section(
+                "reads", lambda: _reads(args, settings, api, key, pairs, tag, run)
             )
             samples.append(memory.sample("after reads", api.worker_pids()))
 
@@ -255,6 +250,24 @@ def _api_sections(
             run.setdefault("profiles", []).append(prof)
 
 
+def _ingest_plan(args: argparse.Namespace, run: dict[str, Any]) -> ingest.Plan:
+    """The ingest rounds of `args`, the raw LWT reference at section 1's best
+    concurrency (the sweep's highest when section 1 did not run)."""
+    lwts = [p for p in run.get("limit", []) if p["statement"] == "lwt"]
+    best = max(lwts, key=lambda p: p["ops_per_s"])["concurrency"] if lwts else max(args.sweep)
+    return ingest.Plan(
+        sweep=args.sweep,
+        batch_sweep=args.batch_sweep,
+        batch=args.batch_size,
+        warmup_s=args.warmup,
+        duration_s=args.duration,
+        rounds=args.rounds,
+        generator=args.generator,
+        reference_concurrency=best,
+        driver_processes=args.processes,
+    )
+
+
 def _reads(
     args: argparse.Namespace,
     settings: Any,
@@ -263,51 +276,44 @@ def _reads(
     pairs: Any,
     tag: str,
     run: dict[str, Any],
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
     ids = reads.seed(api.url, key, pairs, tag, 500)
     c = args.read_concurrency
-    out = [
-        reads.http(
-            api.url,
-            key,
-            "GET /v1/utterances/{id}",
-            [f"/v1/utterances/{i}" for i in ids],
-            c,
-            args.duration,
-            args.warmup,
-            args.generator,
-            f"{tag}-read",
-            api.worker_pids(),
-        )
-    ]
+    endpoints = [("GET /v1/utterances/{id}", [f"/v1/utterances/{i}" for i in ids])]
     for name, paths in reads.served_paths(api.url, key, pairs).items():
         if paths[0].startswith("unusable"):
             run.setdefault("reads_unusable", {})[name] = paths[0]
             continue
-        endpoint = reads.ENDPOINTS[name].replace("{user_id}", "{id}")
-        out.append(
-            reads.http(
+        endpoints.append((f"GET {reads.ENDPOINTS[name].replace('{user_id}', '{id}')}", paths))
+    out = []
+    for r in range(1, args.rounds + 1):
+        with cpu.Share(api.worker_pids()) as share:
+            found = reads.raw(settings, "bench", ids, c, args.warmup, args.duration)
+        found["cpu_percent"] = share.result
+        found["round"] = r
+        out.append(found)
+        for endpoint, paths in endpoints:
+            found = reads.http(
                 api.url,
                 key,
-                f"GET {endpoint}",
+                endpoint,
                 paths,
                 c,
                 args.duration,
                 args.warmup,
                 args.generator,
-                f"{tag}-{name}",
+                f"{tag}-read{r}-{len(out)}",
                 api.worker_pids(),
             )
-        )
-    with cpu.Share(api.worker_pids()) as share:
-        out.append(reads.raw(settings, "bench", ids, c, args.warmup, args.duration))
-    out[-1]["cpu_percent"] = share.result
-    for r in out:
-        lat = r["latency_ms"]
+            found["round"] = r
+            out.append(found)
+    for found in out:
+        lat = found["latency_ms"]
         log(
-            f"reads {r['endpoint']:<40} {r['req_per_s']:>8} req/s p50 {lat['p50']} p99 {lat['p99']} ms failures {r['failures']}"
+            f"reads round {found['round']} {found['endpoint']:<40} {found['req_per_s']:>8} req/s "
+            f"p50 {lat['p50']} p99 {lat['p99']} ms failures {found['failures']}"
         )
-    return out
+    return {"points": out, "medians": reads.medians(out)}
 
 
 def _soak(args: argparse.Namespace, api: Any, key: str, pairs: Any, tag: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -290,4 +291,16 @@ def drive(
         "errors": state["errors"],
         "error_kinds": state["kinds"],
         "latencies": latencies,
+    }
+
+
+def spread(values: list[float], digits: int = 1) -> dict[str, float | None]:
+    """Median and range of one figure measured over several rounds."""
+    clean = [v for v in values if v is not None]
+    if not clean:
+        return {"median": None, "min": None, "max": None}
+    return {
+        "median": round(statistics.median(clean), digits),
+        "min": round(min(clean), digits),
+        "max": round(max(clean), digits),
     }

@@ -41,15 +41,24 @@ def _cpu_s(pid: int) -> float:
 
 class Share:
     """`with Share(api_pids) as share: ...` then `share.result`: each part's
-    CPU as a percentage of the whole machine (all cores) over the block."""
+    CPU as a percentage of the whole machine (all cores) over the block.
+    `bench` is this process with the children it reaped in the block (the
+    load generator, the driver processes); `other` is the rest, and
+    `other_top` names its busiest processes, so "other" is never a mystery."""
 
     def __init__(self, api_pids: list[int]) -> None:
         self.parts = {"cassandra": [p for p in [cassandra_pid()] if p], "api": api_pids}
         self.result: dict[str, Any] = {}
 
+    def _part_cpu(self) -> dict[str, float]:
+        found = {name: sum(map(_cpu_s, pids)) for name, pids in self.parts.items()}
+        found["bench"] = own_cpu_s(os.getpid())
+        return found
+
     def __enter__(self) -> Share:
         self._start = time.monotonic()
-        self._cpu = {name: sum(map(_cpu_s, pids)) for name, pids in self.parts.items()}
+        self._cpu = self._part_cpu()
+        self._each = _every_process_cpu_s()
         self._busy = _machine_busy_s()
         return self
 
@@ -57,11 +66,51 @@ class Share:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         capacity = (time.monotonic() - self._start) * (os.cpu_count() or 1)
-        used = {name: sum(map(_cpu_s, pids)) - self._cpu[name] for name, pids in self.parts.items()}
         busy = _machine_busy_s() - self._busy
+        now = self._part_cpu()
+        used = {name: max(0.0, s - self._cpu[name]) for name, s in now.items()}
         used["other"] = max(0.0, busy - sum(used.values()))
         self.result = {name: round(100 * s / capacity, 1) for name, s in used.items()}
         self.result["idle"] = round(max(0.0, 100 - 100 * busy / capacity), 1)
+        self.result["other_top"] = self._other_top(capacity)
+
+    def _other_top(self, capacity: float) -> list[tuple[str, float]]:
+        """The three busiest processes outside Cassandra, the API and the
+        bench's own tree, by name (% of the machine)."""
+        known = {os.getpid()} | {p for pids in self.parts.values() for p in pids}
+        by_name: dict[str, float] = {}
+        for pid, (name, seconds) in _every_process_cpu_s().items():
+            if pid in known or pid not in self._each:
+                continue
+            by_name[name] = by_name.get(name, 0.0) + seconds - self._each[pid][1]
+        top = sorted(by_name.items(), key=lambda item: -item[1])[:3]
+        return [(name, round(100 * s / capacity, 1)) for name, s in top if s > 0]
+
+
+def _every_process_cpu_s() -> dict[int, tuple[str, float]]:
+    """Every process's name and CPU seconds (its own, not its children's)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                name = _name(proc)
+            except OSError:
+                continue
+            found[int(proc.name)] = (name, _cpu_s(int(proc.name)))
+    return found
+
+
+def _name(proc: Path) -> str:
+    """The command, and for a Python or Java process what it runs: every
+    flow and tool here is a `python -m <module> ...`."""
+    comm = (proc / "comm").read_text().strip()
+    if not comm.startswith(("python", "java")):
+        return comm
+    args = (proc / "cmdline").read_bytes().split(b"\0")
+    if b"-m" in args[:-1]:
+        module = args[args.index(b"-m") + 1 : args.index(b"-m") + 4]
+        return f"{comm} -m " + " ".join(a.decode(errors="replace") for a in module if a)
+    return comm
 
 
 def _machine_busy_s() -> float:

@@ -97,12 +97,13 @@ def run(
     duration_s: float,
     tag: str,
     log: Any = print,
+    statements: tuple[str, ...] = STATEMENTS,
 ) -> list[dict[str, Any]]:
     """ops/s and latency of each statement at each total concurrency of
     `sweep`, the requests in flight split over `processes` driver processes."""
     ctx = mp.get_context("spawn")
     processes = max(1, min(processes, min(sweep)))
-    points = [(statement, c) for statement in STATEMENTS for c in sweep]
+    points = [(statement, c) for statement in statements for c in sweep]
     barrier = ctx.Barrier(processes)
     out = ctx.Queue()
     procs = [

@@ -44,15 +44,18 @@ class Workload(msgspec.Struct):
     paths: list[str] = []
     batch: int = 100
     timeout_s: float = 30.0
+    # False: the client sends no utterance_id, the API derives it from the key
+    ids: bool = True
 
 
 def timestamp() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def utterance(run: str, worker: int, n: int, pair: tuple[str, str], ts: str) -> dict[str, Any]:
-    return {
-        "utterance_id": f"{run}-{worker}-{n}",
+def utterance(
+    run: str, worker: int, n: int, pair: tuple[str, str], ts: str, ids: bool = True
+) -> dict[str, Any]:
+    item = {
         "user_id": pair[0],
         "conversation_id": pair[1],
         "text": TEXT,
@@ -60,6 +63,7 @@ def utterance(run: str, worker: int, n: int, pair: tuple[str, str], ts: str) -> 
         "errors": ERRORS,
         "words_learned": 3,
     }
+    return {"utterance_id": f"{run}-{worker}-{n}", **item} if ids else item
 
 
 # ---- wrk
@@ -71,6 +75,7 @@ local token = %(token)s
 local run = %(run)s
 local batch_size = %(batch)d
 local item_tail = %(item_tail)s
+local ids = %(ids)s
 local pairs_ = %(pairs)s
 local paths = %(paths)s
 local threads = {}
@@ -88,8 +93,9 @@ end
 
 local function item(k)
   local p = pairs_[(k %% #pairs_) + 1]
-  return '{"utterance_id":"' .. run .. '-' .. tid .. '-' .. k .. '","user_id":"' .. p[1]
-    .. '","conversation_id":"' .. p[2] .. item_tail
+  local head = '{"user_id":"'
+  if ids then head = '{"utterance_id":"' .. run .. '-' .. tid .. '-' .. k .. '","user_id":"' end
+  return head .. p[1] .. '","conversation_id":"' .. p[2] .. item_tail
 end
 
 function request()
@@ -160,6 +166,7 @@ def wrk_script(w: Workload) -> str:
         "run": _lua(w.run),
         "batch": w.batch,
         "item_tail": _lua(item_tail),
+        "ids": "true" if w.ids else "false",
         "pairs": _lua([list(p) for p in w.pairs] or [["-", "-"]]),
         "paths": _lua(w.paths or ["/health"]),
     }
@@ -263,7 +270,7 @@ async def _httpx_load(w: Workload) -> dict[str, Any]:
                 if w.mode == "single":
                     pair = w.pairs[n % len(w.pairs)]
                     method, path = "POST", "/v1/utterances"
-                    body = encoder.encode(utterance(w.run, index, n, pair, ts))
+                    body = encoder.encode(utterance(w.run, index, n, pair, ts, w.ids))
                 else:
                     items = [
                         utterance(
@@ -272,6 +279,7 @@ async def _httpx_load(w: Workload) -> dict[str, Any]:
                             n * w.batch + i,
                             w.pairs[(n * w.batch + i) % len(w.pairs)],
                             ts,
+                            w.ids,
                         )
                         for i in range(w.batch)
                     ]
@@ -331,6 +339,7 @@ def _result(
     return {
         "generator": generator,
         "mode": w.mode,
+        "ids": w.ids,
         "concurrency": w.concurrency,
         "duration_s": round(duration_s, 2),
         "requests": requests,

@@ -8,6 +8,10 @@ single-partition driver read of the same rows, at the same concurrency.
   the API's OpenAPI document lists them. Their raw reference is the same
   single-row read: they read a bounded set of partitions, so the ratio
   says what the served path adds on top of one round trip.
+
+In rounds (three in a full run), each raw read first, then every endpoint;
+each endpoint's ratio is to its own round's raw read, and the report gives
+the median over the rounds with its spread.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from bench import cpu, loadgen
-from bench.common import ERRORS, TEXT, drive, summarize
+from bench.common import ERRORS, TEXT, drive, spread, summarize
 from bench.loadgen import Workload
 
 ENDPOINTS = {
@@ -128,3 +132,28 @@ def raw(
         "req_per_s": round(got["ok"] / duration_s, 1),
         "latency_ms": summarize(got["latencies"]),
     }
+
+
+def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each endpoint's p50 and p99 over the rounds, and their ratios to the
+    raw read of the same round: median and spread."""
+    raws = {r["round"]: r["latency_ms"] for r in results if r["generator"] == "cassandra-driver"}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(r["endpoint"], []).append(r)
+    out = []
+    for endpoint, group in groups.items():
+        figures: dict[str, Any] = {"endpoint": endpoint, "rounds": len(group)}
+        figures["req_per_s"] = spread([r["req_per_s"] for r in group])
+        for pct in ("p50", "p99"):
+            figures[f"{pct}_ms"] = spread([r["latency_ms"][pct] for r in group], 3)
+            figures[f"{pct}_vs_raw"] = spread(
+                [
+                    r["latency_ms"][pct] / raws[r["round"]][pct]
+                    for r in group
+                    if raws.get(r["round"], {}).get(pct) and r["latency_ms"][pct] is not None
+                ],
+                2,
+            )
+        out.append(figures)
+    return out

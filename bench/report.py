@@ -25,7 +25,32 @@ def _cpu(point: dict[str, Any]) -> str:
     c = point.get("cpu_percent")
     if not c:
         return ""
-    return f"{c['cassandra']} / {c['api']} / {c['other']} / {c['idle']}"
+    parts = [c["cassandra"], c["api"], c.get("bench", ""), c["other"], c["idle"]]
+    return " / ".join(str(x) for x in parts)
+
+
+def _other(point: dict[str, Any]) -> str:
+    """Who "other" was: its busiest processes."""
+    top = (point.get("cpu_percent") or {}).get("other_top") or []
+    return ", ".join(f"{name} {share}" for name, share in top)
+
+
+def _spread(figure: dict[str, Any] | None) -> str:
+    """A median over rounds with its range: `12.3 (11.9-13.0)`."""
+    if not figure or figure.get("median") is None:
+        return ""
+    if figure["min"] == figure["max"]:
+        return f"{figure['median']:g}"
+    return f"{figure['median']:g} ({figure['min']:g}-{figure['max']:g})"
+
+
+def _cpu_ms(point: dict[str, Any]) -> str:
+    ms = point.get("cpu_ms_per_item") or {}
+    return " / ".join(_ms(ms.get(part)) for part in ("cassandra", "api", "bench", "machine"))
+
+
+CPU_HEAD = "CPU: Cassandra / API / bench / other / idle %|Other: busiest|"
+CPU_MS_HEAD = "CPU ms per item: Cassandra / API / bench / machine"
 
 
 def _table(header: str) -> list[str]:
@@ -33,9 +58,9 @@ def _table(header: str) -> list[str]:
     return [f"|{header}|", "|---" * (header.count("|") + 1) + "|"]
 
 
-def best_lwt(run: dict[str, Any]) -> float | None:
-    points = [p["ops_per_s"] for p in run.get("limit", []) if p["statement"] == "lwt"]
-    return max(points) if points else None
+def best_lwt(run: dict[str, Any]) -> dict[str, Any] | None:
+    points = [p for p in run.get("limit", []) if p["statement"] == "lwt"]
+    return max(points, key=lambda p: p["ops_per_s"]) if points else None
 
 
 def markdown(run: dict[str, Any], chart: str | None) -> str:
@@ -68,11 +93,19 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
                 f"|{p['statement']}|{p['concurrency']}|{p['processes']}|{p['ops']}|{p['errors']}|"
                 f"{p['ops_per_s']}|{_ms(lat['p50'])}|{_ms(lat['p99'])}|{_ms(lat['p999'])}|{_ms(lat['max'])}|"
             )
-        out += ["", f"Reference for section 2: the best LWT figure, **{lwt} ops/s**.", ""]
+        out += [
+            "",
+            f"The best LWT figure, **{lwt['ops_per_s']} ops/s** at {lwt['concurrency']} in flight, "
+            "on fresh tables. Section 2 measures the LWT again at that concurrency, interleaved "
+            "with its own points, and takes its ratios from those measurements."
+            if lwt
+            else "",
+            "",
+        ]
     else:
         out += ["skipped", ""]
 
-    out += ["## 2. Ingest: the API, POST with Idempotency-Key and explicit utterance_id", ""]
+    out += ["## 2. Ingest: the API's POST endpoints against the raw LWT, in rounds", ""]
     if run.get("generator_ceiling"):
         out += [
             "The load generator alone, against GET /health (a figure near this ceiling measures the generator):",
@@ -85,39 +118,7 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
                 f"|{g['generator']}|{g['concurrency']}|{g['requests']}|{g['req_per_s']}|{_ms(lat['p50'])}|{_ms(lat['p99'])}|"
             )
         out.append("")
-    if run.get("ingest"):
-        out += _table(
-            "Endpoint|Requests in flight|Utterances in flight|Requests|Failures|Requests/s|Utterances/s|p50 ms|p99 ms|p99.9 ms|Max ms|vs best LWT|Statuses|CPU: Cassandra / API / other / idle %"
-        )
-        for p in run["ingest"]:
-            lat = p["latency_ms"]
-            name = (
-                "POST /v1/utterances"
-                if p["mode"] == "single"
-                else f"POST /v1/utterances/batch ({p['batch_size']})"
-            )
-            statuses = " ".join(f"{k}:{n}" for k, n in p["statuses"].items())
-            if p["socket_errors"]:
-                statuses += " " + " ".join(f"{k}:{n}" for k, n in p["socket_errors"].items())
-            out.append(
-                f"|{name}|{p['concurrency']}|{p['utterances_in_flight']}|{p['requests']}|{p['failures']}|"
-                f"{p['req_per_s']}|{p['items_per_s']}|{_ms(lat['p50'])}|{_ms(lat['p99'])}|{_ms(lat['p999'])}|"
-                f"{_ms(lat['max'])}|{_ratio(p['items_per_s'], lwt)}|{statuses}|{_cpu(p)}|"
-            )
-            if not p.get("reliable", True):
-                out[-1] = out[-1].replace(f"|{p['items_per_s']}|", f"|{p['items_per_s']} (*)|", 1)
-        out += [
-            "",
-            "Cassandra work per utterance: single POST = 2 LWT + 1 logged batch + 1 update; "
-            "batch item = 1 LWT + 1 logged batch (+ 1 LWT + 1 update per request). "
-            "So the ceiling is about 0.5x the LWT figure for single POSTs and about 1x for batches.",
-            "(*) the median latency was over a fifth of the measured time, so the requests still "
-            "in flight at the end weigh on the figure: read it as a lower bound.",
-            "",
-        ]
-    else:
-        out += ["skipped", ""]
-
+    out += _ingest(run.get("ingest"), run["config"]["mode"] == "full")
     df = run.get("dataflow", {"status": "skipped"})
     for number, name in ((3, "freshness"), (4, "dataflow")):
         out += [f"## {number}. {name.capitalize()}", ""]
@@ -132,24 +133,7 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
             out += [f"{df.get('status')}: {df.get('why', '')}", ""]
 
     out += ["## 5. Reads: GET endpoints against a raw single-partition driver read", ""]
-    if run.get("reads"):
-        raw = next((r for r in run["reads"] if r["generator"] == "cassandra-driver"), None)
-        out += _table(
-            "Endpoint|Generator|Concurrency|Requests|Failures|Requests/s|p50 ms|p99 ms|p99.9 ms|p50 vs raw|p99 vs raw|CPU: Cassandra / API / other / idle %"
-        )
-        for r in run["reads"]:
-            lat = r["latency_ms"]
-            rl = raw["latency_ms"] if raw else {}
-            out.append(
-                f"|{r['endpoint']}|{r['generator']}|{r['concurrency']}|{r['requests']}|{r['failures']}|{r['req_per_s']}|"
-                f"{_ms(lat['p50'])}|{_ms(lat['p99'])}|{_ms(lat.get('p999'))}|"
-                f"{_ratio(lat['p50'], rl.get('p50'))}|{_ratio(lat['p99'], rl.get('p99'))}|{_cpu(r)}|"
-            )
-        for name, why in run.get("reads_unusable", {}).items():
-            out.append(f"\n{name}: {why}")
-        out.append("")
-    else:
-        out += ["skipped", ""]
+    out += _reads(run.get("reads"), run.get("reads_unusable", {}))
 
     out += ["## 6. Memory: RSS of the API workers", ""]
     mem = run.get("memory")
@@ -214,6 +198,119 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
             + [""]
         )
     return "\n".join(out)
+
+
+def _ingest(ingest: dict[str, Any] | None, full: bool) -> list[str]:
+    if not ingest:
+        return ["skipped", ""]
+    from bench.ingest import reference_cost
+
+    out = [
+        "The raw LWT reference (section 1's statement at its best concurrency, the same driver "
+        "processes), measured before each round and once after the last (with the sweep's "
+        "compaction debt):",
+        "",
+        *_table(f"Measured|Ops/s|p50 ms|p99 ms|{CPU_HEAD}{CPU_MS_HEAD}"),
+    ]
+    for ref in ingest["references"]:
+        lat = ref["latency_ms"]
+        cost = reference_cost([ref])["cpu_ms_per_item"]
+        out.append(
+            f"|{_when(ref['round'])}|{ref['ops_per_s']}|{_ms(lat['p50'])}|{_ms(lat['p99'])}|"
+            f"{_cpu(ref)}|{_other(ref)}|{_cpu_ms({'cpu_ms_per_item': cost})}|"
+        )
+    ref = reference_cost(ingest["references"])
+    out += [
+        "",
+        f"Over its {len(ingest['references'])} measurements: {_spread(ref['ops_per_s'])} ops/s "
+        f"(median, range); CPU ms per LWT (Cassandra / API / bench / machine): {_cpu_ms(ref)}.",
+        "",
+        "Each point's median over the rounds, its range in brackets; `vs raw LWT` is each "
+        "round's utterances/s over that round's reference."
+        + ("" if full else " A quick run has one round and short points: not for ratios."),
+        "",
+        *_table(
+            f"Endpoint|utterance_id|Requests in flight|Rounds|Utterances/s|vs raw LWT|p99 ms|"
+            f"{CPU_HEAD}{CPU_MS_HEAD}"
+        ),
+    ]
+    for p in ingest["medians"]:
+        name = (
+            "POST /v1/utterances"
+            if p["mode"] == "single"
+            else f"POST /v1/utterances/batch ({p['batch_size']})"
+        )
+        rate = _spread(p["items_per_s"]) + ("" if p["reliable"] else " (*)")
+        out.append(
+            f"|{name}|{'explicit' if p['ids'] else 'from the key'}|{p['concurrency']}|{p['rounds']}|"
+            f"{rate}|{_spread(p['vs_lwt'])}|{_spread(p['p99_ms'])}|{_cpu(p)}|{_other(p)}|{_cpu_ms(p)}|"
+        )
+    out += [
+        "",
+        "Cassandra work per utterance: single POST with the key only = 1 LWT + 1 logged batch; "
+        "with an explicit utterance_id, 1 more LWT; batch item = 1 LWT, its rows in chunked "
+        "logged batches (+ 1 LWT per batch request). CPU ms per item is a part's share of all "
+        "cores over the rate; `bench` is the load generator (or, for the reference, the driver "
+        "processes).",
+        "(*) in some round the median latency was over a fifth of the measured time, so the "
+        "requests still in flight at the end weigh on the figure: read it as a lower bound.",
+        "",
+        "Every point of every round:",
+        "",
+        *_table(
+            "Round|Endpoint|utterance_id|Requests in flight|Requests|Failures|Utterances/s|"
+            f"p50 ms|p99 ms|Statuses|{CPU_HEAD.rstrip('|')}"
+        ),
+    ]
+    for p in ingest["points"]:
+        lat = p["latency_ms"]
+        name = "single" if p["mode"] == "single" else f"batch ({p['batch_size']})"
+        statuses = " ".join(f"{k}:{n}" for k, n in p["statuses"].items())
+        if p["socket_errors"]:
+            statuses += " " + " ".join(f"{k}:{n}" for k, n in p["socket_errors"].items())
+        out.append(
+            f"|{p['round']}|{name}|{'explicit' if p['ids'] else 'key'}|{p['concurrency']}|"
+            f"{p['requests']}|{p['failures']}|{p['items_per_s']}|{_ms(lat['p50'])}|"
+            f"{_ms(lat['p99'])}|{statuses}|{_cpu(p)}|{_other(p)}|"
+        )
+    return [*out, ""]
+
+
+def _when(round_: int | str) -> str:
+    return f"before round {round_}" if isinstance(round_, int) else "after the last round"
+
+
+def _reads(reads: dict[str, Any] | None, unusable: dict[str, str]) -> list[str]:
+    if not reads:
+        return ["skipped", ""]
+    out = [
+        "Median over the rounds, range in brackets; each ratio is to the raw read of its own round.",
+        "",
+        *_table("Endpoint|Rounds|Requests/s|p50 ms|p99 ms|p50 vs raw|p99 vs raw"),
+    ]
+    for m in reads["medians"]:
+        out.append(
+            f"|{m['endpoint']}|{m['rounds']}|{_spread(m['req_per_s'])}|{_spread(m['p50_ms'])}|"
+            f"{_spread(m['p99_ms'])}|{_spread(m['p50_vs_raw'])}|{_spread(m['p99_vs_raw'])}|"
+        )
+    out += [
+        "",
+        "Every point of every round:",
+        "",
+        *_table(
+            "Round|Endpoint|Generator|Concurrency|Requests|Failures|Requests/s|p50 ms|p99 ms|"
+            f"p99.9 ms|{CPU_HEAD.rstrip('|')}"
+        ),
+    ]
+    for r in reads["points"]:
+        lat = r["latency_ms"]
+        out.append(
+            f"|{r['round']}|{r['endpoint']}|{r['generator']}|{r['concurrency']}|{r['requests']}|"
+            f"{r['failures']}|{r['req_per_s']}|{_ms(lat['p50'])}|{_ms(lat['p99'])}|"
+            f"{_ms(lat.get('p999'))}|{_cpu(r)}|{_other(r)}|"
+        )
+    out += [f"\n{name}: {why}" for name, why in unusable.items()]
+    return [*out, ""]
 
 
 def _cluster(c: dict[str, Any] | None) -> list[str]:
@@ -370,9 +467,11 @@ def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
     cfg = f["settings"]
     out += [
         "",
-        "The machine (all cores = 100), Cassandra / API / other / idle %: "
-        f"idle {_cpu({'cpu_percent': machine.get('idle')})}, "
-        f"under the load {_cpu({'cpu_percent': machine.get('load')})}; "
+        "The machine (all cores = 100), Cassandra / API / bench / other / idle %: "
+        f"idle {_cpu({'cpu_percent': machine.get('idle')})} "
+        f"(other: {_other({'cpu_percent': machine.get('idle')})}), "
+        f"under the load {_cpu({'cpu_percent': machine.get('load')})} "
+        f"(other: {_other({'cpu_percent': machine.get('load')})}); "
         f"the bench's own client took {f.get('client_cpu_percent_of_core')} % of a core, its "
         f"event loop woke up to {_ms(f['client_loop_lag_ms']['p99'])} ms late (p99).",
         "",
@@ -462,10 +561,14 @@ def chart(run: dict[str, Any], path: Path) -> bool:
         series.setdefault(f"raw {p['statement']} (ops/s)", []).append(
             (p["concurrency"], p["ops_per_s"], p["latency_ms"]["p99"])
         )
-    for p in run.get("ingest", []):
-        label = "API single POST" if p["mode"] == "single" else f"API batch of {p['batch_size']}"
-        series.setdefault(f"{label} (utterances/s)", []).append(
-            (p["concurrency"], p["items_per_s"], p["latency_ms"]["p99"])
+    for p in (run.get("ingest") or {}).get("medians", []):
+        label = (
+            f"API single POST ({'explicit id' if p['ids'] else 'key only'})"
+            if p["mode"] == "single"
+            else f"API batch of {p['batch_size']}"
+        )
+        series.setdefault(f"{label} (utterances/s, median)", []).append(
+            (p["concurrency"], p["items_per_s"]["median"], p["p99_ms"]["median"])
         )
     if not series:
         return False
