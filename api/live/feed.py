@@ -44,7 +44,7 @@ _RESET = msgspec.json.encode(
 
 
 class Heartbeat(NamedTuple):
-    cursor: str  # the newest entry read, delivered or filtered out
+    cursor: str  # every entry the connection wants up to here was delivered
 
 
 class Closed(NamedTuple):
@@ -84,6 +84,7 @@ class Feed:
         subscriber)` when done. Without a cursor the connection joins the
         reader here, before its answer starts, so it has every event
         published after it was admitted."""
+        subscriber.wants = wanted.wants
         if cursor is None:
             position = await self._hub.join(tenant, subscriber)
             live = self._live(stream_key(tenant), subscriber, wanted, position, [])
@@ -126,6 +127,7 @@ class Feed:
                 got = await asyncio.wait_for(subscriber.queue.get(), self._heartbeat_s)
             except TimeoutError:
                 got = None
+                cursor = _newest(subscriber, cursor)
                 yield Heartbeat(cursor)
             pending = [got] if got is not None else []
 
@@ -176,6 +178,18 @@ class Feed:
         trimmed = info["entries-added"] > info["length"]
         before_first = sent < id_parts(_text(info["recorded-first-entry-id"]))
         return newest if before_first and (trimmed or sent[0] < oldest_kept_ms) else None
+
+
+def _newest(subscriber: Subscriber, cursor: str) -> str:
+    """A heartbeat's cursor: the reader's position when the connection has
+    every entry it wants up to there (nothing queued, not behind), else its
+    own. The reader queues only wanted entries, so without this the cursor
+    of a connection whose learners are quiet would age, and its resume
+    would re-read (or, past the retention, reset) for nothing."""
+    reader = subscriber.reader
+    if reader is None or subscriber.behind or not subscriber.queue.empty():
+        return cursor
+    return max(cursor, reader.position, key=id_parts)
 
 
 async def _after_heartbeat(cursor: str, items: AsyncIterator[Item]) -> AsyncIterator[Item]:

@@ -7,15 +7,18 @@ Redis's clock, so that position is a cursor that misses nothing) and stops
 with the last one. It blocks on XREAD, so an entry
 reaches every connection as soon as Redis has it, for one read per process
 rather than one per connection. Each connection (`Subscriber`) has a
-bounded queue; a connection whose queue is full reads the stream itself
-until it catches up (api/live/feed.py), so no entry is dropped and no queue
-grows.
+bounded queue, which takes only the entries the connection wants (its
+learners and types): a connection following one learner wakes for that
+learner's events, not for every event of the tenant. A connection whose
+queue is full reads the stream itself until it catches up
+(api/live/feed.py), so no entry is dropped and no queue grows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import redis
 import redis.asyncio as aioredis
@@ -56,9 +59,11 @@ class Subscriber:
         self.reason: str | None = None
         self.behind = False
         self.reader: _Reader | None = None  # the one it joined, until it leaves
+        # The connection's filter (api/live/feed.py sets it before joining).
+        self.wants: Callable[[Entry], bool] = _everything
 
     def offer(self, entry: Entry) -> None:
-        if self.reason is not None or self.behind:
+        if self.reason is not None or self.behind or not self.wants(entry):
             return
         try:
             self.queue.put_nowait(entry)
@@ -79,6 +84,10 @@ class Subscriber:
         # Wake a reader waiting on an empty queue; a full one wakes anyway.
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(None)
+
+
+def _everything(entry: Entry) -> bool:
+    return True
 
 
 class _Reader:

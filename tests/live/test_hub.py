@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from api.live.feed import Feed
+from api.live.feed import Feed, Filter, Heartbeat
 from api.live.hub import BLOCK_MS, Hub, Subscriber
 from live.bus import AsyncPublisher, id_parts, stream_key
 from live.events import utterance_event
@@ -62,4 +62,34 @@ async def test_a_reader_of_no_stream_yet_starts_at_a_cursor_that_misses_nothing(
         assert await feed._reset_at(stream_key(tenant), position) is None
     finally:
         await hub.leave(tenant, subscriber)
+        await publisher.aclose()
+
+
+async def test_a_connection_is_queued_only_the_events_it_wants(
+    settings: Settings, client: aioredis.Redis
+) -> None:
+    """A connection following one learner is not woken for the tenant's
+    other learners (at 150 connections of one tenant, every event woke them
+    all), and its heartbeat still moves past what it skipped."""
+    hub, tenant = Hub(client), _tenant()
+    feed = Feed(hub, client, settings.live.retention_s, heartbeat_s=0.2)
+    ana, every = Subscriber(10), Subscriber(10)
+    publisher = AsyncPublisher(settings)
+    try:
+        items = await feed.open(tenant, ana, Filter({"ana"}), None)
+        await feed.open(tenant, every, Filter(None), None)
+        started = (await anext(items)).cursor
+        await publisher.publish([utterance_event(tenant, "u0", "ana", "pending")])
+        bens = [utterance_event(tenant, f"u{i}", "ben", "pending") for i in range(1, 4)]
+        await publisher.publish(bens)
+        got = [await asyncio.wait_for(every.queue.get(), 5) for _ in range(4)]
+        assert [e.user_id for e in got if e] == ["ana", "ben", "ben", "ben"]
+        entry = await asyncio.wait_for(anext(items), 5)
+        assert entry.user_id == "ana" and ana.queue.empty()
+        beat = await asyncio.wait_for(anext(items), 5)
+        # Past the three events it skipped, so a resume does not re-read them.
+        assert isinstance(beat, Heartbeat) and beat.cursor == got[-1].id != started
+    finally:
+        await hub.leave(tenant, ana)
+        await hub.leave(tenant, every)
         await publisher.aclose()
