@@ -12,8 +12,11 @@ durably written, and where every API process reads them.
   lost (a timeout) may have been applied, so each event carries a nonce
   that its stream remembers for `DEDUPE_MS` (a sorted set beside it), and
   the append script adds the event only if the nonce is new: a publish is
-  then retried, `ATTEMPTS` times, without appending anything twice. When
-  every attempt failed, the error is logged and counted, and the tenants
+  then retried, with backoff for up to `live.publish_within_s`, without
+  appending anything twice. A reset costs every connection of the tenant a
+  re-read over REST, so a publish outlasts the stalls a loaded machine
+  causes (a worker restarting starves the others' event loops for a second
+  or two). When every attempt failed, the error is logged and counted, and the tenants
   whose events were lost are remembered; the next append that succeeds
   first puts a `reset` entry in each of their streams, which tells a client
   to read the current state over REST. (A process that dies with such a gap
@@ -50,9 +53,8 @@ PUBLISH_FAILED: Final = Counter(
     "Live events lost because Redis could not take them (their tenants get a reset)",
 )
 # A timeout under load (a full pool, a starved event loop) is usually over
-# by the next attempt; a Redis that is down costs a write about a second.
-ATTEMPTS = 3
-BACKOFF_S = 0.05
+# by the next attempt; a Redis that is down costs a write publish_within_s.
+BACKOFF_S = (0.05, 0.5)
 # Far longer than the attempts of one publish take.
 DEDUPE_MS = 60_000
 # KEYS: stream, nonces (zset). ARGV: nonce, keep_ms, min_id, expire_ms, type, user, data.
@@ -133,6 +135,12 @@ def _retrying(attempt: int, exc: Exception) -> None:
     log.info("live_publish_retried", attempt=attempt + 1, error=repr(exc))
 
 
+def _pause(attempt: int, deadline: float) -> float | None:
+    """The wait before attempt `attempt + 1`; None when the publish's time is up."""
+    pause = min(BACKOFF_S[1], BACKOFF_S[0] * 2**attempt)
+    return pause if time.monotonic() + pause < deadline else None
+
+
 class _Gaps:
     """Tenants whose events were lost, to be told so once Redis is back."""
 
@@ -156,6 +164,7 @@ class Publisher:
     def __init__(self, settings: Settings) -> None:
         self._redis: redis.Redis = connect(settings.redis, once=True)
         self._retention_ms = settings.live.retention_s * 1000
+        self._within_s = settings.live.publish_within_s
         self._gaps = _Gaps()
 
     def publish(self, events: Sequence[Event]) -> None:
@@ -163,17 +172,19 @@ class Publisher:
             return
         gaps = set(self._gaps.tenants)
         batch = _nonced([*_gap_events(gaps), *events])
-        for attempt in range(ATTEMPTS):
+        deadline, attempt = time.monotonic() + self._within_s, 0
+        while True:
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 _commands(pipe, batch, self._retention_ms)
                 pipe.execute()
             except redis.RedisError as exc:
-                if attempt + 1 == ATTEMPTS:
+                if (pause := _pause(attempt, deadline)) is None:
                     self._gaps.lost(events, exc)
                     return
                 _retrying(attempt, exc)
-                time.sleep(BACKOFF_S * 2**attempt)
+                time.sleep(pause)
+                attempt += 1
             else:
                 self._gaps.sent(events, gaps)
                 return
@@ -186,6 +197,7 @@ class AsyncPublisher:
     def __init__(self, settings: Settings) -> None:
         self._redis: aioredis.Redis = connect_async(settings.redis, once=True)
         self._retention_ms = settings.live.retention_s * 1000
+        self._within_s = settings.live.publish_within_s
         self._gaps = _Gaps()
 
     async def publish(self, events: Sequence[Event]) -> None:
@@ -193,17 +205,19 @@ class AsyncPublisher:
             return
         gaps = set(self._gaps.tenants)
         batch = _nonced([*_gap_events(gaps), *events])
-        for attempt in range(ATTEMPTS):
+        deadline, attempt = time.monotonic() + self._within_s, 0
+        while True:
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 _commands(pipe, batch, self._retention_ms)
                 await pipe.execute()
             except redis.RedisError as exc:
-                if attempt + 1 == ATTEMPTS:
+                if (pause := _pause(attempt, deadline)) is None:
                     self._gaps.lost(events, exc)
                     return
                 _retrying(attempt, exc)
-                await asyncio.sleep(BACKOFF_S * 2**attempt)
+                await asyncio.sleep(pause)
+                attempt += 1
             else:
                 self._gaps.sent(events, gaps)
                 return

@@ -176,6 +176,14 @@ class LiveSettings(Section):
     ticket_ttl_s: Annotated[
         Count, doc("Life of a single-use live ticket (`POST /v1/live/tickets`).")
     ] = 60
+    publish_within_s: Annotated[
+        Seconds,
+        doc(
+            "How long a live event's publish keeps retrying a slow Redis before the event "
+            "counts as lost and its tenant's connections get `event: reset`. Retries append "
+            "nothing twice; an API write waits for its publish, up to this long."
+        ),
+    ] = 5.0
 
 
 class LlmSettings(Section):

@@ -85,6 +85,7 @@ ENV = {
     "UTTERSTREAM_LIVE_SEND_TIMEOUT_S": "4",
     "UTTERSTREAM_LIVE_WS_MAX_IN_FLIGHT": "50",
     "UTTERSTREAM_LIVE_TICKET_TTL_S": "30",
+    "UTTERSTREAM_LIVE_PUBLISH_WITHIN_S": "2",
     "OPENAI_BASE_URL": "http://127.0.0.1:8911/v1",
     "OPENAI_API_KEY": "sk-test",
     "OPENAI_MODEL": "small",
@@ -151,6 +152,7 @@ READ: dict[str, dict[str, object]] = {
         "send_timeout_s": 4.0,
         "ws_max_in_flight": 50,
         "ticket_ttl_s": 30,
+        "publish_within_s": 2.0,
     },
     "llm": {
         "base_url": "http://127.0.0.1:8911/v1",
