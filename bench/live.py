@@ -15,7 +15,10 @@ are stalled (opened, never read). Measured:
 - POST -> `errors` event that counts it (its minute window's count);
 - events lost and duplicated: per client, `utterance` events of its
   learner received vs posted, after reconnects and the kill;
-- API memory (RSS of the server and its workers) sampled over the run.
+- API memory (RSS of the server and its workers) sampled over the run;
+- the clients' own lag: every client runs in this one process (SSE readers
+  on its event loop, WebSocket senders in threads), so its CPU and how late
+  its event loop wakes up say how much of a latency is the client's own.
 """
 
 from __future__ import annotations
@@ -51,14 +54,30 @@ from runtime.logs import configure_logging
 from runtime.settings import Settings
 
 
-def _lost_and_duplicated(ledger: Ledger, users: list[str]) -> dict[str, Any]:
+def _lost_and_duplicated(
+    ledger: Ledger, users: list[str], killed_at: float | None, ended_at: float
+) -> dict[str, Any]:
+    """Per client, its learner's utterances acknowledged and never seen;
+    when they were acknowledged says why: around the kill, or so late that
+    the run ended before their event came."""
     lost: list[tuple[int, str]] = []
     duplicated = 0
     for client, user in enumerate(users):
         received = ledger.seen[client]
         lost += [(client, uid) for uid in set(ledger.posted_by_user[user]) - set(received)]
         duplicated += len(received) - len(set(received))
-    return {"lost": len(lost), "duplicated": duplicated, "lost_sample": lost[:10]}
+    when = {"within 15 s of the kill": 0, "in the last 10 s of posting": 0, "elsewhere": 0}
+    for _client, uid in lost:
+        acked = ledger.acked[uid]
+        if killed_at is not None and abs(acked - killed_at) <= 15:
+            when["within 15 s of the kill"] += 1
+        elif acked >= ended_at - 10:
+            when["in the last 10 s of posting"] += 1
+        else:
+            when["elsewhere"] += 1
+    return {
+        "lost": len(lost), "duplicated": duplicated, "lost_acked": when, "lost_sample": lost[:10]
+    }  # fmt: skip
 
 
 def _latencies(ledger: Ledger) -> dict[str, Any]:
@@ -135,37 +154,50 @@ class _Clients:
         return [u for u, _c in self.sse_learners] + [u for u, _c in self.ws_learners]
 
 
-async def _watch(api: ApiServer, seconds: float, log: Any) -> tuple[list[Any], bool]:
-    """API memory every 5 s; one worker killed with -9 half-way."""
+async def _watch(
+    api: ApiServer, seconds: float, log: Any, kill: bool
+) -> tuple[list[Any], float | None, list[float]]:
+    """API memory every 5 s; one worker killed with -9 half-way (when it
+    was); how late this process's event loop wakes up (ms), every 0.1 s."""
     memory: list[tuple[float, float]] = []
-    began, killed = time.monotonic(), False
+    lag: list[float] = []
+    began, killed, next_memory = time.monotonic(), not kill, 0.0
+    killed_at = None
     while (elapsed := time.monotonic() - began) < seconds:
-        memory.append((round(elapsed, 1), round(cpu.tree_rss_mib(api.proc.pid), 1)))
+        if elapsed >= next_memory:
+            memory.append((round(elapsed, 1), round(cpu.tree_rss_mib(api.proc.pid), 1)))
+            next_memory += 5
         if not killed and elapsed > seconds / 2:
             victim = api.worker_pids()[0]
             log(f"live: kill -9 of API worker {victim}")
             os.kill(victim, signal.SIGKILL)
-            killed = True
-        await asyncio.sleep(5)
-    return memory, killed
+            killed, killed_at = True, time.monotonic()
+        asleep = time.monotonic()
+        await asyncio.sleep(0.1)
+        lag.append((time.monotonic() - asleep - 0.1) * 1000)
+    return memory, killed_at, lag
 
 
 async def _drive(
     api: ApiServer, key: str, learners: list[tuple[str, str]], rate: float, seconds: float,
-    log: Any,
+    log: Any, kill: bool,
 ) -> dict[str, Any]:  # fmt: skip
     clients = _Clients(api, key, learners)
-    await clients.start(rate)
-    memory, killed = await _watch(api, seconds, log)
+    with cpu.OwnShare() as own:
+        await clients.start(rate)
+        memory, killed_at, lag = await _watch(api, seconds, log, kill)
+    ended_at = time.monotonic()
     await clients.stop()
     ledger = clients.ledger
     return {
         **_latencies(ledger),
+        "client_cpu_percent_of_core": own.result, "client_loop_lag_ms": summarize(lag),
+        "acked_per_s": round(len(ledger.acked) / seconds, 1),
         "sse_clients": len(clients.sse), "ws_clients": len(clients.threads),
         "stalled_clients": len(clients.stalled), "rate_per_s": rate, "seconds": seconds,
-        "reconnects": ledger.reconnects, "worker_killed": killed,
+        "reconnects": ledger.reconnects, "worker_killed": killed_at is not None,
         "failures": dict(ledger.failures),
-        **_lost_and_duplicated(ledger, clients.users()),
+        **_lost_and_duplicated(ledger, clients.users(), killed_at, ended_at),
         "api_rss_mib": memory,
     }  # fmt: skip
 
@@ -180,7 +212,12 @@ def _key(settings: Any, tenant: str) -> str:
 
 
 def run(
-    quick: bool, log: Any, seconds: float | None = None, rate: float = 200.0, flows: bool = True
+    quick: bool,
+    log: Any,
+    seconds: float | None = None,
+    rate: float = 200.0,
+    flows: bool = True,
+    kill: bool = True,
 ) -> dict[str, Any]:
     from bench.freshness import Flows
 
@@ -201,7 +238,7 @@ def run(
                 db.close()
         learners = make_learners(api.url, key, SSE_CLIENTS + WS_CLIENTS, tenant)
         log(f"live: {SSE_CLIENTS} SSE + {WS_CLIENTS} WebSocket clients, {rate}/s for {seconds} s")
-        result = asyncio.run(_drive(api, key, learners, rate, seconds, log))
+        result = asyncio.run(_drive(api, key, learners, rate, seconds, log, kill))
     finally:
         if running is not None:
             running.stop()
@@ -220,10 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-flows", action="store_true", help="without the dataflows (no errors events)"
     )
+    p.add_argument("--no-kill", action="store_true", help="no API worker killed half-way")
     args = p.parse_args(argv)
     configure_logging(Settings.from_env().log)  # to stderr: stdout is the result
     result = run(
-        args.quick, lambda m: sys.stderr.write(m + "\n"), args.seconds, args.rate, not args.no_flows
+        args.quick,
+        lambda m: sys.stderr.write(m + "\n"),
+        args.seconds,
+        args.rate,
+        not args.no_flows,
+        not args.no_kill,
     )
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     return 0

@@ -149,6 +149,9 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
     out += ["## 7. Soak: API memory over sustained mixed load", ""]
     out += _soak(run.get("soak"))
 
+    out += ["## 8. Live: SSE and WebSocket clients while utterances flow", ""]
+    out += _live(run.get("live"), cfg["mode"] == "full")
+
     out += [
         "## Profile of the hot path",
         "",
@@ -274,6 +277,45 @@ def _ingest(ingest: dict[str, Any] | None, full: bool) -> list[str]:
             f"{_ms(lat['p99'])}|{statuses}|{_cpu(p)}|{_other(p)}|"
         )
     return [*out, ""]
+
+
+def _live(live: dict[str, Any] | None, full: bool) -> list[str]:
+    if not live:
+        return ["skipped", ""]
+    write, errors = live["write_to_client_ms"], live["post_to_errors_event_ms"]
+    lag = live.get("client_loop_lag_ms") or {}
+    failures = ", ".join(f"{k} {v}" for k, v in sorted(live["failures"].items())) or "none"
+
+    def p99_met(summary: dict[str, Any], target_ms: float) -> str:
+        return _met(None if summary["p99"] is None else summary["p99"] <= target_ms, full)
+
+    return [
+        f"{live['sse_clients']} SSE clients (each drops and resumes with Last-Event-ID every "
+        f"5-20 s) and {live['ws_clients']} WebSocket clients, {live['stalled_clients']} stalled "
+        f"connections, utterances offered at {live['rate_per_s']:g}/s for {live['seconds']:g} s "
+        f"with the dataflows running; {live['utterances_posted']} acknowledged "
+        f"({live.get('acked_per_s', '')}/s); an API worker killed with -9 half-way: "
+        f"{live['worker_killed']}; reconnects {live['reconnects']}.",
+        "",
+        *_table("Measure|p50|p99|max|Target"),
+        f"|write (202) -> `utterance` event at the client, ms|{_ms(write['p50'])}|"
+        f"{_ms(write['p99'])}|{_ms(write['max'])}|p99 <= 250 {p99_met(write, 250)}|",
+        f"|POST -> the `errors` event that counts it, ms ({live['errors_events_measured']} "
+        f"measured)|{_ms(errors['p50'])}|{_ms(errors['p99'])}|{_ms(errors['max'])}|"
+        f"p99 <= 2500 {p99_met(errors, 2500)}|",
+        f"|the clients' event loop waking late, ms|{_ms(lag.get('p50'))}|{_ms(lag.get('p99'))}|"
+        f"{_ms(lag.get('max'))}||",
+        "",
+        f"Events lost: {live['lost']}, duplicated: {live['duplicated']} (target 0 and 0: "
+        f"{_met(live['lost'] == 0 and live['duplicated'] == 0, full)}). A `reset` tells a client "
+        "to read the state over REST: the events before it count as lost here.",
+        f"API memory: {live['api_rss_growth_pct']:+}% over the run's last two thirds (target flat "
+        f"within 10 %: {_met(abs(live['api_rss_growth_pct']) <= 10, full)}).",
+        f"Client failures: {failures}. Every client runs in the bench's one process, which took "
+        f"{live.get('client_cpu_percent_of_core', '')} % of a core: when its event loop wakes "
+        "late, the latencies above are partly the client's own.",
+        "",
+    ]
 
 
 def _when(round_: int | str) -> str:
