@@ -22,6 +22,7 @@ from api.writes.erase import Eraser
 from api.writes.store import Store
 from cql.session import Db
 from llm.client import LlmClient
+from runtime import pauses
 from runtime.ratelimit import RedisRateLimiter
 from runtime.redis_client import connect_async
 from runtime.settings import Settings
@@ -29,6 +30,7 @@ from runtime.settings import Settings
 log = structlog.get_logger("api")
 LLM_DEADLINE_S = 30.0
 CONNECT_BACKOFF_S = (0.5, 5.0)
+PAUSES_REPORT_S = 1.0
 
 
 @dataclass
@@ -104,13 +106,22 @@ async def _connect(app: Litestar, first_try: asyncio.Event) -> None:
             delay = min(delay * 2, CONNECT_BACKOFF_S[1])
             continue
         log.info("api_started", cassandra=settings.cassandra.hosts, redis=settings.redis.url)
+        pauses.settle()
         first_try.set()
         return
+
+
+async def _report_pauses() -> None:
+    while True:
+        await asyncio.sleep(PAUSES_REPORT_S)
+        pauses.report()
 
 
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.services = None
+    pauses.measure()
+    reporting = asyncio.create_task(_report_pauses())
     first_try = asyncio.Event()
     connecting = asyncio.create_task(_connect(app, first_try))
     # Start serving once the first attempt is over: connected, as usual, or
@@ -120,6 +131,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         connecting.cancel()
+        reporting.cancel()
         services: Services | None = app.state.services
         if services is not None:
             await services.live.aclose()

@@ -1,0 +1,63 @@
+"""Python's garbage collector in a long-running process: every collection
+timed, and the objects that live as long as the process kept out of it.
+
+A full (generation 2) collection walks every tracked object. In an API
+worker most of them are made at start-up and never freed (the driver's
+cluster metadata and prepared statements, Litestar's routes and models,
+the imported modules), and each full collection walks them all again
+while a request waits. `settle()`, once start-up is over, moves them to
+the permanent generation (`gc.freeze`), which no collection walks.
+
+`utterstream_gc_pause_seconds` shows what collections cost, by
+generation. The collector's callback only notes each pause: observing a
+metric takes prometheus_client's lock, which the collection may have
+interrupted in this very thread, so `report()` moves the notes to the
+metric from ordinary code.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import deque
+from typing import Any, Final
+
+from prometheus_client import Histogram
+
+GC_PAUSE: Final = Histogram(
+    "utterstream_gc_pause_seconds",
+    "Python garbage collections, by generation: how long each held the process",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+# (generation, seconds); bounded, so a process nobody reports for keeps
+# only the latest pauses.
+_noted: deque[tuple[int, float]] = deque(maxlen=4096)
+_started = [0.0]
+
+
+def _timed(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _started[0] = time.perf_counter()
+    else:
+        _noted.append((info["generation"], time.perf_counter() - _started[0]))
+
+
+def measure() -> None:
+    """Note every collection of this process from now on."""
+    if _timed not in gc.callbacks:
+        gc.callbacks.append(_timed)
+
+
+def report() -> None:
+    """Move the pauses noted so far to `utterstream_gc_pause_seconds`."""
+    while _noted:
+        generation, seconds = _noted.popleft()
+        GC_PAUSE.labels(str(generation)).observe(seconds)
+
+
+def settle() -> None:
+    """Collect what start-up left behind, then freeze the rest: later full
+    collections walk only what was made since."""
+    gc.collect()
+    gc.freeze()
