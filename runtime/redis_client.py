@@ -15,6 +15,9 @@ from redis.retry import Retry as SyncRetry
 
 from runtime.settings import RedisSettings
 
+POOL_SIZE = 100  # redis-py's default
+POOL_WAIT_S = 2.0
+
 
 def connect(settings: RedisSettings, *, once: bool = False) -> redis.Redis:
     """For the dataflows' steps. Their commands are idempotent (the ledger,
@@ -37,12 +40,22 @@ def connect(settings: RedisSettings, *, once: bool = False) -> redis.Redis:
     )
 
 
-def connect_async(settings: RedisSettings, *, once: bool = False) -> aioredis.Redis:
+def connect_async(
+    settings: RedisSettings, *, once: bool = False, pool_wait_s: float = POOL_WAIT_S
+) -> aioredis.Redis:
     """For code on an event loop (API workers, the LLM client); `once` as
-    for `connect`."""
-    return aioredis.Redis.from_url(
+    for `connect`. When all of its POOL_SIZE connections are busy, a
+    command waits up to `pool_wait_s` for one instead of failing at once:
+    on a loaded worker every reply is read late, so connections stay busy
+    longer, and redis-py's default pool then failed publishes, rate-limit
+    checks and slot releases by the thousand ("Too many connections")
+    while Redis itself was idle."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.url,
+        max_connections=POOL_SIZE,
+        timeout=pool_wait_s,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
         retry=Retry(NoBackoff(), retries=0 if once else 1),
     )
+    return aioredis.Redis.from_pool(pool)
