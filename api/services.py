@@ -30,7 +30,6 @@ from runtime.settings import Settings
 log = structlog.get_logger("api")
 LLM_DEADLINE_S = 30.0
 CONNECT_BACKOFF_S = (0.5, 5.0)
-PAUSES_REPORT_S = 1.0
 
 
 @dataclass
@@ -111,17 +110,11 @@ async def _connect(app: Litestar, first_try: asyncio.Event) -> None:
         return
 
 
-async def _report_pauses() -> None:
-    while True:
-        await asyncio.sleep(PAUSES_REPORT_S)
-        pauses.report()
-
-
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.services = None
     pauses.measure()
-    reporting = asyncio.create_task(_report_pauses())
+    watching = asyncio.create_task(pauses.watch())
     first_try = asyncio.Event()
     connecting = asyncio.create_task(_connect(app, first_try))
     # Start serving once the first attempt is over: connected, as usual, or
@@ -131,7 +124,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         connecting.cancel()
-        reporting.cancel()
+        watching.cancel()
         services: Services | None = app.state.services
         if services is not None:
             await services.live.aclose()

@@ -11,12 +11,16 @@ the permanent generation (`gc.freeze`), which no collection walks.
 `utterstream_gc_pause_seconds` shows what collections cost, by
 generation. The collector's callback only notes each pause: observing a
 metric takes prometheus_client's lock, which the collection may have
-interrupted in this very thread, so `report()` moves the notes to the
-metric from ordinary code.
+interrupted in this very thread, so `watch()` moves the notes to the
+metric from ordinary code. It also measures how late the event loop runs
+its timer (`utterstream_event_loop_lag_seconds`): what every request of
+the process waited on top of its own work, whatever held the loop (a
+collection, a large reply parsed, plain overload).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections import deque
@@ -30,6 +34,12 @@ GC_PAUSE: Final = Histogram(
     ["generation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
+LOOP_LAG: Final = Histogram(
+    "utterstream_event_loop_lag_seconds",
+    "How late the event loop ran a timer: the wait every request had on top of its own work",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+WATCH_S = 0.25
 # (generation, seconds); bounded, so a process nobody reports for keeps
 # only the latest pauses.
 _noted: deque[tuple[int, float]] = deque(maxlen=4096)
@@ -54,6 +64,15 @@ def report() -> None:
     while _noted:
         generation, seconds = _noted.popleft()
         GC_PAUSE.labels(str(generation)).observe(seconds)
+
+
+async def watch() -> None:
+    """Report the pauses noted and the loop's lateness every WATCH_S, for ever."""
+    while True:
+        asleep = time.monotonic()
+        await asyncio.sleep(WATCH_S)
+        LOOP_LAG.observe(max(0.0, time.monotonic() - asleep - WATCH_S))
+        report()
 
 
 def settle() -> None:

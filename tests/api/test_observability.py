@@ -132,15 +132,22 @@ def _unrouted(c: httpx.Client, method: str, status: int) -> float:
     return 0.0
 
 
-def test_a_worker_reports_its_garbage_collections(server) -> None:
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        'utterstream_gc_pause_seconds_count{generation="2"}',
+        "utterstream_event_loop_lag_seconds_count",
+    ],
+)
+def test_a_worker_reports_its_pauses(server, wanted) -> None:
     """Start-up ends with a full collection (runtime/pauses.settle), so a
-    worker that measures its pauses has one to show within a report."""
-    wanted = 'utterstream_gc_pause_seconds_count{generation="2"}'
+    worker that measures its pauses has one to show within a report, and
+    its loop's lateness is sampled from the start."""
     deadline = time.monotonic() + 5
     with httpx.Client(base_url=server.url) as c:
         while True:
             found = [ln for ln in c.get("/metrics").text.splitlines() if ln.startswith(wanted)]
-            if found and float(found[0].split()[-1]) >= 1 or time.monotonic() > deadline:
+            if (found and float(found[0].split()[-1]) >= 1) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
     assert found and float(found[0].split()[-1]) >= 1, found

@@ -3,7 +3,9 @@ lock inside the collector, and start-up's objects are frozen."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import time
 
 from runtime import pauses
 
@@ -37,3 +39,24 @@ def test_settle_freezes_what_exists() -> None:
         assert gc.get_freeze_count() >= len(kept)
     finally:
         gc.unfreeze()
+
+
+def _lag() -> tuple[float, float]:
+    samples = {s.name: s.value for m in pauses.LOOP_LAG.collect() for s in m.samples}
+    return samples["utterstream_event_loop_lag_seconds_count"], samples[
+        "utterstream_event_loop_lag_seconds_sum"
+    ]
+
+
+async def test_a_loop_held_up_is_seen_late() -> None:
+    watching = asyncio.create_task(pauses.watch())
+    try:
+        await asyncio.sleep(0.01)  # the watch is asleep in its timer now
+        count, total = _lag()
+        time.sleep(0.6)  # noqa: ASYNC251 - holding the loop is the point: its timer fires late
+        await asyncio.sleep(pauses.WATCH_S)
+    finally:
+        watching.cancel()
+    later_count, later_total = _lag()
+    assert later_count > count
+    assert later_total - total >= 0.3
