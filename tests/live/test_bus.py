@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import msgspec
 import pytest
 import redis
 
+from live import bus
 from live.bus import PUBLISH_FAILED, AsyncPublisher, Publisher, entry_of, stream_key
 from live.events import RESET, utterance_event
 from runtime.processes import free_port
@@ -33,10 +35,10 @@ class OwnRedis:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--save", "", "--dir", str(self.tmp)],
-            stdout=subprocess.DEVNULL,
-        )
+        args = ["--port", str(self.port), "--save", "", "--dir", str(self.tmp)]
+        # DEBUG SLEEP makes a slow Redis.
+        args += ["--enable-debug-command", "local"]
+        self.proc = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10
         while True:
@@ -83,6 +85,28 @@ def test_an_outage_loses_no_write_and_ends_in_a_reset(own_redis: OwnRedis) -> No
     # Told once: the next publish adds no second reset.
     publisher.publish([utterance_event("t-b", "u4", "bea", "pending")])
     assert client.xlen(stream_key("t-a")) == 1
+
+
+def test_a_reply_slower_than_the_socket_timeout_is_awaited(
+    own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis answering after a second (busy: DEBUG SLEEP), as a loaded
+    machine's late reads look: the attempt waits within the publish's
+    budget instead of timing out at the socket timeout and retrying, each
+    retry a reconnect."""
+    url = f"redis://127.0.0.1:{own_redis.port}/0"
+    publisher = Publisher(Settings(redis=RedisSettings(url=url, socket_timeout_s=0.2)))
+    publisher.publish([utterance_event("t-s", "u0", "ana", "pending")])  # connected
+    retried: list[int] = []
+    monkeypatch.setattr(bus, "_retrying", lambda attempt, exc: retried.append(attempt))
+    busy = redis.Redis(port=own_redis.port)
+    sleeper = threading.Thread(target=busy.execute_command, args=("DEBUG", "SLEEP", "1"))
+    sleeper.start()
+    time.sleep(0.1)
+    publisher.publish([utterance_event("t-s", "u1", "ana", "pending")])
+    sleeper.join()
+    assert retried == []
+    assert busy.xlen(stream_key("t-s")) == 2
 
 
 def _failing(pipeline: Any, applied: bool, for_s: float = 0.0) -> Any:
