@@ -253,8 +253,12 @@ class Analyst:
         self._turns = asyncio.Semaphore(concurrency)
 
     async def analyse(self, subject: Subject, previous: InsightRow | None) -> InsightRow:
-        await self.writer.mark_processing(subject)
+        # `processing` once its model call may start, not while it waits for
+        # a turn: a batch of hundreds then publishes at the pace of its
+        # calls, where marking them all at once took every Redis connection
+        # of the process for seconds and their live events were lost.
         async with self._turns:
+            await self.writer.mark_processing(subject)
             result = await self._llm.analyze(subject.text)
         ANALYSIS_SECONDS.observe(result.latency_ms / 1000)
         row = insight_row(subject, result, utc_now())
