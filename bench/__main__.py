@@ -1,7 +1,8 @@
 """`ops/bench [--quick] [options]`: every benchmark section once, one report.
 
-    ops/bench                  # the full run, about 35 minutes on 2 cores (10 of them the soak,
-                               # 10 the cluster drill)
+    ops/bench                  # the full run, about 70 minutes on 2 cores (three rounds of
+                               # ingest and reads; 10 minutes each the soak, the live clients
+                               # and the cluster drill)
     ops/bench --quick          # a smoke run, about 12 minutes (7 of them the short cluster drill)
     ops/bench --only limit,ingest --duration 20
 
