@@ -72,7 +72,10 @@ def plan(window: str, start: datetime, end: datetime, zone: ZoneInfo) -> Plan:
         first = clock.floor_to(start.astimezone(UTC), step)
         last = clock.ceil_to(end.astimezone(UTC), step)
         return Plan(window, None, first.astimezone(zone), last.astimezone(zone))
-    periods.ordered(start, end)
+    # The coarsest kind's limit bounds the listing; the kind read may be
+    # stricter. Listing first let a range of millennia hold a worker for a
+    # minute before its 400.
+    periods.checked_range(start, end, STORED[window].longest, zone)
     listed = periods.periods(window, start, end, zone)  # type: ignore[arg-type]
     source = _source(window, listed)
     periods.checked_range(start, end, STORED[source].longest, zone)
