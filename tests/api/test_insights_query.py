@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.reads.served import WATERMARK_REUSE_S
 from cql.insights import InsightRow
 from cql.learning import DATAFLOW_PROGRESS, ProgressRow
 from cql.session import Db
@@ -467,6 +469,7 @@ def test_as_of_is_the_insights_flow_progress(api: TestClient, db: Db, dataset: D
         for shard, position in ((0, datetime(2026, 5, 1, 12)), (1, datetime(2026, 5, 1, 11))):
             row = ProgressRow(served.insights_flow, shard, position, position)
             db.session.execute(statement, DATAFLOW_PROGRESS.values(row))
+        time.sleep(WATERMARK_REUSE_S)  # the worker's last read is reused until then
         assert get(api, dataset.tenant, params).json()["as_of"] == "2026-05-01T11:00:00Z"
     finally:
         served.insights_flow = flow
