@@ -1,5 +1,7 @@
 """Row Structs and Table definitions for the insight tables
-(cql/schema/007_insights.cql). Field order is column order."""
+(cql/schema/007_insights.cql), and the copy of an utterance's insight kept
+beside it in utterances_by_id (014_utterance_insight.cql). Field order is
+column order."""
 
 from __future__ import annotations
 
@@ -94,3 +96,16 @@ def hour_of(ts: datetime) -> datetime:
 def month_of(ts: datetime) -> datetime:
     """The insights_by_user_month partition holding an insight at `ts`."""
     return month_start(ts)
+
+
+def insight_json(row: InsightRow) -> str:
+    """The insights_by_utterance row as utterances_by_id.insight holds it."""
+    return _json_encoder.encode(row).decode()
+
+
+def insight_from_json(text: str) -> InsightRow:
+    return _json_decoder.decode(text)
+
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder(InsightRow)

@@ -21,10 +21,14 @@ class Table(Generic[R]):
         row: type[R],
         partition_key: Sequence[str],
         clustering: Sequence[str] = (),
+        written_later: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.row = row
         self.columns: tuple[str, ...] = row.__struct_fields__
+        # An insert writes every column but these, which only later UPDATEs
+        # set: an insert repeated after them must not null them.
+        self.inserted = tuple(c for c in self.columns if c not in written_later)
         self.partition_key = tuple(partition_key)
         self.clustering = tuple(clustering)
         unknown = set(self.partition_key + self.clustering) - set(self.columns)
@@ -43,7 +47,7 @@ class Table(Generic[R]):
         ttl_s: int | None = None,
     ) -> str:
         """`ttl_s` overrides the table's default_time_to_live for the cells written."""
-        cols = tuple(columns) if columns is not None else self.columns
+        cols = tuple(columns) if columns is not None else self.inserted
         marks = ", ".join("?" for _ in cols)
         cql = f"INSERT INTO {self.name} ({', '.join(cols)}) VALUES ({marks})"
         return cql + (" IF NOT EXISTS" if if_not_exists else "") + _using_ttl(ttl_s)
@@ -74,7 +78,10 @@ class Table(Generic[R]):
         return " AND ".join(f"{c} = ?" for c in (key or self.partition_key))
 
     def values(self, row: R) -> tuple[Any, ...]:
-        return msgspec.structs.astuple(row)
+        """The row's values for insert()."""
+        if self.inserted == self.columns:
+            return msgspec.structs.astuple(row)
+        return tuple(getattr(row, c) for c in self.inserted)
 
     def from_row(self, values: Sequence[Any]) -> R:
         return self.row(*values)

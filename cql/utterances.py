@@ -1,6 +1,7 @@
 """Utterances, the claims of explicit utterance ids, and idempotency keys
 (cql/schema/003_utterances.cql; the claims' holders and leases,
-008_claim_leases.cql; the keys' id seeds, 013_key_ids.cql). Field order is column order."""
+008_claim_leases.cql; the keys' id seeds, 013_key_ids.cql; the utterance's
+insight, 014_utterance_insight.cql). Field order is column order."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ class UtteranceRow(msgspec.Struct):
     status: str
     status_reason: str | None
     status_at: datetime | None
+    # The latest insight as JSON (cql.insights.insight_json), set with the
+    # final status by the insights flow; None before that.
+    insight: str | None = None
 
 
 class UtteranceClaimRow(msgspec.Struct):
@@ -58,6 +62,8 @@ class IdempotencyRow(msgspec.Struct):
     id_seed: uuid.UUID | None = None
 
 
-UTTERANCES = Table("utterances_by_id", UtteranceRow, ["tenant", "utterance_id"])
+UTTERANCES = Table(
+    "utterances_by_id", UtteranceRow, ["tenant", "utterance_id"], written_later=["insight"]
+)
 UTTERANCE_CLAIMS = Table("utterance_claims", UtteranceClaimRow, ["tenant", "utterance_id"])
 IDEMPOTENCY_KEYS = Table("idempotency_keys", IdempotencyRow, ["tenant", "idem_key"])

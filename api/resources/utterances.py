@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -29,11 +28,14 @@ from api.shapes import (
 )
 from api.writes import ingest
 from cql.clock import from_stored_time
-from cql.insights import InsightRow
+from cql.insights import InsightRow, insight_from_json
+from cql.utterances import UtteranceRow
 from live.events import Event, utterance_event
 
 _encoder = msgspec.json.Encoder()
 BATCH_CONCURRENCY = 64
+# The statuses an analysis leaves (dataflows/writers/insight_writer.py).
+ANALYSED = ("completed", "failed")
 
 
 class UtterancesController(Controller):
@@ -118,13 +120,12 @@ class UtterancesController(Controller):
 
 
 async def utterance_of(services: Services, tenant: str, utterance_id: str) -> Utterance:
-    """The answer of GET /v1/utterances/{utterance_id} (POST /v1/ask runs it too)."""
-    row, insight = await asyncio.gather(
-        services.store.utterance(tenant, utterance_id),
-        services.store.insight(tenant, utterance_id),
-    )
+    """The answer of GET /v1/utterances/{utterance_id} (POST /v1/ask runs it too):
+    one row, the insight beside the status (cql/schema/014)."""
+    row = await services.store.utterance(tenant, utterance_id)
     if row is None:
         raise NotFound(f"utterance {utterance_id!r} does not exist.")
+    insight = await _insight_of(services, row)
     return Utterance(
         utterance_id=row.utterance_id,
         user_id=row.user_id,
@@ -186,6 +187,15 @@ def _stored_events(
 
 def _utterance_id(item: UtteranceIn | RejectedItem) -> str | None:
     return item.utterance_id if isinstance(item, UtteranceIn) else None
+
+
+async def _insight_of(services: Services, row: UtteranceRow) -> InsightRow | None:
+    if row.insight is not None:
+        return insight_from_json(row.insight)
+    if row.status in ANALYSED:
+        # Analysed before utterances_by_id held the insight.
+        return await services.store.insight(row.tenant, row.utterance_id)
+    return None
 
 
 def _insight(row: InsightRow) -> UtteranceInsight:

@@ -16,7 +16,9 @@ and redrive share, and every table it writes (cql/schema/007_insights.cql).
       previous completed answer are deleted. Either way a previous
       failure's row leaves failed_insights_by_day, so that table holds each
       utterance whose current insight is a failure, once;
-   c. the utterance's status: `completed`, or `failed` with the reason.
+   c. the utterance's status, `completed` or `failed` with the reason, and
+      beside it a copy of the record (utterances_by_id.insight), so that
+      GET /v1/utterances/{id} reads one row.
 
 Every write is an upsert or a delete of values fixed by the insight, so
 writing one again changes nothing. The record is written first because a
@@ -50,6 +52,7 @@ from cql.insights import (
     InsightByUserRow,
     InsightRow,
     hour_of,
+    insight_json,
     month_of,
 )
 from cql.session import Db
@@ -173,6 +176,10 @@ class InsightWriter:
         self._set_status = p(
             UTTERANCES.update(["status", "status_reason", "status_at"]), idempotent=True
         )
+        self._set_outcome = p(
+            UTTERANCES.update(["status", "status_reason", "status_at", "insight"]),
+            idempotent=True,
+        )
         self._live = AsyncPublisher(settings)
 
     async def current(self, tenant: str, utterance_id: str) -> InsightRow | None:
@@ -184,7 +191,8 @@ class InsightWriter:
         return UTTERANCES.from_row(rows[0]) if rows else None
 
     async def mark_processing(self, subject: Subject) -> None:
-        await self._status(subject.tenant, subject.utterance_id, "processing", None)
+        params = ("processing", None, utc_now(), subject.tenant, subject.utterance_id)
+        await self._run(self._set_status, params)
         processing = utterance_event(
             subject.tenant, subject.utterance_id, subject.user_id, "processing"
         )
@@ -225,14 +233,9 @@ class InsightWriter:
         ]
 
     async def _final_status(self, row: InsightRow) -> None:
-        failed = row.parse_status == FAILED
-        status = FAILED if failed else "completed"
-        await self._status(row.tenant, row.utterance_id, status, row.failure_reason)
-
-    async def _status(
-        self, tenant: str, utterance_id: str, status: str, reason: str | None
-    ) -> None:
-        await self._run(self._set_status, (status, reason, utc_now(), tenant, utterance_id))
+        status = FAILED if row.parse_status == FAILED else "completed"
+        params = (status, row.failure_reason, utc_now(), insight_json(row))
+        await self._run(self._set_outcome, (*params, row.tenant, row.utterance_id))
 
     async def _run(self, statement: PreparedStatement, params: tuple[Any, ...]) -> list[Any]:
         async with self._slots:
