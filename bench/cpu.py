@@ -6,6 +6,7 @@ API or Cassandra is the limit of a figure."""
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -216,3 +217,20 @@ class OwnShare:
     ) -> None:
         seconds = time.monotonic() - self._start
         self.result = round(100 * (time.process_time() - self._cpu) / seconds, 1)
+
+
+def ms_per(group: list[dict[str, Any]], rate: str) -> dict[str, float | None]:
+    """CPU milliseconds per utterance, LWT or request of Cassandra, the API, the
+    bench's load generator or driver, and the whole machine: a part's share
+    of all cores over the rate."""
+    cores = os.cpu_count() or 1
+    out = {}
+    for part in ("cassandra", "api", "bench", "machine"):
+        per = []
+        for p in group:
+            c = p["cpu_percent"]
+            share = 100 - c["idle"] if part == "machine" else c.get(part, 0.0)
+            if p[rate]:
+                per.append(1000 * share / 100 * cores / p[rate])
+        out[part] = round(statistics.median(per), 2) if per else None
+    return out

@@ -25,7 +25,6 @@ figure near that ceiling measures the generator, not the API.
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -195,7 +194,7 @@ def medians(points: list[dict[str, Any]], references: list[dict[str, Any]]) -> l
                 "vs_lwt": spread(ratios, 3),
                 "p99_ms": spread([p["latency_ms"]["p99"] for p in group]),
                 "cpu_percent": _median_cpu(group),
-                "cpu_ms_per_item": _cpu_ms(group, "items_per_s"),
+                "cpu_ms_per_item": cpu.ms_per(group, "items_per_s"),
             }
         )
     return out
@@ -207,7 +206,7 @@ def reference_cost(references: list[dict[str, Any]]) -> dict[str, Any]:
         "ops_per_s": spread([r["ops_per_s"] for r in references]),
         "p99_ms": spread([r["latency_ms"]["p99"] for r in references]),
         "cpu_percent": _median_cpu(references),
-        "cpu_ms_per_item": _cpu_ms(references, "ops_per_s"),
+        "cpu_ms_per_item": cpu.ms_per(references, "ops_per_s"),
     }
 
 
@@ -224,20 +223,3 @@ def _median_cpu(group: list[dict[str, Any]]) -> dict[str, Any]:
     top = sorted(names.items(), key=lambda item: -sum(item[1]))[:3]
     found["other_top"] = [(name, round(sum(s) / len(group), 1)) for name, s in top]
     return found
-
-
-def _cpu_ms(group: list[dict[str, Any]], rate: str) -> dict[str, float | None]:
-    """CPU milliseconds per utterance (or per LWT) of Cassandra, the API, the
-    bench's load generator or driver, and the whole machine: a part's share
-    of all cores over the rate."""
-    cores = os.cpu_count() or 1
-    out = {}
-    for part in ("cassandra", "api", "bench", "machine"):
-        per = []
-        for p in group:
-            c = p["cpu_percent"]
-            share = 100 - c["idle"] if part == "machine" else c.get(part, 0.0)
-            if p[rate]:
-                per.append(1000 * share / 100 * cores / p[rate])
-        out[part] = round(statistics.median(per), 2) if per else None
-    return out
