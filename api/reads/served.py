@@ -45,7 +45,7 @@ MAX_SHARDS = 1_024
 # read before the rows is a true `as_of` (it only grows), so reusing it is
 # exact; it saves every GET a sequential read, and `as_of` trails by this
 # much more at most.
-WATERMARK_REUSE_S = 0.25
+WATERMARK_REUSE_S = 0.1
 
 
 class ServedReads:
