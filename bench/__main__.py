@@ -1,9 +1,9 @@
 """`ops/bench [--quick] [options]`: every benchmark section once, one report.
 
-    ops/bench                  # the full run, about 70 minutes on 2 cores (three rounds of
+    ops/bench                  # the full run, about 85 minutes on 2 cores (three rounds of
                                # ingest and reads; 10 minutes each the soak, the live clients
-                               # and the cluster drill)
-    ops/bench --quick          # a smoke run, about 12 minutes (7 of them the short cluster drill)
+                               # at 200/s and at 30/s, and the cluster drill)
+    ops/bench --quick          # a smoke run, about 14 minutes (7 of them the short cluster drill)
     ops/bench --only limit,ingest --duration 20
 
 Writes bench/results/<stamp>.{json,md,png} and bench/results/latest.md.
@@ -76,6 +76,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--processes", type=int, default=os.cpu_count() or 2, help="driver processes for section 1"
     )
     p.add_argument("--read-concurrency", type=int, default=8)
+    p.add_argument(
+        "--live-rates",
+        type=lambda text: [float(x) for x in text.split(",") if x.strip()],
+        default=[200.0, 30.0],
+        help="utterances/s of each live run: the issue's 200, then one this machine carries "
+        "with the flows and the clients (default 200,30)",
+    )
     p.add_argument(
         "--soak-minutes",
         type=int,
@@ -179,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             lambda: dataflow.run(args.quick, timeout_s=480 if args.quick else 1200, rate=rate),
         )
     if "live" in args.only:
-        run["live"] = section("live", lambda: live.run(args.quick, log))
+        run["live"] = section("live", lambda: live.run(args.quick, log, rate=args.live_rates[0]))
+        for rate in args.live_rates[1:]:
+            run.setdefault("live_more", []).append(
+                section(f"live at {rate:g}/s", lambda r=rate: live.run(args.quick, log, rate=r))
+            )
     if "cluster" in args.only:
         figures = common.LOG_DIR / f"bench-cluster-{stamp}.json"
         run["cluster"] = section(

@@ -76,7 +76,7 @@ class Share:
         self.result["other_top"] = self._other_top(capacity)
 
     def _other_top(self, capacity: float) -> list[tuple[str, float]]:
-        """The three busiest processes outside Cassandra, the API and the
+        """The five busiest processes outside Cassandra, the API and the
         bench's own tree, by name (% of the machine)."""
         known = {os.getpid()} | {p for pids in self.parts.values() for p in pids}
         by_name: dict[str, float] = {}
@@ -84,7 +84,7 @@ class Share:
             if pid in known or pid not in self._each:
                 continue
             by_name[name] = by_name.get(name, 0.0) + seconds - self._each[pid][1]
-        top = sorted(by_name.items(), key=lambda item: -item[1])[:3]
+        top = sorted(by_name.items(), key=lambda item: -item[1])[:5]
         return [(name, round(100 * s / capacity, 1)) for name, s in top if s > 0]
 
 

@@ -183,7 +183,7 @@ async def _drive(
     log: Any, kill: bool,
 ) -> dict[str, Any]:  # fmt: skip
     clients = _Clients(api, key, learners)
-    with cpu.OwnShare() as own:
+    with cpu.OwnShare() as own, cpu.Share(api.worker_pids()) as machine:
         await clients.start(rate)
         memory, killed_at, lag = await _watch(api, seconds, log, kill)
     ended_at = time.monotonic()
@@ -192,6 +192,7 @@ async def _drive(
     return {
         **_latencies(ledger),
         "client_cpu_percent_of_core": own.result, "client_loop_lag_ms": summarize(lag),
+        "cpu_percent": machine.result,
         "acked_per_s": round(len(ledger.acked) / seconds, 1),
         "sse_clients": len(clients.sse), "ws_clients": len(clients.threads),
         "stalled_clients": len(clients.stalled), "rate_per_s": rate, "seconds": seconds,

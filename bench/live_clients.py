@@ -22,6 +22,7 @@ from bench import common
 
 SSE_CLIENTS, WS_CLIENTS = 100, 50
 IN_FLIGHT = 64  # the REST poster's requests at once
+POOLS = 8  # ... over this many connection pools
 
 
 class Ledger:
@@ -186,18 +187,15 @@ async def poster(
     url: str, key: str, learners: list[tuple[str, str]], rate: float, ledger: Ledger,
     over: asyncio.Event,
 ) -> None:  # fmt: skip
-    limits = httpx.Limits(max_connections=IN_FLIGHT)
     slots = asyncio.Semaphore(IN_FLIGHT)
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(
-        base_url=url, timeout=10, limits=limits, headers=headers
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(_client(url, key)) for _ in range(POOLS)]
 
         async def one(user: str, conv: str) -> None:
             body, minute = _body(user, conv)
             sent = time.monotonic()
             try:
-                r = await client.post("/v1/utterances", json=body)
+                r = await random.choice(clients).post("/v1/utterances", json=body)
             except httpx.HTTPError:
                 ledger.failures["post_error"] += 1
                 return
@@ -220,6 +218,18 @@ async def poster(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _client(url: str, key: str) -> httpx.AsyncClient:
+    """One of the poster's POOLS clients: httpcore's pool does work per
+    request for every connection it holds, so one pool of 64 connections
+    took two thirds of this process's CPU and delayed its own readers."""
+    return httpx.AsyncClient(
+        base_url=url,
+        timeout=10,
+        limits=httpx.Limits(max_connections=IN_FLIGHT // POOLS),
+        headers={"Authorization": f"Bearer {key}"},
+    )
 
 
 def stall(port: int, key: str, n: int) -> list[socket.socket]:

@@ -150,7 +150,8 @@ def markdown(run: dict[str, Any], chart: str | None) -> str:
     out += _soak(run.get("soak"))
 
     out += ["## 8. Live: SSE and WebSocket clients while utterances flow", ""]
-    out += _live(run.get("live"), cfg["mode"] == "full")
+    for live_run in [run.get("live"), *run.get("live_more", [])]:
+        out += _live(live_run, cfg["mode"] == "full")
 
     out += [
         "## Profile of the hot path",
@@ -290,6 +291,8 @@ def _live(live: dict[str, Any] | None, full: bool) -> list[str]:
         return _met(None if summary["p99"] is None else summary["p99"] <= target_ms, full)
 
     return [
+        f"### {live['rate_per_s']:g} utterances/s offered",
+        "",
         f"{live['sse_clients']} SSE clients (each drops and resumes with Last-Event-ID every "
         f"5-20 s) and {live['ws_clients']} WebSocket clients, {live['stalled_clients']} stalled "
         f"connections, utterances offered at {live['rate_per_s']:g}/s for {live['seconds']:g} s "
@@ -314,6 +317,8 @@ def _live(live: dict[str, Any] | None, full: bool) -> list[str]:
         f"Client failures: {failures}. Every client runs in the bench's one process, which took "
         f"{live.get('client_cpu_percent_of_core', '')} % of a core: when its event loop wakes "
         "late, the latencies above are partly the client's own.",
+        f"The machine's CPU over the run (Cassandra / API / bench clients / other / idle %): "
+        f"{_cpu(live)}; other: {_other(live)}.",
         "",
     ]
 
