@@ -187,20 +187,25 @@ async def poster(
     url: str, key: str, learners: list[tuple[str, str]], rate: float, ledger: Ledger,
     over: asyncio.Event,
 ) -> None:  # fmt: skip
-    slots = asyncio.Semaphore(IN_FLIGHT)
+    # A free slot is a free connection of one of the pools: a POST never
+    # waits in a pool while another has a connection to spare.
+    slots: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
     async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(_client(url, key)) for _ in range(POOLS)]
+        for _ in range(POOLS):
+            client = await stack.enter_async_context(_client(url, key))
+            for _ in range(IN_FLIGHT // POOLS):
+                slots.put_nowait(client)
 
-        async def one(user: str, conv: str) -> None:
+        async def one(client: httpx.AsyncClient, user: str, conv: str) -> None:
             body, minute = _body(user, conv)
             sent = time.monotonic()
             try:
-                r = await random.choice(clients).post("/v1/utterances", json=body)
+                r = await client.post("/v1/utterances", json=body)
             except httpx.HTTPError:
                 ledger.failures["post_error"] += 1
                 return
             finally:
-                slots.release()
+                slots.put_nowait(client)
             if r.status_code == 202:
                 ledger.posted(user, r.json()["utterance_id"], minute, sent)
             else:
@@ -213,8 +218,8 @@ async def poster(
             await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
             # A machine that cannot carry the rate makes POSTs wait for a
             # slot (the offered rate is not kept) instead of piling up.
-            await slots.acquire()
-            task = asyncio.create_task(one(*random.choice(learners)))
+            client = await slots.get()
+            task = asyncio.create_task(one(client, *random.choice(learners)))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -34,8 +35,6 @@ from live.events import Event, utterance_event
 
 _encoder = msgspec.json.Encoder()
 BATCH_CONCURRENCY = 64
-# The statuses an analysis leaves (dataflows/writers/insight_writer.py).
-ANALYSED = ("completed", "failed")
 
 
 class UtterancesController(Controller):
@@ -191,9 +190,12 @@ def _utterance_id(item: UtteranceIn | RejectedItem) -> str | None:
 
 async def _insight_of(services: Services, row: UtteranceRow) -> InsightRow | None:
     if row.insight is not None:
-        return insight_from_json(row.insight)
-    if row.status in ANALYSED:
-        # Analysed before utterances_by_id held the insight.
+        with contextlib.suppress(msgspec.DecodeError):
+            return insight_from_json(row.insight)
+    if row.status != "pending":
+        # Analysed (or being analysed again) before utterances_by_id held
+        # the insight, or held in a shape this version cannot read: the
+        # record is the truth either way.
         return await services.store.insight(row.tenant, row.utterance_id)
     return None
 

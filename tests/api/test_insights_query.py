@@ -470,13 +470,14 @@ def test_an_utterance_and_its_insight_are_one_row(
     assert api.get(path, headers=tenant.headers).json() == expected
 
 
-def test_an_utterance_analysed_before_its_row_held_the_insight_still_shows_it(
-    api: TestClient, db: Db, migrated: Settings, tenant: Tenant
+@pytest.mark.parametrize("held", [None, '{"written": "by another version"}'])
+def test_an_insight_its_row_does_not_hold_readably_is_read_from_its_record(
+    api: TestClient, db: Db, migrated: Settings, tenant: Tenant, held: str | None
 ) -> None:
     utterance_id, path = posted(api, tenant)
     row = analysed(db, migrated, tenant, utterance_id)
     db.session.execute(
-        db.prepare(UTTERANCES.update(["insight"])), (None, tenant.name, utterance_id)
+        db.prepare(UTTERANCES.update(["insight"])), (held, tenant.name, utterance_id)
     )
     shown = api.get(path, headers=tenant.headers).json()
     assert shown["status"] == "completed"

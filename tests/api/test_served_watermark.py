@@ -57,8 +57,11 @@ async def test_a_watermark_is_reused_until_it_is_old_then_read_again(
     assert served.reads == 2
 
 
-async def test_requests_at_once_share_one_read(db: Db, flow: str) -> None:
+async def test_requests_at_once_share_one_read(
+    db: Db, flow: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     served = Counting(db)
+    monkeypatch.setattr(served_module, "WATERMARK_REUSE_S", 60.0)  # a pause must not expire it
     record(db, flow, FIRST)
     got = await asyncio.gather(*(served.watermark(flow) for _ in range(50)))
     assert set(got) == {FIRST}
