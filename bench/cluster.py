@@ -44,5 +44,11 @@ def run(quick: bool, figures: Path, timeout_s: float) -> dict[str, Any]:
         return {"status": "failed", "why": f"no answer within {timeout_s:.0f}s"}
     found = json.loads(figures.read_text()) if figures.exists() else {}
     status = "ok" if drill.returncode == 0 else f"failed (pytest exit {drill.returncode})"
-    tail = {} if drill.returncode == 0 else {"output": output[-1500:]}
-    return {"status": status, **found, **tail}
+    return {"status": status, **found, **({} if drill.returncode == 0 else _failure(output))}
+
+
+def _failure(output: str) -> dict[str, str]:
+    """What a failed drill said: pytest's `E` lines (the assertion and its
+    values), which the end of a long output does not hold, and that end."""
+    said = [line for line in output.splitlines() if line.startswith("E ")]
+    return {"failure": "\n".join(said[:40]), "output": output[-1500:]}

@@ -388,6 +388,8 @@ def _cluster(c: dict[str, Any] | None) -> list[str]:
         out.append(
             f"|{name}|{f['seconds']}|{f['acknowledged_per_s']}|{f['p99_s']}|{f['statuses']}|"
         )
+    if c.get("failure"):
+        out += ["", "What failed:", "", "```", c["failure"], "```"]
     return [*out, ""]
 
 
