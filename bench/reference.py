@@ -1,7 +1,7 @@
 """The throughput reference of the counting flows: the change feed, read by
 the same FeedSource, into a sink that writes one row per entry to Cassandra
 with the writers' own bounded-concurrency helpers
-(dataflows/connectors/sinks.py `upserts`, `execute_all`). That is the least a
+(dataflows/connectors/sinks.py `upserts`, `write_all`). That is the least a
 flow with a durable result does: read the feed, write each entry once. The
 error-counter and learning flows do that and more (facts read back, windows
 recounted, cache generations bumped), so their throughput over this one's
@@ -31,7 +31,7 @@ from cql.learning import LEARNING_EVENTS, LearningFact
 from dataflows import passthrough
 from dataflows.connectors.feed_source import FeedItem
 from dataflows.connectors.ledger import pay
-from dataflows.connectors.sinks import execute_all, upserts
+from dataflows.connectors.sinks import upserts, write_all
 from dataflows.resources import acquire_db, flow_settings, release_db
 from runtime.redis_client import connect
 from runtime.settings import Settings
@@ -71,7 +71,7 @@ class _Writing(StatelessSinkPartition[FeedItem]):
 
     def write_batch(self, items: list[FeedItem]) -> None:
         rows = [entry_row(item) for item in items]
-        execute_all(self._session, upserts(self._insert, LEARNING_EVENTS, rows), self._concurrency)
+        write_all(self._session, upserts(self._insert, LEARNING_EVENTS, rows), self._concurrency)
         pay(self._redis, (item.ticket for item in items))
 
     def close(self) -> None:

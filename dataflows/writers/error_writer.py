@@ -63,6 +63,7 @@ from dataflows.connectors.sinks import (
     execute_all,
     latest_as_of,
     upserts,
+    write_all,
     written,
 )
 from live.bus import Publisher
@@ -147,10 +148,12 @@ class ErrorCountWriter:
         rows, months = self._recount_days(by_day, held_facts, changes, as_of)
         rows += self._sum_months(months, as_of)
         totals = self._sum_totals(months, as_of)
-        self._run(
+        write_all(
+            self._session,
             upserts(self._facts.insert, ERROR_POINTS, facts)
             + upserts(self._insert_count, ERROR_COUNTS, rows)
-            + upserts(self._insert_total, ERROR_TOTALS, totals)
+            + upserts(self._insert_total, ERROR_TOTALS, totals),
+            self._concurrency,
         )
         self._live.publish(errors_events(rows, totals))
         return set(as_of)

@@ -37,9 +37,9 @@ from dataflows.connectors.sinks import (
     Learner,
     Stamped,
     count_late,
-    execute_all,
     latest_as_of,
     upserts,
+    write_all,
     written,
 )
 from live.bus import Publisher
@@ -113,7 +113,7 @@ class LearningWriter:
                         bucket.entries, bucket.words, bucket.late, as_of[(tenant, user_id)],
                     )
                 )  # fmt: skip
-        execute_all(
+        write_all(
             self._session,
             upserts(self._facts.insert, LEARNING_EVENTS, writes)
             + upserts(self._insert_bucket, LEARNING_BUCKETS, rows),
