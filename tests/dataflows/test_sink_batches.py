@@ -66,7 +66,7 @@ def test_every_upsert_is_sent_once_in_batches_within_the_limits(db: Db) -> None:
     count = db.prepare(ERROR_COUNTS.insert(), idempotent=True)
     total = db.prepare(ERROR_TOTALS.insert(), idempotent=True)
     # 40 learners x 3 window partitions of 2 rows, one partition of 60 rows
-    # (more than a batch takes), one single row, and 40 total partitions.
+    # (more than a batch takes), and 41 total partitions of one row.
     statements = (
         upserts(count, ERROR_COUNTS, counts("t", 40, 2))
         + upserts(count, ERROR_COUNTS, counts("big", 1, 60)[:60])
@@ -82,7 +82,7 @@ def test_every_upsert_is_sent_once_in_batches_within_the_limits(db: Db) -> None:
             assert request.is_idempotent
             assert 2 <= len(request) <= sinks._ROWS_PER_BATCH
             assert partitions_of(request) <= sinks._PARTITIONS_PER_BATCH
-    # Far fewer requests than partitions: 40 x 3 + 3 + 41 = 164.
+    # Far fewer requests than partitions (40 x 3 + 1 + 41 = 162).
     assert len(requests) <= 164 // 5
     # A partition that fits one batch is never split between two.
     seen: Counter = Counter()
