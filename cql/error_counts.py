@@ -5,6 +5,7 @@ and partition an error point counts in. Field order is column order."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import NamedTuple
 
 import msgspec
@@ -87,9 +88,14 @@ PARTITION_SPAN: dict[str, Span] = {"minute": "day", "hour": "month", "day": "yea
 def error_windows(ts: datetime) -> tuple[Window, Window, Window]:
     """The minute, hour and day windows an event at `ts` counts in, each with
     its error_counts_by_user bucket: minute rows by UTC day, hour rows by
-    UTC month, day rows by UTC year. (Called for every fact of every
-    recount, hence replace() rather than floor_to.)"""
-    minute = ts.replace(second=0, microsecond=0)
+    UTC month, day rows by UTC year."""
+    return _minute_windows(ts.replace(second=0, microsecond=0))
+
+
+# Called for every fact of every batch, twice (its tally and the windows it
+# touches), and facts of a conversation share their minutes.
+@lru_cache(maxsize=4096)
+def _minute_windows(minute: datetime) -> tuple[Window, Window, Window]:
     hour = minute.replace(minute=0)
     day = hour.replace(hour=0)
     month = day.replace(day=1)

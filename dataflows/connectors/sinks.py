@@ -34,6 +34,7 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement, Statement
 from prometheus_client import Counter
 
+from cql.binding import bind
 from cql.clock import floor_to
 from cql.error_counts import ErrorPointFact
 from cql.learning import LearningFact
@@ -149,7 +150,7 @@ def upserts(
     insert: PreparedStatement, table: Table[Any], rows: Iterable[Any]
 ) -> list[BoundStatement]:
     """The statements that upsert rows with `insert`, for `write_all`."""
-    return [insert.bind(table.values(row)) for row in rows]
+    return [bind(insert, table.values(row)) for row in rows]
 
 
 def write_all(session: Session, statements: Iterable[BoundStatement], concurrency: int) -> None:
@@ -170,10 +171,15 @@ def batched(session: Session, statements: Iterable[BoundStatement]) -> list[tupl
     groups: dict[tuple[str, ...], dict[Any, list[BoundStatement]]] = defaultdict(
         lambda: defaultdict(list)
     )
+    # Rows of one partition (and of tables keyed alike) share their replicas.
+    replica_sets: dict[tuple[str, bytes], tuple[str, ...]] = {}
     for upsert in statements:
-        replicas = metadata.get_replicas(upsert.keyspace, upsert.routing_key)
+        key = (upsert.keyspace, upsert.routing_key)
+        if key not in replica_sets:
+            replicas = metadata.get_replicas(*key)
+            replica_sets[key] = tuple(sorted(str(host.endpoint) for host in replicas))
         partition = (upsert.prepared_statement.query_id, upsert.routing_key)
-        groups[tuple(sorted(str(host.endpoint) for host in replicas))][partition].append(upsert)
+        groups[replica_sets[key]][partition].append(upsert)
     return [
         (_request(rows), None) for partitions in groups.values() for rows in _packed(partitions)
     ]
