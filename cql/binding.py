@@ -16,45 +16,59 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from cassandra.cqltypes import DateType
 from cassandra.marshal import int64_pack
 from cassandra.query import BoundStatement, PreparedStatement
 
+Serializer = Callable[[Any, int], bytes]
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
-# Up to here (the year 2109) the driver's float arithmetic is exact to the
-# millisecond, so it and the integer floor agree; past it, or before 1970
-# (where the driver truncates toward zero), its own serializer is used.
+# The driver adds the milliseconds to the whole seconds as floats and
+# truncates. Below 2**42 ms (the year 2109) the sum's rounding error stays
+# under the 0.001 that could carry it to the next millisecond, so it equals
+# the integer floor; past it, or before 1970 (where truncating is not
+# flooring), the driver's serializer is used.
 _EXACT_MS = 2**42
 
 
 def _timestamp(value: Any, protocol_version: int) -> bytes:
-    if isinstance(value, datetime):
+    if isinstance(value, datetime) and _whole_second_offset(value):
         ms = (value - (_NAIVE_EPOCH if value.tzinfo is None else _EPOCH)) // _MS
         if 0 <= ms < _EXACT_MS:
             return int64_pack(ms)
     return DateType.serialize(value, protocol_version)
 
 
-_FAST: dict[type, Callable[[Any, int], bytes]] = {DateType: _timestamp}
-# Each prepared statement's serializers, by its id: the same for every row.
-_SERIALIZERS: dict[bytes, list[Callable[[Any, int], bytes]]] = {}
+def _whole_second_offset(value: datetime) -> bool:
+    # The driver keeps a value's own microseconds beside its UTC seconds, so
+    # an offset with a fraction of a second is not one instant to it.
+    offset = value.utcoffset()
+    return offset is None or offset.microseconds == 0
 
 
-def _serializers(prepared: PreparedStatement) -> list[Callable[[Any, int], bytes]]:
-    found = _SERIALIZERS.get(prepared.query_id)
+_FAST: dict[type, Serializer] = {DateType: _timestamp}
+# Each prepared statement's serializers: the same for every row it binds.
+_SERIALIZERS: WeakKeyDictionary[PreparedStatement, list[Serializer]] = WeakKeyDictionary()
+
+
+def _serializers(prepared: PreparedStatement) -> list[Serializer]:
+    found = _SERIALIZERS.get(prepared)
     if found is None:
         types = [column.type for column in prepared.column_metadata]
-        found = _SERIALIZERS[prepared.query_id] = [_FAST.get(t, t.serialize) for t in types]
+        found = _SERIALIZERS[prepared] = [_FAST.get(t, t.serialize) for t in types]
     return found
 
 
 def bind(prepared: PreparedStatement, values: Sequence[Any]) -> BoundStatement:
-    """`prepared.bind(values)` for a full row of values and no encryption."""
+    """`prepared.bind(values)`, cheaper for a full row of values (a sequence)
+    and no encryption; anything else is the driver's own bind."""
     serializers = _serializers(prepared)
-    if prepared.column_encryption_policy is not None or len(values) != len(serializers):
+    plain = isinstance(values, list | tuple) and len(values) == len(serializers)
+    if not plain or prepared.column_encryption_policy is not None:
         return prepared.bind(values)
     version = prepared.protocol_version
     bound = BoundStatement(prepared)
@@ -65,7 +79,7 @@ def bind(prepared: PreparedStatement, values: Sequence[Any]) -> BoundStatement:
             for value, serialize in zip(values, serializers, strict=True)
         ]
     except Exception:
-        # A value the plain path cannot take (of a wrong type, or UNSET_VALUE):
-        # the driver's own bind binds it or raises its error naming the column.
+        # A value a column's type cannot take (UNSET_VALUE among them): the
+        # driver's bind binds it as it does, or raises its error naming the column.
         return prepared.bind(values)
     return bound

@@ -89,13 +89,15 @@ def error_windows(ts: datetime) -> tuple[Window, Window, Window]:
     """The minute, hour and day windows an event at `ts` counts in, each with
     its error_counts_by_user bucket: minute rows by UTC day, hour rows by
     UTC month, day rows by UTC year."""
-    return _minute_windows(ts.replace(second=0, microsecond=0))
+    minute = ts.replace(second=0, microsecond=0)
+    if minute.tzinfo is None:
+        return _cached_windows(minute)
+    # Equal instants in two zones hash alike: a cache would answer one
+    # zone's windows for the other.
+    return _windows(minute)
 
 
-# Called for every fact of every batch, twice (its tally and the windows it
-# touches), and facts of a conversation share their minutes.
-@lru_cache(maxsize=4096)
-def _minute_windows(minute: datetime) -> tuple[Window, Window, Window]:
+def _windows(minute: datetime) -> tuple[Window, Window, Window]:
     hour = minute.replace(minute=0)
     day = hour.replace(hour=0)
     month = day.replace(day=1)
@@ -104,6 +106,12 @@ def _minute_windows(minute: datetime) -> tuple[Window, Window, Window]:
         Window("hour", month, hour, hour + HOUR),
         Window("day", month.replace(month=1), day, day + DAY),
     )
+
+
+# The flows call it for every fact of every batch, twice (its tally and the
+# windows it touches), with stored (naive UTC) times; a conversation's facts
+# share their minutes.
+_cached_windows = lru_cache(maxsize=4096)(_windows)
 
 
 def month_window(month: datetime) -> Window:

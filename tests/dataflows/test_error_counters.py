@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from operator import attrgetter
 
@@ -55,6 +55,17 @@ def test_an_event_counts_in_its_minute_hour_and_day_each_in_its_partition():
         Window("hour", datetime(2024, 3, 1), datetime(2024, 3, 15, 13), datetime(2024, 3, 15, 14)),
         Window("day", datetime(2024, 1, 1), datetime(2024, 3, 15), datetime(2024, 3, 16)),
     )
+
+
+def test_the_same_instant_in_two_zones_keeps_each_zone_s_windows():
+    """error_windows caches by minute: equal instants in two zones must not
+    share an answer (aware datetimes that are equal hash alike)."""
+    utc = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)
+    kolkata = utc.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    assert error_windows(utc)[2].start == datetime(2024, 3, 15, tzinfo=UTC)
+    assert error_windows(kolkata)[2].start == kolkata.replace(hour=0, minute=0)
+    naive = datetime(2024, 3, 15, 12, 0, 7)
+    assert error_windows(naive) == error_windows(naive.replace(second=59))
 
 
 def fact(
