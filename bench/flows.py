@@ -54,6 +54,7 @@ from cql.session import Db
 from cql.utterances import UtteranceRow
 from dataflows import error_counters, learning, passthrough
 from dataflows.commands import replay
+from runtime import pauses
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 
@@ -195,6 +196,9 @@ def main() -> None:
     idle = args.idle if args.idle is not None else (10.0 if args.quick else 30.0)
     settings = bench_settings()
     migrate(settings.cassandra)
+    # Every replay runs in this process, the references too, with the
+    # collector a flow process has (runtime/pauses.py).
+    pauses.spaced()
     result = {
         "mode": "quick" if args.quick else "full",
         # Ratios and targets are read from a full run only.

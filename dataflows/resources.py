@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 
 from cql.session import Db
+from runtime import pauses
 from runtime.logs import configure_logging
 from runtime.settings import CassandraSettings, Settings
 
@@ -24,11 +25,12 @@ _open: dict[CassandraSettings, tuple[Db, int]] = {}
 def flow_settings(settings: Settings | None) -> Settings:
     """The settings a flow's factory was given (tests, replay), else those of
     the environment, for a flow started by `python -m bytewax.run`: then this
-    process is new, so it sets up its logging here too."""
+    process is new, so it sets up its logging and its collector here too."""
     if settings is not None:
         return settings
     settings = Settings.from_env()
     configure_logging(settings.log)
+    pauses.spaced()
     return settings
 
 

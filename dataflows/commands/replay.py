@@ -33,6 +33,7 @@ from prometheus_client import REGISTRY
 
 from cql.clock import utc_now
 from dataflows import error_counters, insights, learning, passthrough
+from runtime import pauses
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log)
+    pauses.spaced()
     replay(args.flow, settings, start=args.start, workers=args.workers)
 
 

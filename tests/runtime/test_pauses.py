@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 import time
 
 from runtime import pauses
@@ -60,3 +62,17 @@ async def test_a_loop_held_up_is_seen_late() -> None:
     later_count, later_total = _lag()
     assert later_count > count
     assert later_total - total >= 0.3
+
+
+def test_a_flow_process_runs_with_spaced_collections() -> None:
+    """What `python -m bytewax.run "dataflows.<flow>:get_flow()"` sets up,
+    in a process of its own: the collector is process-wide."""
+    probe = (
+        "import gc; from dataflows.resources import flow_settings; flow_settings(None); "
+        "print(gc.get_threshold(), gc.get_freeze_count() > 0)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.split("\n")[0] == f"{pauses.FLOW_THRESHOLDS} True"
+    assert gc.get_threshold() != pauses.FLOW_THRESHOLDS  # not this test process's
