@@ -8,17 +8,17 @@ the imported modules), and each full collection walks them all again
 while a request waits. `settle()`, once start-up is over, moves them to
 the permanent generation (`gc.freeze`), which no collection walks.
 
-A dataflow process allocates differently: each batch makes hundreds of
+A dataflow process allocates differently: each batch makes tens of
 thousands of short-lived objects (bound statements, the driver's futures,
 rows), and with the default thresholds (700, 10, 10) enough of them
 survive a young collection to set off full collections, which then walk
-every held partition too. Replaying 30,000 feed entries through the
-error-counter flow spent 22 s of its CPU in 43 full and 545 middle
-collections. `spaced()` sets the thresholds a dataflow process runs with
-(`FLOW_THRESHOLDS`): a batch's objects are mostly freed by reference
-counting before a young collection sees them, and the same replay spent
-9 s, with no full collection (bench/results and the README have the
-flows' throughput with it).
+every held partition too. A process that wrote a 30,000-entry feed and
+replayed it twice through the error-counter flow spent 22 s of its CPU
+in collections, 15 s in 43 full ones. `spaced()` sets the thresholds a
+dataflow process runs with (`FLOW_THRESHOLDS`): a batch's objects are
+mostly freed by reference counting before a young collection sees them,
+and the same process (with one more replay) spent 9 s, with no full
+collection (the README has the flows' throughput with it).
 
 `utterstream_gc_pause_seconds` shows what collections cost, by
 generation. The collector's callback only notes each pause: observing a
