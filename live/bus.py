@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 import structlog
 from prometheus_client import Counter
 
+from live import doorbell
 from live.events import RESET, Event, ResetEvent
 from runtime.redis_client import connect, connect_async
 from runtime.settings import RedisSettings, Settings
@@ -210,20 +211,26 @@ class AsyncPublisher:
         self._redis: aioredis.Redis = connect_async(
             _patient(settings), once=True, pool_wait_s=settings.live.publish_within_s
         )
+        self._doorbell = doorbell.channel(settings)
         self._retention_ms = settings.live.retention_s * 1000
         self._within_s = settings.live.publish_within_s
         self._gaps = _Gaps()
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[Event], feed_shards: Iterable[int] = ()) -> None:
+        """`feed_shards`: the change-feed shards the write these events
+        follow went to, whose doorbells ring in the same round trip."""
         if not events:
             return
         gaps = set(self._gaps.tenants)
         batch = _nonced([*_gap_events(gaps), *events])
+        ring = doorbell.ring_message(feed_shards)
         deadline, attempt = time.monotonic() + self._within_s, 0
         while True:
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 _commands(pipe, batch, self._retention_ms)
+                if ring:
+                    pipe.publish(self._doorbell, ring)
                 await pipe.execute()
             except redis.RedisError as exc:
                 if (pause := _pause(attempt, deadline)) is None:

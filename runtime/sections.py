@@ -217,9 +217,13 @@ class DataflowSettings(Section):
     recovery_dir: Annotated[str, doc("Folder of the dataflows' recovery state.")] = (
         ".local/recovery"
     )
-    poll_interval_s: Annotated[Seconds, doc("Pause between polls of a caught-up feed shard.")] = (
-        0.25
-    )
+    poll_interval_s: Annotated[
+        Seconds,
+        doc(
+            "Longest pause between polls of a caught-up feed shard; its doorbell (rung by "
+            "the API after each write) makes it poll one `feed.reader_lag_s` after a write."
+        ),
+    ] = 0.5
     sweep_interval_s: Annotated[
         Seconds,
         doc(

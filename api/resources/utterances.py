@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 
 import msgspec
@@ -28,10 +28,11 @@ from api.shapes import (
     UtteranceIn,
 )
 from api.writes import ingest
+from cql.change_feed import shard_of
 from cql.clock import from_stored_time
 from cql.insights import InsightRow, insight_from_json
 from cql.utterances import UtteranceRow
-from live.events import Event, utterance_event
+from live.events import utterance_event
 
 _encoder = msgspec.json.Encoder()
 BATCH_CONCURRENCY = 64
@@ -101,7 +102,11 @@ class UtterancesController(Controller):
             results = await ingest.accept_batch(
                 services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY, _answer
             )
-            await services.live.publisher.publish(_stored_events(tenant, items, results))
+            stored = _stored(items, results)
+            events = [utterance_event(tenant, i, item.user_id, "pending") for item, i in stored]
+            await services.live.publisher.publish(
+                events, feed_shards=_shards(services, tenant, (i for _item, i in stored))
+            )
             return _answer(results)
 
         return await keyed_post(request, batch, principal, services, idempotency_key, work)
@@ -153,7 +158,8 @@ def accept_one(
         )
         if not done.duplicate:
             event = utterance_event(tenant, done.utterance_id, data.user_id, done.status)
-            await services.live.publisher.publish([event])
+            shards = _shards(services, tenant, [done.utterance_id])
+            await services.live.publisher.publish([event], feed_shards=shards)
         return _accepted(done)
 
     return work
@@ -173,15 +179,21 @@ def _summary(results: list[ItemResult]) -> BatchResult:
     return BatchResult(len(results) - rejected - duplicates, duplicates, rejected, results)
 
 
-def _stored_events(
-    tenant: str, items: list[tuple[UtteranceIn | RejectedItem, str]], results: list[ItemResult]
-) -> list[Event]:
-    """The `utterance` events of the items this batch stored (201)."""
+def _stored(
+    items: list[tuple[UtteranceIn | RejectedItem, str]], results: list[ItemResult]
+) -> list[tuple[UtteranceIn, str]]:
+    """The items this batch stored (201), with their utterance ids."""
     return [
-        utterance_event(tenant, result.utterance_id, item.user_id, "pending")
+        (item, result.utterance_id)
         for result, (item, _id) in zip(results, items, strict=True)
         if result.status == 201 and result.utterance_id and isinstance(item, UtteranceIn)
     ]
+
+
+def _shards(services: Services, tenant: str, utterance_ids: Iterable[str]) -> set[int]:
+    """The feed shards these utterances' entries went to: their doorbells."""
+    shards = services.settings.feed.shards
+    return {shard_of(tenant, utterance_id, shards) for utterance_id in utterance_ids}
 
 
 def _utterance_id(item: UtteranceIn | RejectedItem) -> str | None:

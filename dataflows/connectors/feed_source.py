@@ -1,15 +1,17 @@
 """The change feed as a Bytewax source: one partition per feed shard.
 
-Each partition keeps a position (naive UTC) and polls its shard every
-`poll_interval_s` for entries written in (position, now - reader_lag]: the
-reader lag is short, for freshness. A write becomes visible up to a request
-timeout after its id's time (see cql/change_feed.py), possibly behind the
-position already read; so every `sweep_interval_s` a poll also sweeps the
-overlap, (position - overlap, position], reading only the ids and then the
-entries not emitted yet. Ids emitted within the overlap are remembered, so
-an entry that lands late is still read exactly once. Its snapshot is the
-position plus those recent ids, so a resumed partition continues where the
-snapshot was taken, neither skipping nor repeating anything before it.
+Each partition keeps a position (naive UTC) and polls its shard for
+entries written in (position, now - reader_lag]: one reader lag after the
+API rang the shard's doorbell (live/doorbell.py), and every
+`poll_interval_s` when it did not. The reader lag is short, for freshness.
+A write becomes visible up to a request timeout after its id's time (see
+cql/change_feed.py), possibly behind the position already read; so every
+`sweep_interval_s` a poll also sweeps the overlap, (position - overlap,
+position], reading only the ids and then the entries not emitted yet.
+Ids emitted within the overlap are remembered, so an entry that lands late
+is still read exactly once. Its snapshot is the position plus those recent
+ids, so a resumed partition continues where the snapshot was taken,
+neither skipping nor repeating anything before it.
 
 Delivery guarantee: within one run, every feed entry is emitted exactly
 once, in feed order per shard except for late landers, which come with the
@@ -47,6 +49,7 @@ from cql.learning import DATAFLOW_PROGRESS
 from dataflows.connectors.ledger import Ledger, Ticket
 from dataflows.connectors.progress import Progress
 from dataflows.resources import acquire_db, release_db
+from live import doorbell
 from runtime.redis_client import connect
 from runtime.settings import Settings
 
@@ -55,12 +58,14 @@ log = structlog.get_logger("dataflows.feed")
 ENTRIES_READ = Counter(
     "utterstream_feed_entries_read", "Change-feed entries emitted by a dataflow", ["flow", "shard"]
 )
-# A shard that has read nothing for a while polls and sweeps less often: an
-# idle flow costs a few Cassandra requests a second instead of dozens, and
-# the first utterance after a pause waits at most a second longer.
+# A shard that has read nothing for a while polls, sweeps and looks at its
+# doorbell less often: an idle flow costs a few Cassandra requests a second
+# instead of dozens, and the first utterance after a pause waits at most
+# _IDLE_LOOK longer (a second when its ring is lost).
 _IDLE_AFTER = timedelta(seconds=10)
 _IDLE_POLL = timedelta(seconds=1)
 _IDLE_SWEEP = timedelta(seconds=2)
+_IDLE_LOOK = timedelta(seconds=0.25)
 
 # How much feed one poll may cover: bounds the bucket reads per poll when a
 # partition is far behind (each bucket is one query, most of them empty).
@@ -69,8 +74,9 @@ _MAX_SPAN = timedelta(minutes=10)
 # See Progress: how long a resumed partition leaves the previous run's items
 # that its snapshot restored in the collect step to be written.
 _RESUME_GRACE = timedelta(seconds=5)
-# How often a shard asks the ledger whether a waiting sweep is written.
-_PUBLISH_CHECK = timedelta(seconds=0.1)
+# How often a shard looks at its doorbell (live/doorbell.py) and, while a
+# sweep waits, asks the ledger whether it is written.
+_LOOK_EVERY = timedelta(seconds=0.1)
 
 
 class FeedItem(msgspec.Struct, frozen=True):
@@ -183,6 +189,8 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         self._awake: datetime | None = None
         self._read_at = source.clock()  # when this shard last read an entry
         self._entries = ENTRIES_READ.labels(self._flow, str(shard))
+        self._doorbell = doorbell.listen(settings)
+        self._rang = self._doorbell.rings(shard)
 
         db = acquire_db(self._cassandra)
         self._redis = connect(settings.redis)
@@ -200,7 +208,8 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         now = self._clock()
         if self._stop_at is not None and self._position >= self._stop_at:
             return self._finish(now)
-        if now < self._next_poll:  # woken only to see whether a sweep is written
+        self._answer_doorbell(now)
+        if now < self._next_poll:  # woken to look at the doorbell and the ledger
             self._progress.publish(now)
             self._wake(now)
             return []
@@ -208,7 +217,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         if self._stop_at is not None:
             readable = min(readable, self._stop_at)
         until = max(self._position, min(readable, self._position + _MAX_SPAN))
-        idle = now - self._read_at > _IDLE_AFTER
+        idle = self._idle(now)
         poll = _IDLE_POLL if idle else self._poll
         every = max(self._sweep_every, _IDLE_SWEEP) if idle else self._sweep_every
         sweep = self._swept_at is None or now - self._swept_at >= every
@@ -236,13 +245,25 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         self._entries.inc(len(entries))
         return items
 
+    def _answer_doorbell(self, now: datetime) -> None:
+        """Rung since the last look: an entry was written, and is readable
+        one reader lag from now; poll then, unless a poll comes sooner."""
+        rang = self._doorbell.rings(self._shard)
+        if rang != self._rang:
+            self._rang = rang
+            self._next_poll = min(self._next_poll, now + self._lag)
+
+    def _idle(self, now: datetime) -> bool:
+        return now - self._read_at > _IDLE_AFTER
+
     def _wake(self, now: datetime) -> None:
-        """Wake for the next poll, or sooner while a sweep waits for the
-        sinks: its publication then costs a Redis read, not a feed read."""
-        wake = self._next_poll
-        if self._progress.waiting:
-            wake = min(wake, now + _PUBLISH_CHECK)
-        self._awake = None if wake <= now else wake
+        """Wake for the next poll, and meanwhile to look at the doorbell and
+        the ledger: a look costs no feed read."""
+        if self._next_poll <= now:
+            self._awake = None
+            return
+        look = _IDLE_LOOK if self._idle(now) and not self._progress.waiting else _LOOK_EVERY
+        self._awake = min(self._next_poll, now + look)
 
     def _owed(self, read: int, entries: list[FeedEntry]) -> list[FeedItem]:
         """The entries as items of read number `read`, owed to the sinks in
@@ -269,23 +290,31 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         """New entries up to `until`, those that landed behind the position
         first when sweeping; and whether the batch size cut the read short."""
         entries: list[FeedEntry] = []
-        ranges = [(self._position, until)]
-        if sweep and self._landed_late():
-            ranges.insert(0, (self._position - self._overlap, self._position))
-        for after, end in ranges:
-            for entry in self._reader.read(self._shard, after, end):
-                if entry.feed_id in self._emitted:
-                    continue
-                self._emitted.add(entry.feed_id)
-                entries.append(entry)
-                if len(entries) >= self._batch_size:
-                    return entries, True
+        after = self._unread_after(until) if sweep else self._position
+        if after is None:
+            return entries, False
+        for entry in self._reader.read(self._shard, after, until):
+            if entry.feed_id in self._emitted:
+                continue
+            self._emitted.add(entry.feed_id)
+            entries.append(entry)
+            if len(entries) >= self._batch_size:
+                return entries, True
         return entries, False
 
-    def _landed_late(self) -> bool:
-        """Whether the overlap holds an entry not emitted: ids only, cheap."""
-        ids = self._reader.ids(self._shard, self._position - self._overlap, self._position)
-        return any(feed_id not in self._emitted for feed_id in ids)
+    def _unread_after(self, until: datetime) -> datetime | None:
+        """Where a sweep's read starts: before the overlap when an entry
+        landed there late, else at the position; None when nothing up to
+        `until` is unread. It reads ids only, those of the overlap, plus
+        those up to `until` when the shard is caught up: a sweep that finds
+        nothing new then costs one query, not two."""
+        low = self._position - self._overlap
+        caught_up = until - self._position <= self._overlap
+        ids = self._reader.ids(self._shard, low, until if caught_up else self._position)
+        unread = [feed_id for feed_id in ids if feed_id not in self._emitted]
+        if any(time_of(feed_id) <= self._position for feed_id in unread):
+            return low
+        return self._position if unread or not caught_up else None
 
     def _advance(self, position: datetime) -> None:
         self._position = position

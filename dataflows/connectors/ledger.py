@@ -13,6 +13,12 @@ Each partition's ledger is a Redis hash of its own (flow, shard, and a fresh
 id per partition start): a restarted partition starts clean, and a dead
 one's leftovers expire. The sinks learn where to pay from the items' ticket.
 
+Asking Redis what is still owed costs the source a round trip, and it asks
+every 0.1 s while a sweep waits. Most payments come from the same process
+(the flow's workers are its threads), so a payment made here is noted in
+memory and the ledger asks Redis at once after one, and otherwise only every
+`_ELSEWHERE_S`, for sinks in other processes of a multi-process flow.
+
 Every write to a ledger is idempotent, because the flows' Redis client
 (runtime/redis_client.py) sends a command whose answer timed out again, and
 the first try may have applied: a debt is set, not added (`o:<read>`), and
@@ -23,6 +29,8 @@ items are written.
 
 from __future__ import annotations
 
+import itertools
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -32,6 +40,12 @@ import redis
 
 # Longer than any item can wait between source and sink; refreshed by use.
 _KEEP_S = 3600
+# How soon a payment made by another process is seen (one made in this
+# process is seen at its ledger's next check).
+_ELSEWHERE_S = 0.5
+# Ledger key -> number of this process's newest payment to it.
+_paid_here: dict[str, int] = {}
+_payments = itertools.count(1)
 
 
 class Ticket(msgspec.Struct, frozen=True, array_like=True):
@@ -49,6 +63,8 @@ class Ledger:
         self.key = f"utterstream:ledger:{flow}:{shard}:{uuid.uuid4().hex}"
         # Reads this partition has owed for and not yet seen paid.
         self._open: set[int] = set()
+        self._seen = 0  # the newest payment made here that an answer includes
+        self._asked = float("-inf")  # monotonic time of the last answer
 
     def owe(self, read: int, items: int) -> Ticket:
         """Record that `items` items of read `read` are on their way."""
@@ -61,9 +77,16 @@ class Ledger:
         return Ticket(self.key, read)
 
     def owing(self) -> set[int]:
-        """The reads not fully paid yet. Asks Redis only while some are."""
+        """The reads not fully paid yet. Asks Redis only while some are, and
+        only after a payment made here or `_ELSEWHERE_S` after its last ask."""
         if not self._open:
             return set()
+        paid = _paid_here.get(self.key, 0)
+        now = time.monotonic()
+        if paid == self._seen and now - self._asked < _ELSEWHERE_S:
+            return set(self._open)
+        # Noted before asking: a payment made meanwhile makes the next check ask.
+        self._seen, self._asked = paid, now
         fields = self._redis.hgetall(self.key)
         balance: Counter[int] = Counter()
         for field, count in fields.items():
@@ -89,3 +112,5 @@ def pay(client: redis.Redis, tickets: Iterable[Ticket | None]) -> None:
         for ticket, count in counts.items():
             pipe.hset(ticket.ledger, f"p:{ticket.read}:{payment}", count)
         pipe.execute()
+    for ticket in counts:
+        _paid_here[ticket.ledger] = next(_payments)

@@ -5,6 +5,7 @@ limits; it stops at `stop_at` and records its progress."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from cql.session import Db
 from dataflows.connectors.feed_source import FeedItem, FeedSource, ShardState
 from dataflows.connectors.ledger import pay
 from dataflows.connectors.progress import AS_OF_LAG, READ_LAG
+from live import doorbell
 from runtime.settings import Settings
 from tests.dataflow_helpers import flow_settings, run
 
@@ -315,3 +317,35 @@ def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
         part.next_batch()
         (row,) = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
         assert DATAFLOW_PROGRESS.from_row(row).position == now + sweep - lag
+
+
+def test_a_rung_shard_polls_one_reader_lag_after_the_ring(
+    db, migrated, tenant_name, now, redis_client
+):
+    settings = flow_settings(migrated)
+    settings = msgspec.structs.replace(
+        settings,
+        dataflow=msgspec.structs.replace(
+            settings.dataflow, poll_interval_s=60.0, sweep_interval_s=60.0
+        ),
+    )
+    lag = timedelta(seconds=settings.feed.reader_lag_s)
+    clock = Clock(now)
+    source = FeedSource("feed_test", settings, start=now - timedelta(seconds=5), clock=clock)
+    with partition(source, 3) as part:
+        part.next_batch()  # sweeps; the next poll is a minute away
+        [entry] = write_entries(db, settings, tenant_name, [(3, now)])
+        clock.now = now + timedelta(seconds=1)
+        assert ours(part.next_batch(), tenant_name) == [], "not rung: no poll yet"
+        bell = doorbell.listen(settings)
+        before, deadline = bell.rings(3), time.monotonic() + 10
+        while bell.rings(3) == before:  # the listener may still be subscribing
+            assert time.monotonic() < deadline, "the ring was never heard"
+            redis_client.publish(doorbell.channel(settings), "3 11")
+            time.sleep(0.05)
+        assert ours(part.next_batch(), tenant_name) == [], "the entry may not be readable yet"
+        assert part.next_awake().replace(tzinfo=None) <= clock.now + lag
+        clock.now += lag
+        assert [item.entry.feed_id for item in ours(part.next_batch(), tenant_name)] == [
+            entry.feed_id
+        ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from dataflows.connectors import ledger as ledgers
 from dataflows.connectors.ledger import Ledger, pay
 from runtime.redis_client import connect
 from runtime.sections import RedisSettings
@@ -119,3 +121,20 @@ def test_settled_reads_leave_the_ledger(redis_client, ledger):
     pay(redis_client, [first, second])
     assert ledger.owing() == {2}
     assert all(not field.startswith((b"o:1", b"p:1:")) for field in redis_client.hkeys(ledger.key))
+
+
+def test_a_payment_made_here_is_seen_at_once_one_made_elsewhere_soon(redis_client, ledger):
+    first, second = ledger.owe(1, 1), ledger.owe(2, 1)
+    assert ledger.owing() == {1, 2}
+    pay(redis_client, [first])
+    asked = time.monotonic()
+    assert ledger.owing() == {2}, "paid in this process: seen at the next check"
+    # What another process's pay() writes; this process notes nothing of it.
+    redis_client.hset(second.ledger, "p:2:elsewhere", 1)
+    seen = ledger.owing()
+    if time.monotonic() - asked < ledgers._ELSEWHERE_S:
+        assert seen == {2}, "Redis is not asked again so soon without a payment here"
+    deadline = time.monotonic() + ledgers._ELSEWHERE_S + 1
+    while ledger.owing() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ledger.owing() == set(), "a payment made elsewhere is seen"
