@@ -679,6 +679,7 @@ def run(
         "load_window_s": load_window,  # seconds since the flows started
         "settings": {
             "reader_lag_s": settings.feed.reader_lag_s,
+            "doorbell": True,  # polls one reader lag after a ring (live/doorbell.py)
             "poll_interval_s": d.poll_interval_s,
             "sweep_interval_s": d.sweep_interval_s,
             "flush_interval_s": d.flush_interval_s,

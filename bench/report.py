@@ -538,9 +538,13 @@ def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
         + " 11 s later."
         + _restarts(f.get("flow_restarts", {}), f.get("load_window_s", [])),
         "",
-        f"Settings: reader lag {cfg['reader_lag_s']:g} s, poll one reader lag after a doorbell "
-        f"(else every {cfg['poll_interval_s']:g} s), "
-        f"sweep every {cfg['sweep_interval_s']:g} s over {cfg['feed_overlap_s']:g} s, flush every "
+        f"Settings: reader lag {cfg['reader_lag_s']:g} s, "
+        + (
+            f"poll one reader lag after a doorbell (else every {cfg['poll_interval_s']:g} s), "
+            if cfg.get("doorbell")
+            else f"poll every {cfg['poll_interval_s']:g} s, "
+        )
+        + f"sweep every {cfg['sweep_interval_s']:g} s over {cfg['feed_overlap_s']:g} s, flush every "
         f"{cfg['flush_interval_s']:g} s (at most {cfg['batch_max_items']} items), "
         f"{cfg['workers']} workers per flow.",
         "",

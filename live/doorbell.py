@@ -27,9 +27,10 @@ from runtime.settings import Settings
 
 log = structlog.get_logger("live.doorbell")
 
-# A listener that lost Redis tries again this often; meanwhile sweeps read.
+# A listener that lost Redis (or failed otherwise) starts again this often;
+# meanwhile the partitions poll on their timers.
 _RECONNECT_S = 1.0
-# Longest a listener blocks in one read: lets it notice a dead connection.
+# Longest one wait for a message.
 _LISTEN_S = 5.0
 _MOST_SHARDS = 4096
 
@@ -59,12 +60,19 @@ class Doorbell:
         return self._rings.get(shard, 0)
 
     def _listen(self) -> None:
+        # Never ends: a listener that stopped would leave its process's
+        # partitions on their timers for good, with nothing to say so.
         while True:
+            client = connect(self._settings.redis, once=True)
             try:
-                self._hear(connect(self._settings.redis, once=True))
+                self._hear(client)
             except (redis.RedisError, OSError) as exc:
                 log.info("doorbell_reconnecting", error=repr(exc))
-                time.sleep(_RECONNECT_S)
+            except Exception:
+                log.exception("doorbell_failed")
+            finally:
+                client.close()
+            time.sleep(_RECONNECT_S)
 
     def _hear(self, client: redis.Redis) -> None:
         with client.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -77,7 +85,7 @@ class Doorbell:
     def _count(self, data: bytes) -> None:
         for word in data.split():
             # Bounded: a stray message cannot grow the counts without end.
-            if word.isdigit() and (shard := int(word)) < _MOST_SHARDS:
+            if len(word) <= 4 and word.isdigit() and (shard := int(word)) < _MOST_SHARDS:
                 self._rings[shard] = self._rings.get(shard, 0) + 1
 
 

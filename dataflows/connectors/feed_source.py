@@ -191,6 +191,8 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         self._entries = ENTRIES_READ.labels(self._flow, str(shard))
         self._doorbell = doorbell.listen(settings)
         self._rang = self._doorbell.rings(shard)
+        # When the oldest and the newest ring not answered yet were heard.
+        self._rung: tuple[datetime, datetime] | None = None
 
         db = acquire_db(self._cassandra)
         self._redis = connect(settings.redis)
@@ -223,7 +225,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         sweep = self._swept_at is None or now - self._swept_at >= every
         if until == self._position and not sweep:
             self._progress.publish(now)
-            self._next_poll = now + poll
+            self._next_poll = self._after_poll(now, until, poll)
             self._wake(now)
             return []
         entries, full = self._read(until, sweep)
@@ -238,7 +240,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             self._progress.swept(read, until, now)
         items = self._owed(read, entries)
         self._progress.publish(now)
-        self._next_poll = now if full or until < readable else now + poll
+        self._next_poll = now if full or until < readable else self._after_poll(now, until, poll)
         self._wake(now)
         if entries:
             self._read_at = now
@@ -251,7 +253,20 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         rang = self._doorbell.rings(self._shard)
         if rang != self._rang:
             self._rang = rang
-            self._next_poll = min(self._next_poll, now + self._lag)
+            self._rung = (self._rung[0], now) if self._rung else (now, now)
+        if self._rung:
+            self._next_poll = min(self._next_poll, self._rung[0] + self._lag)
+
+    def _after_poll(self, now: datetime, read_until: datetime, poll: timedelta) -> datetime:
+        """The next poll after one that read up to `read_until`: a poll
+        later, or sooner for a ring it did not answer yet (heard after
+        `read_until`: its entry was not readable)."""
+        first, last = self._rung or (None, None)
+        if last is not None and last <= read_until:
+            self._rung = None
+        elif first is not None and first <= read_until:
+            self._rung = (last, last)
+        return min(now + poll, self._rung[0] + self._lag) if self._rung else now + poll
 
     def _idle(self, now: datetime) -> bool:
         return now - self._read_at > _IDLE_AFTER

@@ -13,11 +13,12 @@ Each partition's ledger is a Redis hash of its own (flow, shard, and a fresh
 id per partition start): a restarted partition starts clean, and a dead
 one's leftovers expire. The sinks learn where to pay from the items' ticket.
 
-Asking Redis what is still owed costs the source a round trip, and it asks
-every 0.1 s while a sweep waits. Most payments come from the same process
-(the flow's workers are its threads), so a payment made here is noted in
-memory and the ledger asks Redis at once after one, and otherwise only every
-`_ELSEWHERE_S`, for sinks in other processes of a multi-process flow.
+Asking Redis what is still owed costs the source a round trip, and it
+looks every 0.1 s while a sweep waits. In a flow of one process (the
+default) every payment comes from the same process (the flow's workers are
+its threads), so a payment made here is noted in memory and the ledger asks
+Redis at once after one, and otherwise only every `_ELSEWHERE_S`: in a flow
+of several processes, the others' payments are seen that much later.
 
 Every write to a ledger is idempotent, because the flows' Redis client
 (runtime/redis_client.py) sends a command whose answer timed out again, and

@@ -319,16 +319,35 @@ def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
         assert DATAFLOW_PROGRESS.from_row(row).position == now + sweep - lag
 
 
-def test_a_rung_shard_polls_one_reader_lag_after_the_ring(
-    db, migrated, tenant_name, now, redis_client
-):
-    settings = flow_settings(migrated)
-    settings = msgspec.structs.replace(
+def ring(settings: Settings, redis_client, shard: int) -> None:
+    """Ring `shard`'s doorbell until this process's listener heard it (it
+    may still be subscribing)."""
+    bell = doorbell.listen(settings)
+    before, deadline = bell.rings(shard), time.monotonic() + 10
+    while bell.rings(shard) == before:
+        assert time.monotonic() < deadline, "the ring was never heard"
+        redis_client.publish(doorbell.channel(settings), f"{shard} 11")
+        time.sleep(0.05)
+
+
+def timer_less(settings: Settings) -> Settings:
+    """Polls and sweeps a minute apart: only rings make a partition poll."""
+    return msgspec.structs.replace(
         settings,
         dataflow=msgspec.structs.replace(
             settings.dataflow, poll_interval_s=60.0, sweep_interval_s=60.0
         ),
     )
+
+
+def ids_of(items: list[FeedItem], tenant: str) -> list[uuid.UUID]:
+    return [item.entry.feed_id for item in ours(items, tenant)]
+
+
+def test_a_rung_shard_polls_one_reader_lag_after_the_ring(
+    db, migrated, tenant_name, now, redis_client
+):
+    settings = timer_less(flow_settings(migrated))
     lag = timedelta(seconds=settings.feed.reader_lag_s)
     clock = Clock(now)
     source = FeedSource("feed_test", settings, start=now - timedelta(seconds=5), clock=clock)
@@ -337,15 +356,30 @@ def test_a_rung_shard_polls_one_reader_lag_after_the_ring(
         [entry] = write_entries(db, settings, tenant_name, [(3, now)])
         clock.now = now + timedelta(seconds=1)
         assert ours(part.next_batch(), tenant_name) == [], "not rung: no poll yet"
-        bell = doorbell.listen(settings)
-        before, deadline = bell.rings(3), time.monotonic() + 10
-        while bell.rings(3) == before:  # the listener may still be subscribing
-            assert time.monotonic() < deadline, "the ring was never heard"
-            redis_client.publish(doorbell.channel(settings), "3 11")
-            time.sleep(0.05)
-        assert ours(part.next_batch(), tenant_name) == [], "the entry may not be readable yet"
-        assert part.next_awake().replace(tzinfo=None) <= clock.now + lag
+        ring(settings, redis_client, 3)
+        assert ours(part.next_batch(), tenant_name) == [], "heard: a poll one reader lag on"
+        clock.now += lag / 2
+        assert ours(part.next_batch(), tenant_name) == [], "not before one reader lag"
+        clock.now += lag / 2
+        assert ids_of(part.next_batch(), tenant_name) == [entry.feed_id]
+
+
+def test_a_ring_heard_as_a_poll_is_due_gets_a_poll_of_its_own(
+    db, migrated, tenant_name, now, redis_client
+):
+    settings = timer_less(flow_settings(migrated))
+    lag = timedelta(seconds=settings.feed.reader_lag_s)
+    clock = Clock(now + timedelta(seconds=1))
+    source = FeedSource("feed_test", settings, start=now - timedelta(seconds=5), clock=clock)
+    with partition(source, 3) as part:
+        part.next_batch()
+        [first] = write_entries(db, settings, tenant_name, [(3, clock.now)])
+        ring(settings, redis_client, 3)
+        part.next_batch()  # heard: a poll one reader lag on
         clock.now += lag
-        assert [item.entry.feed_id for item in ours(part.next_batch(), tenant_name)] == [
-            entry.feed_id
-        ]
+        [second] = write_entries(db, settings, tenant_name, [(3, clock.now)])
+        ring(settings, redis_client, 3)
+        # This poll reads up to the first ring; the second entry is not readable.
+        assert ids_of(part.next_batch(), tenant_name) == [first.feed_id]
+        clock.now += lag
+        assert ids_of(part.next_batch(), tenant_name) == [second.feed_id]

@@ -1,10 +1,10 @@
-"""The API rings the doorbell of each feed shard it wrote to, on its
-keyspace's channel, once the write is done: for a single POST and for a
-batch (live/doorbell.py)."""
+"""The API rings the doorbell of each feed shard it wrote to: for a single
+POST and for a batch, the shards of what it stored (live/doorbell.py)."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -19,9 +19,13 @@ from tests.helpers import learner, utterance
 
 
 @pytest.fixture
-def rings(migrated: Settings, redis_client: redis.Redis) -> Iterator[redis.client.PubSub]:
+def rings(redis_client: redis.Redis, monkeypatch) -> Iterator[redis.client.PubSub]:
+    """A channel of this test's own (set before the app starts): no other
+    test's or session's writes ring on it."""
+    name = f"doorbell-test-{uuid.uuid4().hex}"
+    monkeypatch.setattr(doorbell, "channel", lambda _settings: name)
     with redis_client.pubsub(ignore_subscribe_messages=True) as pubsub:
-        pubsub.subscribe(doorbell.channel(migrated))
+        pubsub.subscribe(name)
         pubsub.get_message(timeout=1)  # the subscription's confirmation
         yield pubsub
 
@@ -39,7 +43,7 @@ def rung(pubsub: redis.client.PubSub, within_s: float = 5.0) -> list[set[int]]:
 
 
 async def test_a_post_rings_its_entry_s_shard(
-    client: httpx.AsyncClient, tenant: Tenant, migrated: Settings, rings
+    rings, client: httpx.AsyncClient, tenant: Tenant, migrated: Settings
 ) -> None:
     user, conv = await learner(client, tenant.headers)
     r = await client.post("/v1/utterances", json=utterance(user, conv), headers=tenant.headers)
@@ -49,7 +53,7 @@ async def test_a_post_rings_its_entry_s_shard(
 
 
 async def test_a_batch_rings_the_shards_of_the_items_it_stored_at_once(
-    client: httpx.AsyncClient, tenant: Tenant, migrated: Settings, rings
+    rings, client: httpx.AsyncClient, tenant: Tenant, migrated: Settings
 ) -> None:
     user, conv = await learner(client, tenant.headers)
     items = [utterance(user, conv, utterance_id=f"b-{i}") for i in range(12)]
