@@ -10,7 +10,7 @@ everything anyway (dataflows/connectors/feed_source.py). What it buys: a
 caught-up shard no longer polls every 0.25 s between its sweeps, and a
 rung one polls as soon as the entry is readable. Under `ops/up`, the three
 flows read the feed 44 times a second while idle and 112 times at
-20 POSTs/s before; 23 and 91 with the doorbell (and one-query sweeps).
+20 POSTs/s before; 27 and 83 with the doorbell (and one-query sweeps).
 """
 
 from __future__ import annotations
