@@ -6,10 +6,10 @@ binds, to ask a column-encryption policy whether the column is encrypted,
 even when there is none; and it serializes a timestamp through a time tuple
 and floats (4 µs each). In a py-spy profile of an error-counter replay,
 whose rows carry three timestamps each, binding took a sixth of the
-samples. `bind` here serializes
-each value with its column's type as the driver's plain path does, a
-timestamp by integer arithmetic, and gives the same BoundStatement: the
-same bytes (tests/cql/test_binding.py holds it to the driver's bind).
+samples. `bind` here serializes each value with its column's type as the
+driver's plain path does, a timestamp by integer arithmetic, and gives the
+same BoundStatement: the same bytes (tests/cql/test_binding.py holds it to
+the driver's bind).
 """
 
 from __future__ import annotations
