@@ -22,7 +22,7 @@ lost) and, once the flow has caught up, the served counts equal the recount
 (tests/oracle.py). The served tables hold absolute values, so one equality
 at the end covers every fault before it.
 
-CI runs the short drill (about 7 minutes with the cluster's start; phases
+CI runs the short drill (7 to 10 minutes with the cluster's start; phases
 of 15-30 s); ops/bench's `cluster` section runs the full one
 (UTTERSTREAM_CLUSTER_DRILL=full, about 10 minutes: a node down 60 s, 30 s
 of load before and after each fault, and first the same clients for 30 s
@@ -85,12 +85,14 @@ CLIENTS = 4
 # being cut off by the client.
 CLIENT_TIMEOUT_S = 20.0
 RECOVERY_DEADLINE_S = 60
-# The suite's 600 s per test (pyproject.toml) fits the short drill. The
-# full one spends about 8 minutes in its phases, more when a restarted node
-# takes 2 minutes to rejoin, after 2 to 3 minutes of cluster start-up: at
-# 600 s, pytest-timeout stopped it as it read back the acknowledged
-# utterances (ops/bench, 2026-12-01).
-DRILL_TIMEOUT_S = 1800 if FULL else 600
+# pytest-timeout counts the cluster's start (the module fixture) too. The
+# full drill spends about 8 minutes in its phases, more when a restarted
+# node takes 2 minutes to rejoin, after 2 to 3 minutes of cluster start-up:
+# at 600 s, pytest-timeout stopped it as it read back the acknowledged
+# utterances (ops/bench, 2026-12-01). The short one passed 600 s in CI the
+# same day; here it took 8 to 10 minutes (restarted nodes serving after 74
+# to 157 s).
+DRILL_TIMEOUT_S = 1800 if FULL else 1200
 FIGURES = Path(
     os.environ.get("UTTERSTREAM_CLUSTER_FIGURES", ROOT / ".local/log/cluster-drill.json")
 )
@@ -327,6 +329,7 @@ def one_node_baseline(settings: Settings, db: Db) -> dict:
 def test_losing_nodes_and_a_flow_process_under_load_loses_nothing(
     cluster: Cluster, drill_settings: Settings, drill_db: Db, migrated: Settings, db: Db
 ) -> None:
+    started = time.monotonic()
     figures: dict = {"mode": "full" if FULL else "short"}
     if FULL:
         figures["one_node_baseline"] = one_node_baseline(migrated, db)
@@ -438,6 +441,8 @@ def test_losing_nodes_and_a_flow_process_under_load_loses_nothing(
             posters.abort()
         flows.stop()
         api.stop()
+        # Where the time went, also when pytest-timeout stops the drill.
+        figures["marks_s"] = {k: round(v - started, 1) for k, v in marks.items()}
         FIGURES.parent.mkdir(parents=True, exist_ok=True)
         FIGURES.write_text(json.dumps(figures, indent=2))
         log.info("cluster.drill", **figures)
