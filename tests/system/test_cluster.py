@@ -102,6 +102,7 @@ class Cluster:
     """ops/cluster with its state under LOCAL, nodes numbered 1-3 (127.0.0.2-4)."""
 
     env = {**os.environ, "UTTERSTREAM_LOCAL": str(LOCAL)}
+    start_s: float | None = None  # how long `start` took, for the figures
 
     def ops(self, *args: str, check: bool = True) -> None:
         subprocess.run(
@@ -126,7 +127,9 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     c = Cluster()
     try:
+        began = time.monotonic()
         c.ops("start", "--nodes", "3", "--first", "2", "--heap", "640M")
+        c.start_s = round(time.monotonic() - began, 1)
         yield c
     finally:
         c.ops("stop", check=False)  # SIGTERM, then SIGKILL: never a node left behind
@@ -330,7 +333,7 @@ def test_losing_nodes_and_a_flow_process_under_load_loses_nothing(
     cluster: Cluster, drill_settings: Settings, drill_db: Db, migrated: Settings, db: Db
 ) -> None:
     started = time.monotonic()
-    figures: dict = {"mode": "full" if FULL else "short"}
+    figures: dict = {"mode": "full" if FULL else "short", "cluster_start_s": cluster.start_s}
     if FULL:
         figures["one_node_baseline"] = one_node_baseline(migrated, db)
     tenant = new_tenant(drill_db)
@@ -441,7 +444,8 @@ def test_losing_nodes_and_a_flow_process_under_load_loses_nothing(
             posters.abort()
         flows.stop()
         api.stop()
-        # Where the time went, also when pytest-timeout stops the drill.
+        # Where the time went after the cluster's start, also when
+        # pytest-timeout stops the drill.
         figures["marks_s"] = {k: round(v - started, 1) for k, v in marks.items()}
         FIGURES.parent.mkdir(parents=True, exist_ok=True)
         FIGURES.write_text(json.dumps(figures, indent=2))
