@@ -67,7 +67,7 @@ def open_services(settings: Settings) -> Services:
         ),
         redis=client,
         keys=KeyCache(),
-        limiter=RedisRateLimiter(client),
+        limiter=RedisRateLimiter(client, lease_s=settings.api.rate_lease_s),
         # A person waits on the exercises endpoint: bound a model call to
         # LLM_DEADLINE_S, retries included, instead of attempts x timeout.
         llm=LlmClient(settings.llm, client, deadline_s=LLM_DEADLINE_S),

@@ -22,6 +22,15 @@ a NOSCRIPT (a restarted or failed-over Redis), loads the script again.
 Idle keys expire exactly when their bucket would be full, so a missing key
 and a full bucket mean the same thing.
 
+A limiter built with `lease_s` (the API's, `api.rate_lease_s`) spares a
+busy process most of those round trips: with a request's own tokens it
+takes, in the same atomic step, as many more as the process spent on that
+key in its last `lease_s` (only out of the bucket's upper half, so the
+tokens one process holds never starve another's requests), spends them
+locally for at most `lease_s`, and gives back what it did not spend with
+its next call. No process admits a request its tokens were not taken for,
+so the fleet never admits more than the bucket.
+
 Per request the API calls `decide(limiter, key_id, rate, burst, cost,
 settings.api.redis_failure_policy)`, cost being the number of items:
 None means Redis is down and the policy is "open" (serve, no RateLimit
@@ -33,6 +42,7 @@ holds the key back until it is paid for.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Final
 
 import msgspec
@@ -52,17 +62,23 @@ REDIS_FALLBACKS: Final = Counter(
 )
 
 # KEYS[1]: the bucket's TAT, microseconds on Redis's clock.
-# ARGV: emission interval (microseconds per token), burst, cost.
-# Returns {allowed, remaining, reset_after_us, retry_after_us}, all integers
-# because Redis truncates Lua numbers in replies.
+# ARGV: emission interval (microseconds per token), burst, cost, extra:
+# tokens the calling process would like to take ahead (a lease), and refund:
+# tokens of its lapsed lease it did not spend, given back first.
+# Returns {allowed, remaining, reset_after_us, retry_after_us, leased}, all
+# integers because Redis truncates Lua numbers in replies.
 _GCRA_LUA: Final = """
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local extra = tonumber(ARGV[4])
+local refund = tonumber(ARGV[5])
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
+-- Given back, but never past a full bucket.
+tat = math.max(tat - refund * interval, now)
 -- How far TAT may run ahead of now: the whole bucket.
 local tolerance = burst * interval
 
@@ -79,13 +95,25 @@ local allow_at = new_tat - tolerance
 -- long-run rate still holds, and no request size is impossible.
 if cost > burst then allow_at = tat end
 if allow_at > now then
-  return {0, tokens(tat), math.ceil(tat - now), math.ceil(allow_at - now)}
+  if refund > 0 then
+    redis.call('SET', KEYS[1], tat, 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+  end
+  return {0, tokens(tat), math.ceil(tat - now), math.ceil(allow_at - now), 0}
+end
+-- A lease comes only out of the upper half of the bucket: tokens one
+-- process holds never leave another's request without any.
+local leased = 0
+if extra > 0 and cost <= burst then
+  leased = math.max(0, math.min(extra, tokens(new_tat) - math.ceil(burst / 2)))
+  new_tat = new_tat + leased * interval
 end
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
-return {1, tokens(new_tat), math.ceil(new_tat - now), 0}
+return {1, tokens(new_tat), math.ceil(new_tat - now), 0, leased}
 """
 
 _US: Final = 1_000_000
+# Keys with a lease one process tracks before it drops the lapsed ones.
+_MAX_LEASES: Final = 10_000
 _POLICIES: Final = ("open", "closed")
 # Failures that mean "Redis cannot answer now". Anything else (a bad script,
 # a wrong argument) is a bug and must surface as one.
@@ -117,27 +145,51 @@ class RedisRateLimiter:
     down.
     """
 
-    def __init__(self, redis: redis.asyncio.Redis, prefix: str = "rl:") -> None:
+    def __init__(
+        self, redis: redis.asyncio.Redis, prefix: str = "rl:", lease_s: float = 0.0
+    ) -> None:
         self._script = redis.register_script(_GCRA_LUA)
         self._prefix = prefix
         # Log an outage once when it starts and once when it ends, not per request.
         self._failing = False
+        self._lease_s = lease_s
+        self._leases: dict[str, _Lease] = {}
 
     async def hit(self, key: str, rate: float, burst: int, cost: int = 1) -> RateDecision:
         """Take `cost` tokens from `key`'s bucket (refilled at `rate` per
         second, holding at most `burst`) if they are all there; never part."""
         _check(rate, burst, cost)
-        reply = await self._run(key, args=(repr(_US / rate), burst, cost))
-        allowed, remaining, reset_after_us, retry_after_us = reply
-        return RateDecision(
-            allowed=bool(allowed),
-            limit=burst,
-            remaining=remaining,
-            reset_after_s=reset_after_us / _US,
-            retry_after_s=retry_after_us / _US,
-        )
+        if not self._lease_s:
+            return _decision(burst, await self._run(key, (repr(_US / rate), burst, cost, 0, 0)))
+        now = time.monotonic()
+        lease = self._lease(key, now)
+        lease.count(cost, now, self._lease_s)
+        if lease.take(cost, now):
+            return RateDecision(True, burst, lease.remaining + lease.tokens, lease.reset_s, 0.0)
+        # One request per key at a time asks for a lease; the others meanwhile
+        # ask for their own cost only, so no process takes twice what it uses.
+        asking = lease.demand > 0 and not lease.asking
+        lease.asking |= asking
+        refund = lease.lapsed(now)
+        try:
+            extra = lease.demand if asking else 0
+            reply = await self._run(key, (repr(_US / rate), burst, cost, extra, refund))
+        finally:
+            if asking:
+                lease.asking = False
+        if reply[4]:
+            lease.hold(reply, time.monotonic() + self._lease_s)
+        return _decision(burst, reply)
 
-    async def _run(self, key: str, args: tuple[str, int, int]) -> list[int]:
+    def _lease(self, key: str, now: float) -> _Lease:
+        lease = self._leases.get(key)
+        if lease is None:
+            if len(self._leases) >= _MAX_LEASES:
+                self._leases = {k: v for k, v in self._leases.items() if now < v.until}
+            lease = self._leases[key] = _Lease()
+        return lease
+
+    async def _run(self, key: str, args: tuple[str, int, int, int, int]) -> list[int]:
         try:
             reply: list[int] = await self._script(keys=[self._prefix + key], args=args)
         except _UNAVAILABLE as exc:
@@ -149,6 +201,60 @@ class RedisRateLimiter:
             log.info("ratelimit.redis_recovered")
             self._failing = False
         return reply
+
+
+class _Lease:
+    """Tokens this process took from a key's bucket ahead of its requests,
+    spent here without asking Redis until they run out or the lease ends.
+    A lease is sized by what the process spent in its last period, so it
+    takes about what it will use; the tokens it left unspent go back to the
+    bucket with its next call to Redis. Every leased token was taken from
+    the shared bucket, at most one lease period before a request spends it."""
+
+    __slots__ = ("asking", "demand", "period", "remaining", "reset_s", "spent", "tokens", "until")
+
+    def __init__(self) -> None:
+        self.tokens, self.until = 0, 0.0
+        # The bucket as Redis reported it when the lease was taken.
+        self.remaining, self.reset_s = 0, 0.0
+        self.period, self.spent, self.demand = 0.0, 0, 0
+        self.asking = False
+
+    def count(self, cost: int, now: float, lease_s: float) -> None:
+        if now - self.period >= lease_s:
+            self.demand = self.spent if now - self.period < 2 * lease_s else 0
+            self.period, self.spent = now, 0
+        self.spent += cost
+
+    def take(self, cost: int, now: float) -> bool:
+        if now >= self.until or self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+    def lapsed(self, now: float) -> int:
+        """The tokens of a lease that ended unspent, handed over to be given back."""
+        if now < self.until:
+            return 0
+        unspent, self.tokens = self.tokens, 0
+        return unspent
+
+    def hold(self, reply: list[int], until: float) -> None:
+        kept = self.tokens if time.monotonic() < self.until else 0
+        self.tokens, self.until = kept + reply[4], until
+        self.remaining, self.reset_s = reply[1], reply[2] / _US
+
+
+def _decision(burst: int, reply: list[int]) -> RateDecision:
+    allowed, remaining, reset_after_us, retry_after_us, leased = reply
+    return RateDecision(
+        allowed=bool(allowed),
+        limit=burst,
+        # Tokens leased to this process are still the key's to spend.
+        remaining=remaining + leased,
+        reset_after_s=reset_after_us / _US,
+        retry_after_s=retry_after_us / _US,
+    )
 
 
 async def decide(

@@ -123,6 +123,15 @@ class ApiSettings(Section):
             "`closed` answers 503."
         ),
     ] = "open"
+    rate_lease_s: Annotated[
+        Delay,
+        doc(
+            "How long an API process may hold rate-limit tokens it took from a key's bucket "
+            "ahead of its requests (as many as it spent in the last such period, and only "
+            "from a bucket more than half full), instead of asking Redis per request; "
+            "0 asks Redis every time."
+        ),
+    ] = 0.1
     default_rate: Annotated[
         Seconds, doc("Requests per second of a new API key (`ops/keys create`).")
     ] = 100.0

@@ -180,6 +180,78 @@ async def test_unknown_failure_policy_is_refused_while_redis_is_fine(
         await decide(limiter, "k", 10.0, 5, 1, policy="ajar")
 
 
+class CountingLimiter(RedisRateLimiter):
+    """A leasing limiter that counts its round trips to Redis."""
+
+    def __init__(self, client: Redis, prefix: str, lease_s: float = 0.1) -> None:
+        super().__init__(client, prefix, lease_s=lease_s)
+        self.calls = 0
+
+    async def _run(self, key: str, args: tuple[str, int, int, int, int]) -> list[int]:
+        self.calls += 1
+        return await super()._run(key, args)
+
+
+async def _hit_for(limiter: RedisRateLimiter, seconds: float, rate: float, burst: int) -> int:
+    """Hits on key "k", about one a millisecond for `seconds`; how many were admitted."""
+    admitted, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        admitted += (await limiter.hit("k", rate, burst)).allowed
+        await asyncio.sleep(0.0005)
+    return admitted
+
+
+async def test_a_busy_process_spends_leased_tokens_and_never_more_than_it_took(
+    aredis: Redis, prefix: str, limiter: RedisRateLimiter
+) -> None:
+    rate, burst = 0.01, 100_000
+    leasing = CountingLimiter(aredis, prefix)
+    admitted = await _hit_for(leasing, 1.0, rate, burst)
+    # What the bucket was charged, read by a limiter that does not lease.
+    charged = burst - 1 - (await limiter.hit("k", rate, burst)).remaining
+    log.info("ratelimit_test.lease", admitted=admitted, charged=charged, calls=leasing.calls)
+    assert admitted > 200
+    assert leasing.calls < admitted / 5
+    # Every admission was paid for in Redis; what a lease left unspent is
+    # about one period of this process's hits (a tenth of the run).
+    assert admitted <= charged <= 1.25 * admitted
+
+
+async def test_a_lease_that_ends_unspent_gives_its_tokens_back(
+    aredis: Redis, prefix: str, limiter: RedisRateLimiter
+) -> None:
+    rate, burst = 0.01, 100_000
+    leasing = CountingLimiter(aredis, prefix)
+    admitted = await _hit_for(leasing, 0.35, rate, burst)
+    unspent = burst - 1 - (await limiter.hit("k", rate, burst)).remaining - admitted
+    assert unspent > 0  # the test means something only if a lease was left over
+    await asyncio.sleep(0.25)  # the lease ends; no demand is left to lease for
+    admitted += (await leasing.hit("k", rate, burst)).allowed
+    charged = burst - 2 - (await limiter.hit("k", rate, burst)).remaining
+    assert charged == admitted
+
+
+async def test_near_its_limit_a_key_is_decided_by_redis_and_admits_exactly_the_burst(
+    aredis: Redis, prefix: str
+) -> None:
+    # A burst that lasts well beyond a lease period at this pace, so that
+    # the busier limiter leases while the bucket is more than half full.
+    rate, burst = 0.01, 120
+    first, second = CountingLimiter(aredis, prefix), CountingLimiter(aredis, prefix)
+    answers, first_admitted, first_calls = [], 0, 0
+    for turn in range(3 * burst):
+        limiter = first if turn % 3 else second  # the first one is busier
+        answer = await limiter.hit("k", rate, burst)
+        answers.append(answer)
+        if answer.allowed and limiter is first:
+            first_admitted, first_calls = first_admitted + 1, first.calls
+        await asyncio.sleep(0.004)
+    # A lease ends unspent at times; its tokens went back to the bucket.
+    allowed = [a.allowed for a in answers]
+    assert allowed == [True] * burst + [False] * (len(answers) - burst)
+    assert first_calls < first_admitted  # it did lease
+
+
 # Across processes ---------------------------------------------------------
 
 
@@ -190,16 +262,23 @@ def _hammer(
     burst: int,
     start: Barrier,
     results: Queue[tuple[int, float, float]],
+    lease_s: float,
 ) -> None:
-    results.put(asyncio.run(_hammer_for(url, prefix, rate, burst, start, seconds=2.0)))
+    results.put(asyncio.run(_hammer_for(url, prefix, rate, burst, start, 2.0, lease_s)))
 
 
 async def _hammer_for(
-    url: str, prefix: str, rate: float, burst: int, start: Barrier, seconds: float
+    url: str,
+    prefix: str,
+    rate: float,
+    burst: int,
+    start: Barrier,
+    seconds: float,
+    lease_s: float,
 ) -> tuple[int, float, float]:
     """(admitted, wall time before the first hit, wall time after the last)."""
     client = Redis.from_url(url)
-    limiter = RedisRateLimiter(client, prefix)
+    limiter = RedisRateLimiter(client, prefix, lease_s=lease_s)
     await client.ping()
     start.wait()  # every process connected; none is still importing
     admitted, first = 0, time.time()
@@ -218,7 +297,10 @@ async def _hammer_for(
     return admitted, first, last
 
 
-def test_processes_sharing_a_key_share_one_bucket(settings: Settings, prefix: str) -> None:
+@pytest.mark.parametrize("lease_s", [0.0, 0.1])
+def test_processes_sharing_a_key_share_one_bucket(
+    settings: Settings, prefix: str, lease_s: float
+) -> None:
     rate, burst, processes = 300.0, 60, 3
     ctx = multiprocessing.get_context("forkserver")
     # The workers fork from one clean server process that imported this
@@ -227,7 +309,10 @@ def test_processes_sharing_a_key_share_one_bucket(settings: Settings, prefix: st
     ctx.set_forkserver_preload([__name__])
     start, results = ctx.Barrier(processes), ctx.Queue()
     workers = [
-        ctx.Process(target=_hammer, args=(settings.redis.url, prefix, rate, burst, start, results))
+        ctx.Process(
+            target=_hammer,
+            args=(settings.redis.url, prefix, rate, burst, start, results, lease_s),
+        )
         for _ in range(processes)
     ]
     for worker in workers:
