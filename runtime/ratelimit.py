@@ -240,8 +240,9 @@ class _Lease:
         return unspent
 
     def hold(self, reply: list[int], until: float) -> None:
-        kept = self.tokens if time.monotonic() < self.until else 0
-        self.tokens, self.until = kept + reply[4], until
+        # Tokens still held were taken from the bucket too: they join the new
+        # lease rather than being dropped (a lapsed lease was emptied before the call).
+        self.tokens, self.until = self.tokens + reply[4], until
         self.remaining, self.reset_s = reply[1], reply[2] / _US
 
 
