@@ -38,7 +38,7 @@ LearningTuple = tuple[datetime, int, int, int]
 # (category, subcategory) pairs; this is far above any real learner's day.
 MAX_ERROR_ROWS = 20_000
 MAX_TOTALS = 10_000
-# A UTC month of quarter hours.
+# A UTC month of quarter hours, per month partition read.
 MAX_LEARNING_ROWS = 31 * 96
 MAX_SHARDS = 1_024
 # How long a worker answers with the watermark it read last. Any watermark
@@ -75,7 +75,10 @@ class ServedReads:
         )
         self._learning = p(
             LEARNING_BUCKETS.select(
-                f"{LEARNING_BUCKETS.key_where()} AND bucket_start >= ? AND bucket_start < ?",
+                # One request for all the months a range touches (at most 17,
+                # api/resources/learning.py): a week across a month's end
+                # costs the driver and Cassandra one request, not two.
+                "tenant = ? AND user_id = ? AND month IN ? AND bucket_start >= ? AND bucket_start < ?",
                 columns=("bucket_start", "entry_count", "words", "late_events"),
             ),
             idempotent=True,
@@ -102,11 +105,14 @@ class ServedReads:
         return await self._fetch(self._error_totals, (tenant, user_id), MAX_TOTALS, field=None)
 
     async def learning(
-        self, tenant: str, user_id: str, month: datetime, start: datetime, end: datetime
+        self, tenant: str, user_id: str, months: list[datetime], start: datetime, end: datetime
     ) -> list[LearningTuple]:
-        """The quarter-hour buckets of one UTC month partition in [start, end)."""
+        """The quarter-hour buckets in [start, end) of the UTC month
+        partitions `months`, in no particular order."""
         return await self._fetch(
-            self._learning, (tenant, user_id, month, start, end), MAX_LEARNING_ROWS
+            self._learning,
+            (tenant, user_id, months, start, end),
+            MAX_LEARNING_ROWS * len(months),
         )
 
     async def watermark(self, flow: str) -> datetime | None:

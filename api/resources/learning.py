@@ -114,16 +114,13 @@ async def learning(
     async def compute() -> answer_cache.Computed:
         # The watermark first, as for error counts (api/reads/errors.py).
         as_of = await served.watermark(served.learning_flow)
-        user, *parts = await asyncio.gather(
+        months = clock.spans(first, last, "month")
+        user, rows = await asyncio.gather(
             services.store.user(tenant, user_id),
-            *(
-                served.learning(tenant, user_id, month, first, last)
-                for month in clock.spans(first, last, "month")
-            ),
+            served.learning(tenant, user_id, months, first, last),
         )
         if user is None:
             raise NotFound(f"Learner {user_id!r} does not exist.", field="user_id")
-        rows = (row for part in parts for row in part)
         answer = Learning(
             user_id,
             asked.granularity,
