@@ -63,7 +63,7 @@ def open_services(settings: Settings) -> Services:
             db,
             settings.cassandra.max_in_flight,
             idempotency_ttl_s=settings.api.idempotency_ttl_s,
-            feed_ttl_days=settings.feed.ttl_days,
+            feed=settings.feed,
         ),
         redis=client,
         keys=KeyCache(),

@@ -47,7 +47,6 @@ import structlog
 from api.writes.store import Store
 from bench import freshness, reference
 from bench.common import bench_settings
-from cql.change_feed import FeedEntry, new_position
 from cql.clock import to_stored_time, utc_now
 from cql.migrate import migrate
 from cql.session import Db
@@ -82,7 +81,7 @@ def fill_feed(settings: Settings, tenant: str, events: int, learners: int) -> fl
 
     async def write_all() -> None:
         db = Db.open(settings.cassandra)
-        store = Store(db, settings.cassandra.max_in_flight)
+        store = Store(db, settings.cassandra.max_in_flight, feed=settings.feed)
         slots = asyncio.Semaphore(settings.cassandra.max_in_flight)
 
         async def one(i: int) -> None:
@@ -97,12 +96,7 @@ def fill_feed(settings: Settings, tenant: str, events: int, learners: int) -> fl
                     tenant, utterance_id, user_id, "c", "bench", ts, errors, rng.randint(0, 9),
                     now, "pending", None, now,
                 )  # fmt: skip
-                shard, bucket, feed_id = new_position(tenant, utterance_id, settings.feed, now)
-                entry = FeedEntry(
-                    shard, bucket, feed_id, tenant, utterance_id, user_id, "c", "bench", ts,
-                    errors, row.words_learned,
-                )  # fmt: skip
-                await store.write_utterance(row, entry)
+                await store.write_utterance(row)
 
         try:
             await asyncio.gather(*(one(i) for i in range(events)))

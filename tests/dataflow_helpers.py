@@ -23,7 +23,7 @@ from cassandra.util import uuid_from_time
 from hypothesis import strategies as st
 
 from api.writes.store import Store
-from cql.change_feed import FeedEntry, bucket_of, new_position
+from cql.change_feed import FeedEntry, bucket_of
 from cql.clock import utc_now
 from cql.error_counts import ERROR_COUNTS, ERROR_POINTS, ERROR_TOTALS
 from cql.learning import LEARNING_BUCKETS, LEARNING_EVENTS
@@ -251,22 +251,15 @@ def random_utterances(
 
 def write_again_as_retry(db: Db, settings: Settings, tenant: str, utterance_ids: list[str]) -> None:
     """What a request that died after writing leaves once its retry finishes:
-    the same utterance written again, with a fresh feed entry (see
-    cql/feed.py), through the API's own Store."""
+    the same utterance written again, received anew with a fresh feed entry
+    (see cql/change_feed.py), through the API's own Store."""
 
     async def rewrite() -> None:
-        store = Store(db, 16)
+        store = Store(db, 16, feed=settings.feed)
         for utterance_id in utterance_ids:
             row = await store.utterance(tenant, utterance_id)
             assert row is not None
-            now = utc_now()
-            shard, bucket, feed_id = new_position(tenant, utterance_id, settings.feed, now)
-            entry = FeedEntry(
-                shard, bucket, feed_id, tenant, utterance_id, row.user_id, row.conversation_id,
-                row.text, row.ts, row.errors, row.words_learned,
-            )  # fmt: skip
-            retried = msgspec.structs.replace(row, received_at=now, status_at=now)
-            await store.write_utterance(retried, entry)
+            await store.write_utterance(row)
 
     asyncio.run(rewrite())
 

@@ -100,7 +100,7 @@ class UtterancesController(Controller):
                 (item, _utterance_id(item) or new_id(i)) for i, item in enumerate(batch.utterances)
             ]
             results = await ingest.accept_batch(
-                services.store, services.settings.feed, tenant, items, BATCH_CONCURRENCY, _answer
+                services.store, tenant, items, BATCH_CONCURRENCY, _answer
             )
             stored = _stored(items, results)
             events = [utterance_event(tenant, i, item.user_id, "pending") for item, i in stored]
@@ -153,9 +153,7 @@ def accept_one(
 
     async def work(key: str | None) -> idempotency.Answer:
         utterance_id = data.utterance_id or new_id()
-        done = await ingest.accept(
-            services.store, services.settings.feed, tenant, data, utterance_id, answer=_accepted
-        )
+        done = await ingest.accept(services.store, tenant, data, utterance_id, answer=_accepted)
         if not done.duplicate:
             event = utterance_event(tenant, done.utterance_id, data.user_id, done.status)
             shards = _shards(services, tenant, [done.utterance_id])

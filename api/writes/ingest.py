@@ -5,7 +5,7 @@ entry together.
 Every write here is an upsert of values fixed before the first attempt (the
 id comes from the client, from the Idempotency-Key's claim, or is fresh), so a retry
 that finishes a half-done request rewrites the same utterance row. Its feed
-entry gets a fresh feed id: see cql/feed.py for why, and why a second feed
+entry gets a fresh feed id: see cql/change_feed.py for why, and why a second feed
 entry for the same utterance still counts once.
 
 An explicit utterance_id's claim records which request made it
@@ -30,10 +30,8 @@ from api.edge.idempotency import Answer, KeyAnswer, answer_with, claimant, held_
 from api.edge.problems import ApiError, BadRequest, Conflict, NotFound, Unprocessable, problem_body
 from api.shapes import Accepted, ItemResult, RejectedItem, UtteranceIn
 from api.writes.store import Store
-from cql.change_feed import FeedEntry, entry_for
 from cql.clock import EPOCH, to_stored_time, utc_now
 from cql.utterances import UtteranceClaimRow, UtteranceRow
-from runtime.settings import FeedSettings
 
 MAX_FUTURE = timedelta(days=1)
 # The earliest timestamp the reads serve (api/reads/periods.py): an
@@ -45,7 +43,7 @@ EARLIEST = EPOCH.replace(tzinfo=UTC)
 CHUNK_BYTES = 48 * 1024
 # What an utterance row carries beside its text: ids, times, error points.
 WRITE_OVERHEAD_BYTES = 300
-Write = tuple[UtteranceRow, FeedEntry]
+Write = UtteranceRow
 _encoder = msgspec.json.Encoder()
 
 
@@ -83,7 +81,6 @@ def checked_time(moment: datetime, now: datetime) -> datetime:
 
 async def accept(
     store: Store,
-    feed: FeedSettings,
     tenant: str,
     item: UtteranceIn,
     utterance_id: str,
@@ -95,7 +92,7 @@ async def accept(
     request's Idempotency-Key identifies this attempt's claims. `answer`:
     the request's answer when this write is its last, stored on its key in
     the same logged batch as the utterance."""
-    checked = await _checked(store, feed, tenant, item, utterance_id, index)
+    checked = await _checked(store, tenant, item, utterance_id, index)
     if isinstance(checked, Accepted):
         return checked
     accepted = Accepted(utterance_id=utterance_id)
@@ -105,7 +102,7 @@ async def accept(
 
 
 async def _checked(
-    store: Store, feed: FeedSettings, tenant: str, item: UtteranceIn, utterance_id: str, index: int
+    store: Store, tenant: str, item: UtteranceIn, utterance_id: str, index: int
 ) -> Accepted | Write:
     """What to write for `item`, or the answer when an explicit utterance_id
     is stored already."""
@@ -116,14 +113,14 @@ async def _checked(
         stored = await _stored_before(store, tenant, item, now, claimant(index))
         if stored is not None:
             return stored
-    row = _utterance_row(tenant, item, utterance_id, ts, now)
-    return row, entry_for(row, feed)
+    return _utterance_row(tenant, item, utterance_id, ts, now)
 
 
 def _utterance_row(
     tenant: str, item: UtteranceIn, utterance_id: str, ts: datetime, now: datetime
 ) -> UtteranceRow:
-    """The stored row of an accepted utterance: received `now`, its analysis `pending`."""
+    """The stored row of an accepted utterance, its analysis `pending`; the
+    store stamps when it was received as it writes it."""
     errors = [(e.category, e.subcategory) for e in item.errors]
     return UtteranceRow(
         tenant,
@@ -143,7 +140,6 @@ def _utterance_row(
 
 async def accept_batch(
     store: Store,
-    feed: FeedSettings,
     tenant: str,
     items: list[tuple[UtteranceIn | RejectedItem, str]],
     concurrency: int,
@@ -175,7 +171,7 @@ async def accept_batch(
                 results[index] = _copy_of_written(index, item, utterance_id, written)
                 continue
             async with slots:
-                checked = await _checked_item(store, feed, tenant, index, item, utterance_id)
+                checked = await _checked_item(store, tenant, index, item, utterance_id)
             if isinstance(checked, ItemResult):
                 results[index] = checked
             else:
@@ -191,10 +187,10 @@ async def accept_batch(
 
 
 async def _checked_item(
-    store: Store, feed: FeedSettings, tenant: str, index: int, item: UtteranceIn, utterance_id: str
+    store: Store, tenant: str, index: int, item: UtteranceIn, utterance_id: str
 ) -> ItemResult | Write:
     try:
-        checked = await _checked(store, feed, tenant, item, utterance_id, index)
+        checked = await _checked(store, tenant, item, utterance_id, index)
     except ApiError as exc:
         return _refused(index, item.utterance_id, exc)
     if isinstance(checked, Accepted):
@@ -228,7 +224,7 @@ def _chunks(writes: list[Write]) -> list[list[Write]]:
     for write in writes:
         # An utterance's text and ids go into its row, its feed entry and
         # its listing rows: count each about four times.
-        cost = 4 * (len(write[0].text.encode()) + WRITE_OVERHEAD_BYTES)
+        cost = 4 * (len(write.text.encode()) + WRITE_OVERHEAD_BYTES)
         if chunks[-1] and size + cost > CHUNK_BYTES:
             chunks.append([])
             size = 0

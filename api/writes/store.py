@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
 from cassandra import WriteTimeout, WriteType
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
@@ -22,7 +23,8 @@ from api.writes.recent import Recent
 from cql import consistency
 from cql.aio import execute, fetch_all
 from cql.api_keys import API_KEYS, ApiKeyRow
-from cql.change_feed import CHANGE_FEED, FeedEntry
+from cql.change_feed import CHANGE_FEED, entry_for
+from cql.clock import utc_now
 from cql.insights import INSIGHTS, INSIGHTS_BY_HOUR, INSIGHTS_BY_USER, InsightRow
 from cql.learners import CONVERSATIONS, USERS, ConversationRow, UserRow
 from cql.session import Db
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 # Learners and conversations remembered: at most this many of each, each
 # trusted for a second.
 _CACHED = (50_000, 1.0)
+_FEED = FeedSettings()
 
 
 class Store:
@@ -52,19 +55,21 @@ class Store:
         max_in_flight: int,
         *,
         idempotency_ttl_s: int = ApiSettings().idempotency_ttl_s,
-        feed_ttl_days: int = FeedSettings().ttl_days,
+        feed: FeedSettings = _FEED,
     ) -> None:
         """Idempotency keys and feed entries are written with the TTLs of the
         settings (`api.idempotency_ttl_s`, `feed.ttl_days`), not the tables'
-        default_time_to_live: every write to those tables must pass `ttl_s`."""
+        default_time_to_live: every write to those tables must pass `ttl_s`.
+        Feed entries go where `feed` says (shards, buckets)."""
         self.db = db
+        self._feed = feed
         self._slots = asyncio.Semaphore(max_in_flight)
         self._conversations: Recent[tuple[str, str], ConversationRow] = Recent(*_CACHED)
         self._users: Recent[tuple[str, str], UserRow] = Recent(*_CACHED)
         self.listings = ListingWrites(db.prepare)
         self.ping = db.session.prepare("SELECT release_version FROM system.local")
         self._prepare_learners(db.prepare)
-        self._prepare_utterances(db.prepare, feed_ttl_days)
+        self._prepare_utterances(db.prepare, feed.ttl_days)
         self._prepare_keys(db.prepare, idempotency_ttl_s)
         self._prepare_insights(db.prepare)
 
@@ -205,29 +210,37 @@ class Store:
         row = await self._one(self._utterance, (tenant, utterance_id))
         return UTTERANCES.from_row(row) if row else None
 
-    async def write_utterance(
-        self, utterance: UtteranceRow, entry: FeedEntry, idem_key: str | None = None
-    ) -> None:
-        await self.write_utterances([(utterance, entry)], idem_key)
+    async def write_utterance(self, utterance: UtteranceRow, idem_key: str | None = None) -> None:
+        await self.write_utterances([utterance], idem_key)
 
     async def write_utterances(
         self,
-        writes: list[tuple[UtteranceRow, FeedEntry]],
+        utterances: list[UtteranceRow],
         idem_key: str | None = None,
         answer: KeyAnswer | None = None,
     ) -> None:
         """Utterances, their feed entries, their listing rows and the answer
         of the request on its Idempotency-Key in one logged batch: all land
-        or none, and a retry rewrites the same rows."""
-        batch = BatchStatement(batch_type=BatchType.LOGGED)
-        for utterance, entry in writes:
-            batch.add(self._insert_utterance, UTTERANCES.values(utterance))
-            batch.add(self._insert_feed, CHANGE_FEED.values(entry))
-            for statement, values in self.listings.utterance(utterance, idem_key):
-                batch.add(statement, values)
-        if answer is not None:
-            batch.add(self._finish_key, self._finished(answer))
+        or none, and a retry rewrites the same rows.
+
+        Each utterance is received, and its feed entry placed, at the moment
+        the batch is sent, not when its request came in: an entry then lands
+        within one write's latency of its feed time, which the feed readers'
+        lag (`feed.reader_lag_s`) is there to cover. Under load a request can
+        wait much longer than that before its write (a claim, a slot, a busy
+        event loop), and an entry that lands behind a reader's position waits
+        for the next sweep (dataflows/connectors/feed_source.py)."""
         async with self._slots:
+            now = utc_now()
+            batch = BatchStatement(batch_type=BatchType.LOGGED)
+            for utterance in utterances:
+                received = msgspec.structs.replace(utterance, received_at=now, status_at=now)
+                batch.add(self._insert_utterance, UTTERANCES.values(received))
+                batch.add(self._insert_feed, CHANGE_FEED.values(entry_for(received, self._feed)))
+                for statement, values in self.listings.utterance(received, idem_key):
+                    batch.add(statement, values)
+            if answer is not None:
+                batch.add(self._finish_key, self._finished(answer))
             await execute(self.db.session, batch)
 
     # ---- idempotency keys

@@ -354,7 +354,7 @@ def test_cassandra_killed_under_load_503s_recovers_and_keeps_acknowledged_writes
             for e in feed_entries(outage_db, outage_settings.feed, tenant.name, started_at)
         ]
         # A retry that finished a request cut short writes a second feed
-        # entry for the same utterance (cql/feed.py: it still counts once).
+        # entry for the same utterance (cql/change_feed.py: it still counts once).
         log.info("outage.cassandra_feed", entries=len(fed), utterances=len(set(fed)))
         assert set(fed) == set(expected) - set(lost)
     finally:
