@@ -95,12 +95,10 @@ def new_position(
     )
 
 
-def entry_for(row: UtteranceRow, settings: FeedSettings, at: datetime | None = None) -> FeedEntry:
-    """The feed entry of an utterance written at `at` (its received_at unless
-    given): where it goes, with the utterance's own fields."""
-    shard, bucket, feed_id = new_position(
-        row.tenant, row.utterance_id, settings, at or row.received_at
-    )
+def entry_for(row: UtteranceRow, settings: FeedSettings) -> FeedEntry:
+    """The feed entry of an utterance, placed at its received_at: where it
+    goes, with the utterance's own fields."""
+    shard, bucket, feed_id = new_position(row.tenant, row.utterance_id, settings, row.received_at)
     return FeedEntry(
         shard, bucket, feed_id, row.tenant, row.utterance_id, row.user_id,
         row.conversation_id, row.text, row.ts, row.errors, row.words_learned,
