@@ -14,7 +14,9 @@ are stalled (opened, never read). Measured:
   `utterance` event at the client; negative when the event wins the race;
 - POST -> `errors` event that counts it (its minute window's count);
 - events lost and duplicated: per client, `utterance` events of its
-  learner received vs posted, after reconnects and the kill;
+  learner received vs posted, after reconnects and the kill, counted once
+  the owed events stopped coming (`_Clients._drain`), so that a late event
+  is not taken for a lost one;
 - API memory (RSS of the server and its workers) sampled over the run;
 - the clients' own lag: every client runs in this one process (SSE readers
   on its event loop, WebSocket senders in threads), so its CPU and how late
@@ -52,6 +54,12 @@ from cql.migrate import migrate
 from cql.session import Db
 from runtime.logs import configure_logging
 from runtime.settings import Settings
+
+# After the load, the clients wait for the events still owed until none has
+# come for DRAIN_QUIET_S, DRAIN_MAX_S at most: an event later than that
+# counts as lost.
+DRAIN_QUIET_S = 30.0
+DRAIN_MAX_S = 300.0
 
 
 def _lost_and_duplicated(
@@ -105,6 +113,8 @@ class _Clients:
         self.threads_over, self.sending = threading.Event(), threading.Event()
         self.sending.set()
         self.api, self.key = api, key
+        # When the last POST was answered, and how long the events owed then took.
+        self.posted_at, self.drained_s = 0.0, 0.0
 
     async def start(self, rate: float) -> None:
         api, key, ledger = self.api, self.key, self.ledger
@@ -138,10 +148,13 @@ class _Clients:
         await asyncio.sleep(1)  # the WebSocket threads connect meanwhile
 
     async def stop(self) -> None:
+        """Stop posting, wait for the events still owed (`_drain`), then
+        close every client."""
         self.posting.set()
         self.sending.clear()
         await self.poster
-        await asyncio.sleep(8)  # events in flight, the errors flow's last batches
+        self.posted_at = time.monotonic()
+        await self._drain()
         self.listening.set()
         self.threads_over.set()
         await asyncio.gather(*self.sse, return_exceptions=True)
@@ -149,6 +162,30 @@ class _Clients:
             thread.join(15)
         for s in self.stalled:
             s.close()
+
+    async def _drain(self) -> None:
+        """Until every client has the `utterance` event of each of its
+        learner's acknowledged utterances, or none arrived for DRAIN_QUIET_S
+        (at most DRAIN_MAX_S): a late event is then told from a lost one."""
+        await asyncio.sleep(8)  # events in flight, the errors flow's last batches
+        heard, quiet_since = self._received(), time.monotonic()
+        while self._owed() and time.monotonic() - quiet_since < DRAIN_QUIET_S:
+            if time.monotonic() - self.posted_at >= DRAIN_MAX_S:
+                break
+            await asyncio.sleep(1)
+            if (now_heard := self._received()) != heard:
+                heard, quiet_since = now_heard, time.monotonic()
+        self.drained_s = time.monotonic() - self.posted_at
+
+    def _received(self) -> int:
+        return sum(len(seen) for seen in self.ledger.seen.values())
+
+    def _owed(self) -> int:
+        ledger = self.ledger
+        return sum(
+            len(set(ledger.posted_by_user[user]) - set(ledger.seen[client]))
+            for client, user in enumerate(self.users())
+        )
 
     def users(self) -> list[str]:
         return [u for u, _c in self.sse_learners] + [u for u, _c in self.ws_learners]
@@ -198,6 +235,10 @@ async def _drive(
         "stalled_clients": len(clients.stalled), "rate_per_s": rate, "seconds": seconds,
         "reconnects": ledger.reconnects, "worker_killed": killed_at is not None,
         "failures": dict(ledger.failures),
+        "drained_s": round(clients.drained_s, 1),
+        "late_after_8_s": sum(
+            1 for t in ledger.first_seen.values() if t > clients.posted_at + 8
+        ),
         **_lost_and_duplicated(ledger, clients.users(), killed_at, ended_at),
         "api_rss_mib": memory,
     }  # fmt: skip

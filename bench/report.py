@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bench.live import DRAIN_MAX_S, DRAIN_QUIET_S
 from bench.soak import POST_SHARE
 
 
@@ -310,7 +311,11 @@ def _live(live: dict[str, Any] | None, full: bool) -> list[str]:
         f"{_ms(lag.get('max'))}||",
         "",
         f"Events lost: {live['lost']}, duplicated: {live['duplicated']} (target 0 and 0: "
-        f"{_met(live['lost'] == 0 and live['duplicated'] == 0, full)}). A `reset` tells a client "
+        f"{_met(live['lost'] == 0 and live['duplicated'] == 0, full)}), counted "
+        f"{live.get('drained_s', 8)} s after the last POST, once the owed events stopped coming "
+        f"(none for {DRAIN_QUIET_S:g} s, or {DRAIN_MAX_S:g} s at most); "
+        f"the first event of {live.get('late_after_8_s', 'n/a')} utterances came later than 8 s "
+        "after the last POST (what a fixed 8 s wait would count lost). A `reset` tells a client "
         "to read the state over REST: the events before it count as lost here.",
         f"API memory: {live['api_rss_growth_pct']:+}% over the run's last two thirds (target flat "
         f"within 10 %: {_met(abs(live['api_rss_growth_pct']) <= 10, full)}).",
