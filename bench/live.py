@@ -72,7 +72,7 @@ def _lost_and_duplicated(
     duplicated = 0
     for client, user in enumerate(users):
         received = ledger.seen[client]
-        lost += [(client, uid) for uid in set(ledger.posted_by_user[user]) - set(received)]
+        lost += [(client, uid) for uid in ledger.unseen(client, user)]
         duplicated += len(received) - len(set(received))
     when = {"within 15 s of the kill": 0, "in the last 10 s of posting": 0, "elsewhere": 0}
     for _client, uid in lost:
@@ -181,11 +181,7 @@ class _Clients:
         return sum(len(seen) for seen in self.ledger.seen.values())
 
     def _owed(self) -> int:
-        ledger = self.ledger
-        return sum(
-            len(set(ledger.posted_by_user[user]) - set(ledger.seen[client]))
-            for client, user in enumerate(self.users())
-        )
+        return sum(len(self.ledger.unseen(c, user)) for c, user in enumerate(self.users()))
 
     def users(self) -> list[str]:
         return [u for u, _c in self.sse_learners] + [u for u, _c in self.ws_learners]

@@ -47,6 +47,10 @@ class Ledger:
         self.posted_by_user[user].append(uid)
         self.minute_posts[(user, minute)].append(uid)
 
+    def unseen(self, client: int, user: str) -> set[str]:
+        """The utterances acknowledged for `user` whose event `client` has not had."""
+        return set(self.posted_by_user[user]) - set(self.seen[client])
+
     def open(self, client: int) -> None:
         self.opened.add(client)
         if len(self.opened) == SSE_CLIENTS:
