@@ -64,6 +64,7 @@ def open_services(settings: Settings) -> Services:
             settings.cassandra.max_in_flight,
             idempotency_ttl_s=settings.api.idempotency_ttl_s,
             feed=settings.feed,
+            write_batches_in_flight=settings.api.write_batches_in_flight,
         ),
         redis=client,
         keys=KeyCache(),

@@ -132,6 +132,14 @@ class ApiSettings(Section):
             "0 asks Redis every time."
         ),
     ] = 0.1
+    write_batches_in_flight: Annotated[
+        Annotated[int, Meta(ge=0)],
+        doc(
+            "Logged batches of utterances one API process has in flight at once; the writes "
+            "of requests that come while all are in flight go out together in the next one "
+            "(one batchlog entry for all). 0 sends each request's batch at once, alone."
+        ),
+    ] = 4
     default_rate: Annotated[
         Seconds, doc("Requests per second of a new API key (`ops/keys create`).")
     ] = 100.0

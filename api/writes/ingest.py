@@ -29,7 +29,7 @@ import msgspec
 from api.edge.idempotency import Answer, KeyAnswer, answer_with, claimant, held_key
 from api.edge.problems import ApiError, BadRequest, Conflict, NotFound, Unprocessable, problem_body
 from api.shapes import Accepted, ItemResult, RejectedItem, UtteranceIn
-from api.writes.store import Store
+from api.writes.store import BATCH_BYTES, Store, utterance_bytes
 from cql.clock import EPOCH, to_stored_time, utc_now
 from cql.utterances import UtteranceClaimRow, UtteranceRow
 
@@ -37,12 +37,6 @@ MAX_FUTURE = timedelta(days=1)
 # The earliest timestamp the reads serve (api/reads/periods.py): an
 # utterance is accepted only if it can be read back.
 EARLIEST = EPOCH.replace(tzinfo=UTC)
-# A batch request's utterances go in logged batches of about this size,
-# well under Cassandra's batch_size_warn_threshold (64 KiB in
-# ops/cassandra/conf): fewer round trips, no batch Cassandra warns about.
-CHUNK_BYTES = 48 * 1024
-# What an utterance row carries beside its text: ids, times, error points.
-WRITE_OVERHEAD_BYTES = 300
 Write = UtteranceRow
 _encoder = msgspec.json.Encoder()
 
@@ -209,7 +203,7 @@ def _copy_of_written(
 
 
 async def _write_chunks(store: Store, writes: list[Write], answer: KeyAnswer | None) -> None:
-    """The writes in logged batches of at most CHUNK_BYTES each, the last
+    """The writes in logged batches of at most BATCH_BYTES each, the last
     one with the answer: it is sent only once the others landed, so a key
     that holds an answer never misses one of its utterances."""
     chunks = _chunks(writes)
@@ -222,10 +216,8 @@ def _chunks(writes: list[Write]) -> list[list[Write]]:
     chunks: list[list[Write]] = [[]]
     size = 0
     for write in writes:
-        # An utterance's text and ids go into its row, its feed entry and
-        # its listing rows: count each about four times.
-        cost = 4 * (len(write.text.encode()) + WRITE_OVERHEAD_BYTES)
-        if chunks[-1] and size + cost > CHUNK_BYTES:
+        cost = utterance_bytes(write)
+        if chunks[-1] and size + cost > BATCH_BYTES:
             chunks.append([])
             size = 0
         chunks[-1].append(write)

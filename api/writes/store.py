@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from cassandra import WriteTimeout, WriteType
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import PreparedStatement
 
 from api.edge.problems import ServiceUnavailable
 from api.writes.listed import ListingWrites
@@ -25,6 +25,7 @@ from cql.aio import execute, fetch_all
 from cql.api_keys import API_KEYS, ApiKeyRow
 from cql.change_feed import CHANGE_FEED, entry_for
 from cql.clock import utc_now
+from cql.group_commit import GroupCommit, Rows
 from cql.insights import INSIGHTS, INSIGHTS_BY_HOUR, INSIGHTS_BY_USER, InsightRow
 from cql.learners import CONVERSATIONS, USERS, ConversationRow, UserRow
 from cql.session import Db
@@ -46,6 +47,19 @@ if TYPE_CHECKING:
 # trusted for a second.
 _CACHED = (50_000, 1.0)
 _FEED = FeedSettings()
+_API = ApiSettings()
+# Utterances go in logged batches of about this size, well under
+# Cassandra's batch_size_warn_threshold (64 KiB in ops/cassandra/conf):
+# fewer round trips, no batch Cassandra warns about.
+BATCH_BYTES = 48 * 1024
+# What an utterance row carries beside its text: ids, times, error points.
+_ROW_OVERHEAD_BYTES = 300
+
+
+def utterance_bytes(utterance: UtteranceRow) -> int:
+    """About what an utterance adds to a logged batch: its text and ids go
+    into its row, its feed entry and its listing rows, about four times."""
+    return 4 * (len(utterance.text.encode()) + _ROW_OVERHEAD_BYTES)
 
 
 class Store:
@@ -54,16 +68,20 @@ class Store:
         db: Db,
         max_in_flight: int,
         *,
-        idempotency_ttl_s: int = ApiSettings().idempotency_ttl_s,
+        idempotency_ttl_s: int = _API.idempotency_ttl_s,
         feed: FeedSettings = _FEED,
+        write_batches_in_flight: int = _API.write_batches_in_flight,
     ) -> None:
         """Idempotency keys and feed entries are written with the TTLs of the
         settings (`api.idempotency_ttl_s`, `feed.ttl_days`), not the tables'
         default_time_to_live: every write to those tables must pass `ttl_s`.
-        Feed entries go where `feed` says (shards, buckets)."""
+        Feed entries go where `feed` says (shards, buckets). Utterances'
+        logged batches go through a group commit with
+        `write_batches_in_flight` lanes (cql/group_commit.py)."""
         self.db = db
         self._feed = feed
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._batches = GroupCommit(db.session, write_batches_in_flight, BATCH_BYTES)
         self._conversations: Recent[tuple[str, str], ConversationRow] = Recent(*_CACHED)
         self._users: Recent[tuple[str, str], UserRow] = Recent(*_CACHED)
         self.listings = ListingWrites(db.prepare)
@@ -221,7 +239,8 @@ class Store:
     ) -> None:
         """Utterances, their feed entries, their listing rows and the answer
         of the request on its Idempotency-Key in one logged batch: all land
-        or none, and a retry rewrites the same rows.
+        or none, and a retry rewrites the same rows. Concurrent requests'
+        batches may go out as one (cql/group_commit.py).
 
         Each utterance is received, and its feed entry placed, at the moment
         the batch is sent, not when its request came in: an entry then lands
@@ -230,18 +249,23 @@ class Store:
         wait much longer than that before its write (a claim, a slot, a busy
         event loop), and an entry that lands behind a reader's position waits
         for the next sweep (dataflows/connectors/feed_source.py)."""
-        async with self._slots:
+
+        def rows() -> Rows:
             now = utc_now()
-            batch = BatchStatement(batch_type=BatchType.LOGGED)
+            found: Rows = []
             for utterance in utterances:
                 received = msgspec.structs.replace(utterance, received_at=now, status_at=now)
-                batch.add(self._insert_utterance, UTTERANCES.values(received))
-                batch.add(self._insert_feed, CHANGE_FEED.values(entry_for(received, self._feed)))
-                for statement, values in self.listings.utterance(received, idem_key):
-                    batch.add(statement, values)
+                found.append((self._insert_utterance, UTTERANCES.values(received)))
+                entry = entry_for(received, self._feed)
+                found.append((self._insert_feed, CHANGE_FEED.values(entry)))
+                found += self.listings.utterance(received, idem_key)
             if answer is not None:
-                batch.add(self._finish_key, self._finished(answer))
-            await execute(self.db.session, batch)
+                found.append((self._finish_key, self._finished(answer)))
+            return found
+
+        size = sum(map(utterance_bytes, utterances)) + (len(answer.stored) if answer else 0)
+        async with self._slots:
+            await self._batches.commit(size, rows)
 
     # ---- idempotency keys
 

@@ -13,6 +13,7 @@ from cassandra import OperationTimedOut
 from cassandra.query import BatchStatement
 
 import api.writes.store
+import cql.group_commit
 from api.edge.idempotency import derived_id, request_hash
 from api.shapes import UtteranceIn
 from cql.clock import utc_now
@@ -182,10 +183,10 @@ async def test_a_post_whose_batch_answer_was_lost_is_settled_by_its_retry(
             await real(session, statement, params, **kw)
         raise OperationTimedOut("injected: the batch's answer was lost")
 
-    monkeypatch.setattr(api.writes.store, "execute", lose_the_batch)
+    _route_execute(monkeypatch, lose_the_batch)
     lost = await client.post("/v1/utterances", json=body, headers=headers)
     assert lost.status_code == 503, lost.text
-    monkeypatch.setattr(api.writes.store, "execute", real)
+    _route_execute(monkeypatch, real)
     retry = await client.post("/v1/utterances", json=body, headers=headers)
     assert retry.status_code == 202, retry.text
     assert (retry.headers.get("Idempotent-Replayed") == "true") == landed
@@ -211,7 +212,7 @@ async def test_a_key_only_post_is_one_lwt_and_one_logged_batch(
         sent.append(_kind(statement))
         return await real(session, statement, params, **kw)
 
-    monkeypatch.setattr(api.writes.store, "execute", counted)
+    _route_execute(monkeypatch, counted)
     r = await client.post(
         "/v1/utterances",
         json=utterance(user_id, conversation_id),
@@ -241,9 +242,9 @@ async def test_a_batch_is_written_in_chunked_logged_batches_the_answer_last(
         sent.append(_kind(statement))
         return await real(session, statement, params, **kw)
 
-    monkeypatch.setattr(api.writes.store, "execute", counted)
+    _route_execute(monkeypatch, counted)
     r = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=headers)
-    monkeypatch.setattr(api.writes.store, "execute", real)
+    _route_execute(monkeypatch, real)
     assert r.status_code == 202, r.text
     assert [res["status"] for res in r.json()["results"]] == [201] * 60
     batches = sent.count("logged batch")
@@ -255,6 +256,13 @@ async def test_a_batch_is_written_in_chunked_logged_batches_the_answer_last(
     assert sorted(e.utterance_id for e in fed) == sorted(ids)
     again = await client.post("/v1/utterances/batch", json={"utterances": items}, headers=headers)
     assert again.content == r.content and again.headers["Idempotent-Replayed"] == "true"
+
+
+def _route_execute(monkeypatch, execute) -> None:
+    """Every statement the store sends goes through `execute`: its own, and
+    its logged batches (cql/group_commit.py)."""
+    monkeypatch.setattr(api.writes.store, "execute", execute)
+    monkeypatch.setattr(cql.group_commit, "execute", execute)
 
 
 def _kind(statement) -> str:
