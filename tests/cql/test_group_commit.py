@@ -83,13 +83,23 @@ async def test_callers_waiting_for_a_lane_go_out_in_one_batch_built_when_it_is_s
     assert all(rig.stored(f"u-{i}") for i in range(6))
 
 
-async def test_a_group_takes_no_more_than_max_bytes(rig: Rig) -> None:
-    group = GroupCommit(rig.db.session, lanes=1, max_bytes=250)
+@pytest.mark.parametrize(
+    ("lanes", "max_bytes", "batches"),
+    [
+        # The first alone (a lane was free), then two and two.
+        (1, 250, 3),
+        # No lanes: each caller alone, at once.
+        (0, 10_000, 5),
+    ],
+)
+async def test_batches_hold_no_more_than_max_bytes_and_no_lanes_means_alone(
+    rig: Rig, lanes: int, max_bytes: int, batches: int
+) -> None:
+    group = GroupCommit(rig.db.session, lanes=lanes, max_bytes=max_bytes)
     before = batches_and_callers()
     await asyncio.gather(*(group.commit(100, rig.rows(f"u-{i}")) for i in range(5)))
     count, total = batches_and_callers()
-    # The first alone (a lane was free), then two and two.
-    assert (count - before[0], total - before[1]) == (3, 5)
+    assert (count - before[0], total - before[1]) == (batches, 5)
     assert all(rig.stored(f"u-{i}") for i in range(5))
 
 
@@ -149,12 +159,3 @@ async def test_a_caller_that_gives_up_waiting_writes_nothing(rig: Rig) -> None:
     assert quitter.cancelled()
     assert built == ["first", "last"]
     assert not rig.stored("quitter")
-
-
-async def test_no_lanes_sends_each_caller_alone(rig: Rig) -> None:
-    group = GroupCommit(rig.db.session, lanes=0, max_bytes=10_000)
-    before = batches_and_callers()
-    await asyncio.gather(*(group.commit(100, rig.rows(f"u-{i}")) for i in range(4)))
-    count, total = batches_and_callers()
-    assert (count - before[0], total - before[1]) == (4, 4)
-    assert all(rig.stored(f"u-{i}") for i in range(4))
