@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from cassandra.cluster import Session
-from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from prometheus_client import Histogram
 
 from cql.aio import execute
@@ -53,8 +53,8 @@ class _Caller(NamedTuple):
 
 
 class GroupCommit:
-    """One event loop's logged batches; `lanes` 0 sends every caller's rows
-    at once in a batch of their own."""
+    """One event loop's logged batches; `lanes` 0 sets no limit, so every
+    caller's rows go at once in a batch of their own."""
 
     def __init__(self, session: Session, lanes: int, max_bytes: int) -> None:
         self._session = session
@@ -68,20 +68,14 @@ class GroupCommit:
         """Write `build()`'s rows in one logged batch, with other callers'
         rows when they wait too; return once they landed, or raise what
         failed them. `size`: about how many bytes the rows add to a batch."""
-        if not self._lanes:
-            batch = BatchStatement(batch_type=BatchType.LOGGED)
-            for statement in _bound(build()):
-                batch.add(statement)
-            GROUP_SIZE.observe(1)
-            await execute(self._session, batch)
-            return
         done = asyncio.get_running_loop().create_future()
         self._waiting.append(_Caller(size, build, done))
         self._send()
         await done
 
     def _send(self) -> None:
-        while self._waiting and self._in_flight < self._lanes:
+        # Without lanes a caller never waits, so each goes alone.
+        while self._waiting and (not self._lanes or self._in_flight < self._lanes):
             group, batch = self._take()
             if group:
                 self._in_flight += 1
@@ -104,7 +98,7 @@ class GroupCommit:
             if caller.done.cancelled():
                 continue
             try:
-                statements = _bound(caller.build())
+                statements = [bind(statement, values) for statement, values in caller.build()]
             except Exception as exc:
                 caller.done.set_exception(exc)
                 continue
@@ -120,7 +114,6 @@ class GroupCommit:
             await execute(self._session, batch)
         except asyncio.CancelledError:
             # The loop is closing: its callers are being cancelled too.
-            self._in_flight -= 1
             for caller in group:
                 caller.done.cancel()
             raise
@@ -128,7 +121,8 @@ class GroupCommit:
             _settle(group, exc)
         else:
             _settle(group, None)
-        self._in_flight -= 1
+        finally:
+            self._in_flight -= 1
         self._send()
 
 
@@ -140,7 +134,3 @@ def _settle(group: list[_Caller], failure: Exception | None) -> None:
             caller.done.set_result(None)
         else:
             caller.done.set_exception(failure)
-
-
-def _bound(rows: Rows) -> list[BoundStatement]:
-    return [bind(statement, values) for statement, values in rows]
