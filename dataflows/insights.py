@@ -2,9 +2,11 @@
 OpenAI-compatible model (or the offline analyzer) for sentiment, topics,
 confidence and reasoning, with provenance, into the insight tables.
 
-The flow routes each feed entry to a lane (a hash of its utterance), so the
+The flow routes each feed entry to a lane (a hash of its learner), so the
 duplicates of an utterance (the feed may hold a retried request twice) meet
-on one worker and are never analysed by two at once; it collects each
+on one worker and are never analysed by two at once, and so do a learner's
+erase entries and utterances (the worker keeps its learners' erasures
+current, dataflows/writers/erasure.py); it collects each
 lane's entries into batches (`insight_batch_size` entries, or what came
 within `insight_batch_wait_s`), and the sink analyses a worker's batches
 concurrently on that worker's own event loop, where its LLM client bounds
@@ -73,7 +75,7 @@ Batch = tuple[str, list[FeedItem]]
 
 
 def lane_of(item: FeedItem) -> str:
-    return str(shard_of(item.entry.tenant, item.entry.utterance_id, LANES))
+    return str(shard_of(item.entry.tenant, item.entry.user_id, LANES))
 
 
 def subjects(items: Iterable[FeedItem]) -> list[Subject]:

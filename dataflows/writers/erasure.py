@@ -15,10 +15,9 @@ it.
   independently, so an utterance of an erased learner can arrive after the
   erase entry; a restart or a replay reads the record again. Nothing of an
   erased learner comes back.
-- The insights flow holds nothing of a learner in memory; it skips erased
-  learners' utterances the same way (read afresh for every batch, since its
-  batches are routed by utterance, not learner) and deletes the insights it
-  served for the erased days' months.
+- The insights flow, whose batches are routed by learner too, skips erased
+  learners' utterances the same way and deletes the insights it served for
+  the erased days' months.
 """
 
 from __future__ import annotations
@@ -95,7 +94,7 @@ class ErasedLearners:
     def load(self, learners: Iterable[Learner]) -> dict[Learner, datetime | None]:
         wanted = list(dict.fromkeys(learners))
         missing = [learner for learner in wanted if learner not in self._held]
-        self._held.update(self.read(missing))
+        self._held.update(self._read(missing))
         for learner in wanted:
             self._held.move_to_end(learner)
         found = {learner: self._held[learner] for learner in wanted}
@@ -103,7 +102,7 @@ class ErasedLearners:
             self._held.popitem(last=False)
         return found
 
-    def read(self, learners: Sequence[Learner]) -> dict[Learner, datetime | None]:
+    def _read(self, learners: Sequence[Learner]) -> dict[Learner, datetime | None]:
         """Afresh from erased_learners, one read per learner."""
         statements = ((self._latest, learner) for learner in learners)
         results = execute_all(self._session, statements, self._concurrency)

@@ -44,8 +44,10 @@ class InsightErasure:
         new = [e for e in dict.fromkeys(marks) if e not in self._done]
         if new:
             self._erase(new)
+        for erasure in marks:
+            self._erased.note(erasure)
         entries = [item.entry for item in items if item.entry.erased_at is None]
-        erased = self._erased.read(list({(e.tenant, e.user_id) for e in entries}))
+        erased = self._erased.load((e.tenant, e.user_id) for e in entries)
         return [
             item
             for item in items

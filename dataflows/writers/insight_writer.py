@@ -3,7 +3,9 @@ and redrive share, and every table it writes (cql/schema/007_insights.cql).
 
 `Analyst.analyse(subject, previous)`:
 
-1. marks the utterance `processing`;
+1. marks the utterance `processing` when a model will be called (the
+   offline analyzer answers at once: a state no reader could see would
+   cost a write and a live event per utterance);
 2. has the LLM client analyse its text (a failure is a result, never an
    exception), at most `llm.max_concurrency` utterances at once per
    Analyst, so the client's deadline runs from when an utterance's turn
@@ -24,7 +26,10 @@ Every write is an upsert or a delete of values fixed by the insight, so
 writing one again changes nothing. The record is written first because a
 rerun decides from it: a completed record is finished by `restate` (b and
 c again, no LLM call), a failed or missing one is analysed again. A crash
-at any point therefore leaves nothing a rerun cannot finish.
+at any point therefore leaves nothing a rerun cannot finish. b and c go
+together, as unlogged batches of rows with the same replicas (`batched`;
+one request costs Cassandra and the driver about half what a request per
+row does): the utterance's live event and the flow's `as_of` follow both.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ from typing import Any, Final
 import msgspec
 import redis.asyncio
 import structlog
-from cassandra.query import PreparedStatement
+from cassandra.query import PreparedStatement, Statement
 from prometheus_client import Counter, Histogram
 
 from cql.aio import execute
+from cql.binding import bind
 from cql.change_feed import FeedEntry, shard_of
 from cql.clock import DAY, floor_to, utc_now
 from cql.insights import (
@@ -58,6 +64,7 @@ from cql.insights import (
 from cql.session import Db
 from cql.table import Table
 from cql.utterances import UTTERANCES, UtteranceRow
+from dataflows.connectors.sinks import batched
 from live.bus import AsyncPublisher
 from live.events import insight_events, utterance_event
 from llm.client import InsightResult, LlmClient
@@ -212,16 +219,14 @@ class InsightWriter:
                 ]
         if previous is not None and previous.parse_status == FAILED:
             writes.append((self._delete_failure, _key(FAILED_INSIGHTS, failure_row(previous))))
-        await asyncio.gather(*(self._run(statement, params) for statement, params in writes))
-        await self._final_status(row)
+        await self._write_all([*writes, self._final_status(row)])
         await self._live.publish(insight_events(row))
 
     async def restate(self, row: InsightRow) -> None:
         """Rewrite what a completed record implies: its served rows and the
         utterance's status (which a client's retried request may have put
         back to `pending`)."""
-        await asyncio.gather(*(self._run(s, p) for s, p in self._served_writes(row)))
-        await self._final_status(row)
+        await self._write_all([*self._served_writes(row), self._final_status(row)])
 
     async def forget_failure(self, failure: FailedInsightRow) -> None:
         await self._run(self._delete_failure, _key(FAILED_INSIGHTS, failure))
@@ -232,12 +237,16 @@ class InsightWriter:
             (self._insert_user, INSIGHTS_BY_USER.values(user_row(row))),
         ]
 
-    async def _final_status(self, row: InsightRow) -> None:
+    def _final_status(self, row: InsightRow) -> tuple[PreparedStatement, tuple[Any, ...]]:
         status = FAILED if row.parse_status == FAILED else "completed"
         params = (status, row.failure_reason, utc_now(), insight_json(row))
-        await self._run(self._set_outcome, (*params, row.tenant, row.utterance_id))
+        return self._set_outcome, (*params, row.tenant, row.utterance_id)
 
-    async def _run(self, statement: PreparedStatement, params: tuple[Any, ...]) -> list[Any]:
+    async def _write_all(self, writes: list[tuple[PreparedStatement, tuple[Any, ...]]]) -> None:
+        requests = batched(self._session, (bind(s, p) for s, p in writes))
+        await asyncio.gather(*(self._run(request, None) for request, _none in requests))
+
+    async def _run(self, statement: Statement, params: tuple[Any, ...] | None) -> list[Any]:
         async with self._slots:
             result = await execute(self._session, statement, params)
         return result.current_rows
@@ -261,7 +270,8 @@ class Analyst:
         # calls, where marking them all at once took every Redis connection
         # of the process for seconds and their live events were lost.
         async with self._turns:
-            await self.writer.mark_processing(subject)
+            if self._llm.online:
+                await self.writer.mark_processing(subject)
             result = await self._llm.analyze(subject.text)
         ANALYSIS_SECONDS.observe(result.latency_ms / 1000)
         row = insight_row(subject, result, utc_now())

@@ -301,15 +301,17 @@ def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
     clock = Clock(now)
     flow = f"feed-test-{uuid.uuid4().hex[:6]}"
     source = FeedSource(flow, settings, start=now - timedelta(seconds=30), clock=clock)
-    with partition(source, 3) as part:
+    # A shard the other tests leave alone: an entry of theirs in range would
+    # be owed to the sinks, and hold the sweep back.
+    with partition(source, 5) as part:
         part.next_batch()  # the first poll sweeps
         swept = now - lag
-        assert READ_LAG.labels(flow, "3")._value.get() == pytest.approx(lag.total_seconds())
-        assert AS_OF_LAG.labels(flow, "3")._value.get() == pytest.approx(lag.total_seconds())
+        assert READ_LAG.labels(flow, "5")._value.get() == pytest.approx(lag.total_seconds())
+        assert AS_OF_LAG.labels(flow, "5")._value.get() == pytest.approx(lag.total_seconds())
         # Between sweeps a poll reads new entries, but cannot vouch for late
         # landings behind it: its items keep the last sweep's watermark.
         clock.now = now + sweep / 2
-        write_entries(db, settings, tenant_name, [(3, now)])
+        write_entries(db, settings, tenant_name, [(5, now)])
         (item,) = ours(part.next_batch(), tenant_name)
         assert item.watermark == swept
         pay(redis_client, [item.ticket])
@@ -383,3 +385,31 @@ def test_a_ring_heard_as_a_poll_is_due_gets_a_poll_of_its_own(
         assert ids_of(part.next_batch(), tenant_name) == [first.feed_id]
         clock.now += lag
         assert ids_of(part.next_batch(), tenant_name) == [second.feed_id]
+
+
+def test_an_idle_shard_sweeps_every_two_seconds_and_when_rung(
+    db, migrated, tenant_name, now, redis_client
+):
+    settings = flow_settings(migrated)
+    lag = timedelta(seconds=settings.feed.reader_lag_s)
+    clock = Clock(now)
+    source = FeedSource("feed_test", settings, start=now - timedelta(seconds=5), clock=clock)
+    # A shard the other tests leave alone: an entry of theirs would end idleness.
+    with partition(source, 6) as part:
+        part.next_batch()
+        clock.now = now + timedelta(seconds=11)  # nothing read for 10 s: idle
+        part.next_batch()  # sweeps; the next poll is 2 s away
+        [first] = write_entries(db, settings, tenant_name, [(6, clock.now)])
+        clock.now += timedelta(seconds=1)
+        assert ours(part.next_batch(), tenant_name) == [], "idle, not rung: no poll yet"
+        clock.now += timedelta(seconds=1)
+        assert ids_of(part.next_batch(), tenant_name) == [first.feed_id]
+
+        clock.now += timedelta(seconds=11)  # idle again
+        part.next_batch()
+        # Lands behind what that sweep read: only a sweep finds it.
+        [second] = write_entries(db, settings, tenant_name, [(6, clock.now - lag * 2)])
+        ring(settings, redis_client, 6)
+        assert ours(part.next_batch(), tenant_name) == [], "heard: a poll one reader lag on"
+        clock.now += lag
+        assert ids_of(part.next_batch(), tenant_name) == [second.feed_id], "the poll sweeps"

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import redis
 import structlog
 from bytewax.recovery import init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
@@ -35,6 +36,7 @@ from cql.utterances import UTTERANCES, UtteranceRow
 from dataflows import insights
 from dataflows.commands.run import bytewax_command
 from dataflows.connectors.feed_source import FeedItem, FeedSource
+from live.bus import entry_of, stream_key
 from llm.analysis import PROMPT_VERSION
 from llm.offline import OFFLINE_MODEL
 from runtime.processes import launch, stop
@@ -266,11 +268,13 @@ def busiest_second(times: list[float]) -> int:
 # ---- steps
 
 
-def test_duplicates_meet_in_one_lane_and_one_batch_analyses_them_once(migrated: Settings) -> None:
+def test_a_learners_entries_meet_in_one_lane_and_one_batch_analyses_duplicates_once(
+    migrated: Settings,
+) -> None:
     seeded_like = [
         FeedItem(
-            FeedEntry(0, datetime(2025, 1, 1), uuid.uuid1(), "t", f"a{i % 5}", "u", "c", f"x{i}",
-                      datetime(2025, 1, 1), [], 0),
+            FeedEntry(0, datetime(2025, 1, 1), uuid.uuid1(), "t", f"a{i % 5}", f"u{i % 5 % 3}",
+                      "c", f"x{i}", datetime(2025, 1, 1), [], 0),
             datetime(2025, 1, 1),
         )
         for i in range(40)
@@ -282,8 +286,10 @@ def test_duplicates_meet_in_one_lane_and_one_batch_analyses_them_once(migrated: 
     for lane, batch in out:
         assert len(batch) <= migrated.dataflow.insight_batch_size
         for item in batch:
-            lanes.setdefault(item.entry.utterance_id, set()).add(lane)
-    assert all(len(found) == 1 for found in lanes.values()) and len(lanes) == 5
+            lanes.setdefault(item.entry.user_id, set()).add(lane)
+    # Every entry of a learner, duplicates and erase entries alike, reaches
+    # one worker, which keeps the learner's erasures current.
+    assert all(len(found) == 1 for found in lanes.values()) and len(lanes) == 3
     # Within a lane the feed order holds, so each keeps its first entry.
     subjects = insights.subjects(item for _lane, batch in out for item in batch)
     assert {s.utterance_id: s.text for s in subjects} == {f"a{k}": f"x{k}" for k in range(5)}
@@ -294,7 +300,7 @@ def test_duplicates_meet_in_one_lane_and_one_batch_analyses_them_once(migrated: 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_without_a_model_the_offline_analyzer_completes_everything_once(
-    db: Db, migrated: Settings, workers: int
+    db: Db, migrated: Settings, redis_client: redis.Redis, workers: int
 ) -> None:
     settings = in_process_settings(migrated, base_url="", model="")
     began = utc_now()
@@ -309,6 +315,13 @@ def test_without_a_model_the_offline_analyzer_completes_everything_once(
     # The duplicate entries were found analysed, not analysed again.
     first_run = outcomes() - before
     assert (first_run["completed"], first_run["failed"]) == (30, 0), first_run
+    # Nothing waits for a model, so no utterance is ever `processing`: each
+    # goes from pending to completed, and the live stream says so.
+    events = [entry_of(i, f) for i, f in redis_client.xrange(stream_key(seeded.tenant))]
+    statuses = Counter(
+        msgspec.json.decode(e.data)["status"] for e in events if e.type == "utterance"
+    )
+    assert set(statuses) == {"completed"}, statuses
 
     # A client's retried request puts an utterance back to pending; a rerun
     # over the same feed analyses nothing again and completes it again.
