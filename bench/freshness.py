@@ -61,6 +61,7 @@ from cql.clock import DAY, HOUR, MINUTE, floor_to, utc_now
 from cql.learning import FLOWS
 from cql.session import Db
 from dataflows.commands.status import COUNTING, held_keys, progress
+from dataflows.connectors.feed_source import IDLE_AFTER
 from runtime.processes import launch, stop
 from runtime.settings import Settings
 
@@ -597,6 +598,10 @@ def run(
         learners = make_learners(api.url, key, learners_n, tenant)
         swept_s = flows.wait_swept(db, settings.feed.shards)
         log.info("flows_ready", seconds=round(swept_s, 1))
+        # Idle is what a shard is after IDLE_AFTER without entries, not its
+        # first seconds (the learners' set-up, the start's cadence).
+        settle_s = IDLE_AFTER.total_seconds() + 1
+        time.sleep(settle_s)
         with (
             cpu.CoreShare(flows.cpu_s, flows.rss_mib) as idle,
             cpu.Share(api.worker_pids()) as machine_idle,
@@ -636,7 +641,7 @@ def run(
         shutil.rmtree(workdir, ignore_errors=True)
     checks = poller.checks()
     flow_cpu = {
-        "idle": {"seconds": round(idle.seconds, 1), "flows": idle.result},
+        "idle": {"seconds": round(idle.seconds, 1), "after_s": settle_s, "flows": idle.result},
         "load": {"seconds": round(loaded.seconds, 1), "flows": loaded.result},
     }
     d = settings.dataflow

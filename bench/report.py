@@ -435,6 +435,15 @@ def _seconds(summary: dict[str, Any]) -> str:
     return "|".join(_ms(summary.get(q)) for q in ("p50", "p99", "max"))
 
 
+def _settled(idle: dict[str, Any]) -> str:
+    """When the idle window began; results from before the flows had an
+    idle cadence began right after the first sweep."""
+    after = idle.get("after_s")
+    if after is None:
+        return "after their first sweep"
+    return f"from {after:g} s after their first sweep, every feed shard idle"
+
+
 def _met(ok: bool | None, full: bool) -> str:
     if ok is None:
         return ""
@@ -512,7 +521,7 @@ def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
     out += [
         "",
         f"The flows' CPU (each process with its children, % of one core) and RSS: idle "
-        f"({idle['seconds']:g} s without POSTs, after their first sweep) and under the load "
+        f"({idle['seconds']:g} s without POSTs, {_settled(idle)}) and under the load "
         f"({load['seconds']:g} s of POSTs):",
         "",
         *_table("Flow|Idle CPU %|Idle RSS MiB|Load CPU %|Load RSS MiB"),

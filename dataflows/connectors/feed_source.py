@@ -65,7 +65,7 @@ ENTRIES_READ = Counter(
 # 26 requests a second instead of 36. The first utterance after a pause
 # waits at most _IDLE_LOOK longer (_IDLE_POLL when its ring is lost), and
 # an idle flow's as_of trails the present by up to _IDLE_POLL.
-_IDLE_AFTER = timedelta(seconds=10)
+IDLE_AFTER = timedelta(seconds=10)
 _IDLE_POLL = timedelta(seconds=2)
 _IDLE_LOOK = timedelta(seconds=0.25)
 
@@ -270,7 +270,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         return min(now + poll, self._rung[0] + self._lag) if self._rung else now + poll
 
     def _idle(self, now: datetime) -> bool:
-        return now - self._read_at > _IDLE_AFTER
+        return now - self._read_at > IDLE_AFTER
 
     def _wake(self, now: datetime) -> None:
         """Wake for the next poll, and meanwhile to look at the doorbell and
