@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from api.commands.keys import create
 from bench import cpu
 from bench.common import ApiServer, bench_settings, make_learners, summarize
@@ -276,7 +278,7 @@ def run(
                 db.close()
         learners = make_learners(api.url, key, SSE_CLIENTS + WS_CLIENTS, tenant)
         log(f"live: {SSE_CLIENTS} SSE + {WS_CLIENTS} WebSocket clients, {rate}/s for {seconds} s")
-        result = asyncio.run(_drive(api, key, learners, rate, seconds, log, kill))
+        result = uvloop.run(_drive(api, key, learners, rate, seconds, log, kill))
     finally:
         if running is not None:
             running.stop()
