@@ -5,6 +5,8 @@ limit, learners to write for, latency summaries, and what the machine is."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
 import os
 import platform
@@ -14,7 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,52 @@ def create_key(settings: Settings, tenant: str) -> str:
         return create(db, tenant, 1_000_000.0, 1_000_000)[1]
     finally:
         db.close()
+
+
+class ClientPools:
+    """`connections` requests at once over small httpx pools, a free slot
+    being a free connection of one of them, so a request never waits in a
+    pool while another has a connection to spare. Small, because httpcore's
+    pool does work per request for every connection it holds: one pool of 24
+    spent a quarter of the freshness client's CPU choosing a connection."""
+
+    PER_POOL = 3
+
+    def __init__(self, url: str, key: str, connections: int, timeout: float) -> None:
+        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        self._stack = contextlib.AsyncExitStack()
+        self._make = functools.partial(
+            httpx.AsyncClient, base_url=url, headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout,
+        )  # fmt: skip
+        self._connections = connections
+
+    async def __aenter__(self) -> ClientPools:
+        for first in range(0, self._connections, self.PER_POOL):
+            size = min(self.PER_POOL, self._connections - first)
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            client = await self._stack.enter_async_context(self._make(limits=limits))
+            for _ in range(size):
+                self._free.put_nowait(client)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def take(self) -> httpx.AsyncClient:
+        """A free connection's client; give() it back once its request is done."""
+        return await self._free.get()
+
+    def give(self, client: httpx.AsyncClient) -> None:
+        self._free.put_nowait(client)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[httpx.AsyncClient]:
+        client = await self.take()
+        try:
+            yield client
+        finally:
+            self.give(client)
 
 
 def make_learners(url: str, key: str, count: int, prefix: str) -> list[tuple[str, str]]:

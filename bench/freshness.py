@@ -57,7 +57,7 @@ import structlog
 import uvloop
 
 from bench import cpu
-from bench.common import LOG_DIR, ApiServer, create_key, make_learners, summarize
+from bench.common import LOG_DIR, ApiServer, ClientPools, create_key, make_learners, summarize
 from cql.clock import DAY, HOUR, MINUTE, floor_to, utc_now
 from cql.learning import FLOWS
 from cql.session import Db
@@ -78,11 +78,12 @@ SINCE_DAYS_AGO = 2
 POLL_EVERY_S = 0.1
 GIVE_UP_S = 30.0
 SAMPLES_PER_S = 1.0  # sampled POSTs per second, of each kind
-# Requests in flight, POSTs and GETs: each client has as many connections and
-# no more. httpcore's pool costs CPU in proportion to its connections for
-# every request, and to the requests queued in it times its connections:
-# enough, with a few dozen, to starve this process's event loop (and skew
-# every figure) once a slow spell fills it. Waiting for a slot costs nothing.
+# Requests in flight, POSTs and GETs: each has as many connections and no
+# more, in small pools (bench.common.ClientPools). httpcore's pool costs CPU
+# in proportion to its connections for every request, and to the requests
+# queued in it times its connections: enough, with a few dozen, to starve
+# this process's event loop (and skew every figure) once a slow spell fills
+# it. Waiting for a slot costs nothing.
 POSTS_IN_FLIGHT = 24
 # A POST answered 503, 429 or 409 (or not at all) is sent again with its
 # Idempotency-Key after Retry-After, as a client does, this many times in
@@ -206,12 +207,11 @@ class Poller:
     request whose previous GET has not answered yet (so a slow answer delays
     only its own checks)."""
 
-    client: httpx.AsyncClient
+    clients: ClientPools  # GETS_IN_FLIGHT connections
     pending: dict[Request, list[Check]] = field(default_factory=dict)
     done: list[Check] = field(default_factory=list)
     reads: int = 0
     read_failures: Counter[str] = field(default_factory=Counter)
-    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(GETS_IN_FLIGHT))
 
     def add(self, checks: list[Check]) -> None:
         for check in checks:
@@ -270,8 +270,8 @@ class Poller:
         path, params = request
         self.reads += 1
         try:
-            async with self.slots:
-                r = await self.client.get(path, params=params)
+            async with self.clients.slot() as client:
+                r = await client.get(path, params=params)
         except httpx.HTTPError as exc:
             self.read_failures[type(exc).__name__] += 1
             return None, time.monotonic()
@@ -338,28 +338,23 @@ class Load:
         self.as_of_lag: dict[str, list[float]] = {"error_counters": [], "learning": []}
         self.loop_lag_ms: list[float] = []
         self.sent = 0
-        self.post_slots = asyncio.Semaphore(POSTS_IN_FLIGHT)
         self.post_waited_ms: list[float] = []  # for a slot: the offered rate not kept
         self.lost = 0  # POSTs never acknowledged
         self.answered_s = 0.0  # from the first POST to the last answer
 
     async def run(self, around_posting: Callable[[bool], None]) -> Poller:
-        headers = {"Authorization": f"Bearer {self.key}"}
-
-        def client(connections: int, timeout: float) -> httpx.AsyncClient:
-            limits = httpx.Limits(
-                max_connections=connections, max_keepalive_connections=connections
-            )
-            return httpx.AsyncClient(
-                base_url=self.url, headers=headers, timeout=timeout, limits=limits
-            )
-
-        # The GET client's two more connections: the as_of samples.
-        async with client(POSTS_IN_FLIGHT, 30) as posts, client(GETS_IN_FLIGHT + 2, 10) as gets:
+        async with (
+            ClientPools(self.url, self.key, POSTS_IN_FLIGHT, timeout=30) as posts,
+            ClientPools(self.url, self.key, GETS_IN_FLIGHT, timeout=10) as gets,
+            # The as_of samples: one read at a time, never behind the checks.
+            httpx.AsyncClient(
+                base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=10
+            ) as sampler,
+        ):
             poller = Poller(gets)
             posting_over = asyncio.Event()
             polling = asyncio.create_task(poller.run(posting_over))
-            sampling = asyncio.create_task(self._sample_as_of(gets, posting_over))
+            sampling = asyncio.create_task(self._sample_as_of(sampler, posting_over))
             probing = asyncio.create_task(self._probe_loop(posting_over))
             around_posting(True)
             try:
@@ -370,12 +365,12 @@ class Load:
             await asyncio.gather(polling, sampling, probing)
         return poller
 
-    async def _post_steadily(self, client: httpx.AsyncClient, poller: Poller) -> None:
+    async def _post_steadily(self, posts: ClientPools, poller: Poller) -> None:
         began = time.monotonic()
         tasks: set[asyncio.Task[None]] = set()
         sent = 0
         while (elapsed := time.monotonic() - began) < self.seconds:
-            task = asyncio.create_task(self._post(client, poller, sent))
+            task = asyncio.create_task(self._post(posts, poller, sent))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             sent += 1
@@ -384,7 +379,7 @@ class Load:
         await asyncio.gather(*tasks)
         self.answered_s = time.monotonic() - began
 
-    async def _post(self, client: httpx.AsyncClient, poller: Poller, i: int) -> None:
+    async def _post(self, posts: ClientPools, poller: Poller, i: int) -> None:
         rng = self.rng
         kind = "late" if rng.random() < LATE_SHARE else "current"
         user_id, conversation_id = rng.choice(self.learners)
@@ -395,7 +390,7 @@ class Load:
         due = time.monotonic()
         ts = datetime.now(UTC)  # set when first sent
         for attempt in range(POST_ATTEMPTS):
-            async with self.post_slots:
+            async with posts.slot() as client:
                 sent = time.monotonic()
                 if attempt == 0:
                     self.post_waited_ms.append((sent - due) * 1000)

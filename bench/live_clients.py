@@ -22,7 +22,6 @@ from bench import common
 
 SSE_CLIENTS, WS_CLIENTS = 100, 50
 IN_FLIGHT = 64  # the REST poster's requests at once
-POOLS = 8  # ... over this many connection pools
 
 
 class Ledger:
@@ -191,14 +190,7 @@ async def poster(
     url: str, key: str, learners: list[tuple[str, str]], rate: float, ledger: Ledger,
     over: asyncio.Event,
 ) -> None:  # fmt: skip
-    # A free slot is a free connection of one of the pools: a POST never
-    # waits in a pool while another has a connection to spare.
-    slots: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-    async with contextlib.AsyncExitStack() as stack:
-        for _ in range(POOLS):
-            client = await stack.enter_async_context(_client(url, key))
-            for _ in range(IN_FLIGHT // POOLS):
-                slots.put_nowait(client)
+    async with common.ClientPools(url, key, IN_FLIGHT, timeout=10) as pools:
 
         async def one(client: httpx.AsyncClient, user: str, conv: str) -> None:
             body, minute = _body(user, conv)
@@ -209,7 +201,7 @@ async def poster(
                 ledger.failures["post_error"] += 1
                 return
             finally:
-                slots.put_nowait(client)
+                pools.give(client)
             if r.status_code == 202:
                 ledger.posted(user, r.json()["utterance_id"], minute, sent)
             else:
@@ -222,23 +214,11 @@ async def poster(
             await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
             # A machine that cannot carry the rate makes POSTs wait for a
             # slot (the offered rate is not kept) instead of piling up.
-            client = await slots.get()
+            client = await pools.take()
             task = asyncio.create_task(one(client, *random.choice(learners)))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _client(url: str, key: str) -> httpx.AsyncClient:
-    """One of the poster's POOLS clients: httpcore's pool does work per
-    request for every connection it holds, so one pool of 64 connections
-    took two thirds of this process's CPU and delayed its own readers."""
-    return httpx.AsyncClient(
-        base_url=url,
-        timeout=10,
-        limits=httpx.Limits(max_connections=IN_FLIGHT // POOLS),
-        headers={"Authorization": f"Bearer {key}"},
-    )
 
 
 def stall(port: int, key: str, n: int) -> list[socket.socket]:
