@@ -35,6 +35,7 @@ from cassandra.query import PreparedStatement
 from cassandra.util import max_uuid_from_time, uuid_from_time
 
 from cql.clock import EPOCH
+from cql.session import prepare_in
 from cql.table import Table
 from cql.utterances import ErrorPoints, UtteranceRow
 from runtime.settings import FeedSettings
@@ -118,11 +119,9 @@ class FeedReader:
         self._session = session
         self._settings = settings
         self._page_size = page_size
-        self._range = session.prepare(CHANGE_FEED.select(_RANGE), keyspace=keyspace)
+        self._range = prepare_in(session, CHANGE_FEED.select(_RANGE), keyspace)
         self._range.is_idempotent = True
-        self._ids = session.prepare(
-            CHANGE_FEED.select(_RANGE, columns=("feed_id",)), keyspace=keyspace
-        )
+        self._ids = prepare_in(session, CHANGE_FEED.select(_RANGE, columns=("feed_id",)), keyspace)
         self._ids.is_idempotent = True
 
     def read(self, shard: int, after: datetime, until: datetime) -> Iterator[FeedEntry]:

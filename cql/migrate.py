@@ -98,8 +98,7 @@ def _take_lock(session: Session, deadline_s: float = LOCK_TTL_S) -> uuid.UUID:
     owner = uuid.uuid4()
     claim = session.prepare(
         "INSERT INTO schema_lock (name, owner, taken_at) VALUES ('migrate', ?, toTimestamp(now()))"
-        f" IF NOT EXISTS USING TTL {LOCK_TTL_S}",
-        keyspace=session.keyspace,
+        f" IF NOT EXISTS USING TTL {LOCK_TTL_S}"
     )
     start = time.monotonic()
     while not _claimed(session, claim, owner):

@@ -75,11 +75,29 @@ def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
     return cluster, session
 
 
+def use_keyspace(session: Session, keyspace: str) -> None:
+    """Make `keyspace` the session's own when it exists. Cassandra logs an
+    error (about once a minute under load) for a prepared statement executed
+    on a connection whose keyspace is not the one it was prepared in, and a
+    warning for each keyspace passed with a PREPARE: a session in its
+    keyspace gives neither."""
+    if keyspace in session.cluster.metadata.keyspaces:
+        session.set_keyspace(keyspace)
+
+
+def prepare_in(session: Session, cql: str, keyspace: str) -> PreparedStatement:
+    """`cql` prepared in `keyspace`: the session's own (see use_keyspace),
+    or passed with the statement (protocol v5) when the keyspace was created
+    after the session connected."""
+    return session.prepare(cql, keyspace=None if session.keyspace == keyspace else keyspace)
+
+
 class Db:
     """The session plus the keyspace every statement is prepared in.
 
-    Statements name tables without a keyspace and carry it per statement
-    (protocol v5), so no session ever needs `USE`.
+    Statements name tables without a keyspace; the session uses the keyspace
+    (`use_keyspace`), or, for one made after it connected, each statement
+    carries it (protocol v5).
     """
 
     def __init__(self, cluster: Cluster, session: Session, keyspace: str) -> None:
@@ -90,10 +108,11 @@ class Db:
     @classmethod
     def open(cls, settings: CassandraSettings) -> Db:
         cluster, session = connect(settings)
+        use_keyspace(session, settings.keyspace)
         return cls(cluster, session, settings.keyspace)
 
     def prepare(self, cql: str, *, idempotent: bool = False) -> PreparedStatement:
-        statement = self.session.prepare(cql, keyspace=self.keyspace)
+        statement = prepare_in(self.session, cql, self.keyspace)
         # Only idempotent statements may be retried by the driver; LWTs never are.
         statement.is_idempotent = idempotent
         return statement
