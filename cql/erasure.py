@@ -32,6 +32,11 @@ ERASED_DAYS = Table(
 )
 # The latest erasure of a learner (the clustering order is newest first).
 LATEST_ERASURE = ERASED_LEARNERS.select(columns=("erased_at",)) + " LIMIT 1"
+# The same for several learners of one tenant: (user_id, erased_at) rows.
+LATEST_ERASURES = (
+    ERASED_LEARNERS.select("tenant = ? AND user_id IN ?", columns=("user_id", "erased_at"))
+    + " PER PARTITION LIMIT 1"
+)
 
 
 def erase_entries(

@@ -30,13 +30,20 @@ from typing import Any
 import msgspec
 
 from cql.clock import month_start, year_start
-from cql.erasure import ERASED_DAYS, LATEST_ERASURE, erased_before
+from cql.erasure import ERASED_DAYS, LATEST_ERASURES, erased_before
 from cql.error_counts import ERROR_COUNTS, ERROR_POINTS, ERROR_TOTALS, MONTH_ROWS_BUCKET
 from cql.learning import LEARNING_BUCKETS, LEARNING_EVENTS
 from cql.session import Db
 from cql.table import Table
 from dataflows.connectors.feed_source import FeedItem
-from dataflows.connectors.sinks import Learner, Stamped, Writer, WriterFactory, execute_all
+from dataflows.connectors.sinks import (
+    Learner,
+    Stamped,
+    Writer,
+    WriterFactory,
+    execute_all,
+    tenant_chunks,
+)
 from runtime.settings import Settings
 
 # (table, partition key) pairs a flow wrote for a learner with these days.
@@ -88,7 +95,7 @@ class ErasedLearners:
         self._session = db.session
         self._concurrency = settings.cassandra.max_in_flight
         self._capacity = settings.dataflow.held_partitions
-        self._latest = db.prepare(LATEST_ERASURE, idempotent=True)
+        self._latest = db.prepare(LATEST_ERASURES, idempotent=True)
         self._held: OrderedDict[Learner, datetime | None] = OrderedDict()
 
     def load(self, learners: Iterable[Learner]) -> dict[Learner, datetime | None]:
@@ -103,14 +110,15 @@ class ErasedLearners:
         return found
 
     def _read(self, learners: Sequence[Learner]) -> dict[Learner, datetime | None]:
-        """Afresh from erased_learners, one read per learner."""
-        statements = ((self._latest, learner) for learner in learners)
-        results = execute_all(self._session, statements, self._concurrency)
-        latest = (rows.one() for rows in results)
-        return {
-            learner: None if row is None else row[0]
-            for learner, row in zip(learners, latest, strict=True)
-        }
+        """Afresh from erased_learners, several learners of a tenant per read."""
+        tenants = tenant_chunks(learners)
+        results = execute_all(
+            self._session, ((self._latest, t) for t in tenants), self._concurrency
+        )
+        latest: dict[Learner, datetime | None] = dict.fromkeys(learners)
+        for (tenant, _some), rows in zip(tenants, results, strict=True):
+            latest.update(((tenant, user_id), erased_at) for user_id, erased_at in rows)
+        return latest
 
     def note(self, erasure: Erasure) -> None:
         learner = (erasure.tenant, erasure.user_id)

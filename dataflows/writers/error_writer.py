@@ -62,6 +62,7 @@ from dataflows.connectors.sinks import (
     count_late,
     execute_all,
     latest_as_of,
+    tenant_chunks,
     upserts,
     write_all,
     written,
@@ -75,6 +76,8 @@ Touched = tuple[Window, Pair]
 Spanned = tuple[datetime, Pair]  # a window start and a pair
 # The columns a window row is held by (its as_of as the newest it vouches for).
 _TALLY = ("window_start", "category", "subcategory", "count", "late_events", "as_of")
+# One window and bucket of several learners of a tenant.
+_USERS_IN = "tenant = ? AND user_id IN ? AND window = ? AND bucket = ?"
 
 
 class Tally(NamedTuple):
@@ -133,7 +136,9 @@ class ErrorCountWriter:
         p = db.prepare
         self._insert_count = p(ERROR_COUNTS.insert(), idempotent=True)
         self._span_rows = p(ERROR_COUNTS.select(WINDOWS_FROM_TO, columns=_TALLY), idempotent=True)
-        self._all_rows = p(ERROR_COUNTS.select(columns=_TALLY), idempotent=True)
+        self._users_rows = p(
+            ERROR_COUNTS.select(_USERS_IN, columns=("user_id", *_TALLY)), idempotent=True
+        )
         self._insert_total = p(ERROR_TOTALS.insert(), idempotent=True)
         held = settings.dataflow.held_partitions
         self._day_rows = Loaded(held, self._read_day_rows)
@@ -214,15 +219,31 @@ class ErrorCountWriter:
         ]
 
     def _read_day_rows(self, months: list[Day]) -> list[dict[Spanned, Tally]]:
+        """Each month's day rows: one read per learner and year (their
+        partition), from the first month wanted to the end of the last."""
+        years: dict[Day, list[datetime]] = defaultdict(list)
+        for t, u, m in months:
+            years[(t, u, year_start(m))].append(m)
         reads = (
-            (self._span_rows, (t, u, "day", year_start(m), m, month_window(m).end))
-            for t, u, m in months
+            (self._span_rows, (t, u, "day", year, min(ms), month_window(max(ms)).end))
+            for (t, u, year), ms in years.items()
         )
-        return [_tallies(rows) for rows in self._run(reads)]
+        held: dict[Day, dict[Spanned, Tally]] = {month: {} for month in months}
+        for (t, u, _year), rows in zip(years, self._run(reads), strict=True):
+            for start, c, s, count, late, as_of in rows:
+                if (month := (t, u, month_start(start))) in held:
+                    held[month][(start, (c, s))] = Tally(count, late, as_of)
+        return [held[month] for month in months]
 
     def _read_month_rows(self, learners: list[Learner]) -> list[dict[Spanned, Tally]]:
-        reads = ((self._all_rows, (t, u, "month", MONTH_ROWS_BUCKET)) for t, u in learners)
-        return [_tallies(rows) for rows in self._run(reads)]
+        """Each learner's month rows, several learners of a tenant per read."""
+        tenants = tenant_chunks(learners)
+        reads = ((self._users_rows, (t, some, "month", MONTH_ROWS_BUCKET)) for t, some in tenants)
+        held: dict[Learner, dict[Spanned, Tally]] = {learner: {} for learner in learners}
+        for (t, _some), rows in zip(tenants, self._run(reads), strict=True):
+            for u, start, c, s, count, late, as_of in rows:
+                held[(t, u)][(start, (c, s))] = Tally(count, late, as_of)
+        return [held[learner] for learner in learners]
 
     def _run(self, statements: Iterable[tuple[Any, Sequence[Any] | None]]) -> list[Any]:
         return execute_all(self._session, statements, self._concurrency)
@@ -231,10 +252,6 @@ class ErrorCountWriter:
 def _month_of(day: Day) -> Day:
     tenant, user_id, start = day
     return (tenant, user_id, month_start(start))
-
-
-def _tallies(rows: Iterable[Sequence[Any]]) -> dict[Spanned, Tally]:
-    return {(start, (c, s)): Tally(count, late, as_of) for start, c, s, count, late, as_of in rows}
 
 
 def _count_row(
