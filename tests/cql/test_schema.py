@@ -94,7 +94,8 @@ def test_two_migrators_at_once_on_a_fresh_keyspace(settings: Settings) -> None:
         ]
         outcomes = [(p.wait(120), p.stderr.read().decode()) for p in procs]
         assert all(rc == 0 for rc, _ in outcomes), outcomes
-        applied = db.session.execute(f"SELECT name FROM {keyspace}.schema_migrations")
+        names = db.session.prepare("SELECT name FROM utterstream_migrate_race.schema_migrations")
+        applied = db.session.execute(names)
         assert sorted(r[0] for r in applied) == [p.name for p in schema_files()]
     finally:
         db.session.execute("DROP KEYSPACE IF EXISTS utterstream_migrate_race", timeout=60)
