@@ -12,6 +12,8 @@ are stalled (opened, never read). Measured:
 
 - write -> client: from the 202 (the write is durable before it) to the
   `utterance` event at the client; negative when the event wins the race;
+  apart, the events whose client was connected at the 202, as the others
+  came on resuming after the client's own drop;
 - POST -> `errors` event that counts it (its minute window's count);
 - events lost and duplicated: per client, `utterance` events of its
   learner received vs posted, after reconnects and the kill, counted once
@@ -94,11 +96,21 @@ def _latencies(ledger: Ledger) -> dict[str, Any]:
     from_ack = [
         (t - ledger.acked[u]) * 1000 for u, t in ledger.first_seen.items() if u in ledger.acked
     ]
+    # Those whose follower was connected at the 202: the others waited for
+    # the follower's own reconnect (it drops every 5-20 s) and came on resume.
+    connected = [
+        (t - ledger.acked[u]) * 1000
+        for u, t in ledger.first_seen.items()
+        if u in ledger.acked and ledger.first_seen_since[u] <= ledger.acked[u]
+    ]
     from_post = [
         (t - ledger.sent[u]) * 1000 for u, t in ledger.errors_seen.items() if u in ledger.sent
     ]
     return {
         "write_to_client_ms": summarize(from_ack),
+        "write_to_connected_client_ms": summarize(connected),
+        "events_to_connected": len(connected),
+        "events_on_resume": len(from_ack) - len(connected),
         "post_to_errors_event_ms": summarize(from_post),
         "errors_events_measured": len(from_post),
         "utterances_posted": len(ledger.acked),

@@ -34,6 +34,9 @@ class Ledger:
         self.minute_posts: dict[tuple[str, str], list[str]] = defaultdict(list)
         self.seen: dict[int, list[str]] = defaultdict(list)  # client -> utterance ids
         self.first_seen: dict[str, float] = {}
+        # utterance id -> when the connection that first got its event opened
+        self.first_seen_since: dict[str, float] = {}
+        self.since: dict[int, float] = {}  # client -> when its connection opened
         self.errors_seen: dict[str, float] = {}
         self.reconnects = 0
         self.cursors: dict[int, str] = {}  # client -> the last id it got
@@ -50,7 +53,14 @@ class Ledger:
         """The utterances acknowledged for `user` whose event `client` has not had."""
         return set(self.posted_by_user[user]) - set(self.seen[client])
 
+    def connected(self, client: int) -> None:
+        self.since[client] = time.monotonic()
+
+    def disconnected(self, client: int) -> None:
+        self.since.pop(client, None)
+
     def open(self, client: int) -> None:
+        self.connected(client)
         self.opened.add(client)
         if len(self.opened) == SSE_CLIENTS:
             self.all_opened.set()
@@ -60,8 +70,11 @@ class Ledger:
         if name in ("reset", "closed"):
             self.failures[f"got_{name}"] += 1
         elif name == "utterance" and data.get("status") == "pending":
-            self.seen[client].append(data["utterance_id"])
-            self.first_seen.setdefault(data["utterance_id"], now)
+            uid = data["utterance_id"]
+            self.seen[client].append(uid)
+            if uid not in self.first_seen:
+                self.first_seen[uid] = now
+                self.first_seen_since[uid] = self.since.get(client, now)
         elif name == "errors":
             for w in data["windows"]:
                 if w["window"] == "minute" and w["subcategory"] == "past tense":
@@ -98,7 +111,10 @@ async def sse_client(
                         continue
                     ledger.open(index)
                     drop_at = time.monotonic() + random.uniform(5, 20)
-                    await _read(r, index, ledger, over, drop_at)
+                    try:
+                        await _read(r, index, ledger, over, drop_at)
+                    finally:
+                        ledger.disconnected(index)
             except httpx.HTTPError:
                 ledger.failures["sse_dropped"] += 1
                 await asyncio.sleep(0.2)
@@ -143,11 +159,13 @@ def ws_client(
             ledger.failures["ws_connect"] += 1
             time.sleep(0.5)
             continue
+        ledger.connected(SSE_CLIENTS + index)
         try:
             _ws_session(ws, learner, index, ledger, rate, (over, sending), pending)
         except Exception:  # the worker was killed: reconnect
             ledger.failures["ws_dropped"] += 1
         finally:
+            ledger.disconnected(SSE_CLIENTS + index)
             ws.close()
 
 

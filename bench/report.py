@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +285,7 @@ def _ingest(ingest: dict[str, Any] | None, full: bool) -> list[str]:
 def _live(live: dict[str, Any] | None, full: bool) -> list[str]:
     if not live:
         return ["skipped", ""]
-    write, errors = live["write_to_client_ms"], live["post_to_errors_event_ms"]
+    errors = live["post_to_errors_event_ms"]
     lag = live.get("client_loop_lag_ms") or {}
     failures = ", ".join(f"{k} {v}" for k, v in sorted(live["failures"].items())) or "none"
 
@@ -302,8 +303,7 @@ def _live(live: dict[str, Any] | None, full: bool) -> list[str]:
         f"{live['worker_killed']}; reconnects {live['reconnects']}.",
         "",
         *_table("Measure|p50|p99|max|Target"),
-        f"|write (202) -> `utterance` event at the client, ms|{_ms(write['p50'])}|"
-        f"{_ms(write['p99'])}|{_ms(write['max'])}|p99 <= 250 {p99_met(write, 250)}|",
+        *_write_rows(live, p99_met),
         f"|POST -> the `errors` event that counts it, ms ({live['errors_events_measured']} "
         f"measured)|{_ms(errors['p50'])}|{_ms(errors['p99'])}|{_ms(errors['max'])}|"
         f"p99 <= 2500 {p99_met(errors, 2500)}|",
@@ -325,6 +325,27 @@ def _live(live: dict[str, Any] | None, full: bool) -> list[str]:
         f"The machine's CPU over the run (Cassandra / API / bench clients / other / idle %): "
         f"{_cpu(live)}; other: {_other(live)}.",
         "",
+    ]
+
+
+def _write_rows(live: dict[str, Any], p99_met: Callable[[dict[str, Any], float], str]) -> list[str]:
+    """Write -> client rows: to a client connected at the 202, which the
+    target is about, and every event, with those that waited for their
+    client's own reconnect (runs before the split have only the second)."""
+    write = live["write_to_client_ms"]
+    connected = live.get("write_to_connected_client_ms")
+    if connected is None:
+        return [
+            f"|write (202) -> `utterance` event at the client, ms|{_ms(write['p50'])}|"
+            f"{_ms(write['p99'])}|{_ms(write['max'])}|p99 <= 250 {p99_met(write, 250)}|"
+        ]
+    return [
+        f"|write (202) -> `utterance` event at a client connected at the 202, ms "
+        f"({live['events_to_connected']} events)|{_ms(connected['p50'])}|{_ms(connected['p99'])}|"
+        f"{_ms(connected['max'])}|p99 <= 250 {p99_met(connected, 250)}|",
+        f"|the same, every event: also the {live['events_on_resume']} that came on resuming "
+        f"after their client's own drop, ms|{_ms(write['p50'])}|{_ms(write['p99'])}|"
+        f"{_ms(write['max'])}||",
     ]
 
 
