@@ -133,11 +133,13 @@ async def _read(
             if "data" in current:
                 ledger.event(index, current["event"], json.loads(current["data"]))
             current = {}
+            # Between events: a drop inside one would only make the event
+            # itself come again on resume.
+            if over.is_set() or time.monotonic() > drop_at:
+                break
         elif not line.startswith(":"):
             name, _, value = line.partition(": ")
             current[name] = value
-        if over.is_set() or time.monotonic() > drop_at:
-            break
 
 
 def ws_client(
