@@ -184,15 +184,18 @@ def batched(session: Session, statements: Iterable[BoundStatement]) -> list[tupl
     groups: dict[tuple[str, ...], dict[Any, list[BoundStatement]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    # Rows of one partition (and of tables keyed alike) share their replicas.
-    replica_sets: dict[tuple[str, bytes], tuple[str, ...]] = {}
+    # A partition by its key's values, not its routing key: packing a
+    # routing key costs more than binding the row did, so it is packed once
+    # per partition, for its replicas.
+    replica_sets: dict[tuple[Any, ...], tuple[str, ...]] = {}
     for upsert in statements:
-        key = (upsert.keyspace, upsert.routing_key)
-        if key not in replica_sets:
-            replicas = metadata.get_replicas(*key)
-            replica_sets[key] = tuple(sorted(str(host.endpoint) for host in replicas))
-        partition = (upsert.prepared_statement.query_id, upsert.routing_key)
-        groups[replica_sets[key]][partition].append(upsert)
+        prepared = upsert.prepared_statement
+        values = upsert.raw_values
+        partition = (prepared.query_id, *[values[i] for i in prepared.routing_key_indexes])
+        if partition not in replica_sets:
+            replicas = metadata.get_replicas(upsert.keyspace, upsert.routing_key)
+            replica_sets[partition] = tuple(sorted(str(host.endpoint) for host in replicas))
+        groups[replica_sets[partition]][partition].append(upsert)
     return [
         (_request(rows), None) for partitions in groups.values() for rows in _packed(partitions)
     ]

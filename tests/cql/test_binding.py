@@ -92,3 +92,19 @@ def test_unset_short_and_named_rows_are_bound_as_the_driver_binds_them(prepared)
         assert bind(statement, values).values == statement.bind(values).values
     with pytest.raises(ValueError, match="routing key"):
         bind(statement, None)
+
+
+def test_a_remembered_timestamp_is_not_answered_for_an_equal_one_the_driver_packs_apart(
+    prepared,
+) -> None:
+    """bind remembers the bytes of naive and UTC timestamps; an equal
+    instant with a sub-second offset, which the driver packs from its own
+    microseconds, still gets the driver's bytes, and so does a naive time
+    equal in wall-clock terms to a remembered UTC one."""
+    statement = prepared[2]  # learning_events: day, ts and written_at
+    utc = datetime(2026, 1, 1, 12, 0, 0, 250_000, tzinfo=UTC)
+    odd = utc.astimezone(timezone(timedelta(hours=-3, microseconds=500_000)))
+    assert odd == utc
+    for moment in (utc, odd, utc.replace(tzinfo=None), utc, odd):
+        values = ["t", "u", moment, moment, "id", 3, moment]
+        assert bind(statement, values).values == statement.bind(values).values
