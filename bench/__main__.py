@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         run["config"]["freshness_rate"] = rate or "bench_dataflow default"
         run["dataflow"] = section(
             "dataflow",
-            lambda: dataflow.run(args.quick, timeout_s=480 if args.quick else 1200, rate=rate),
+            lambda: dataflow.run(args.quick, timeout_s=720 if args.quick else 1800, rate=rate),
         )
     if "live" in args.only:
         run["live"] = section("live", lambda: live.run(args.quick, log, rate=args.live_rates[0]))

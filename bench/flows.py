@@ -20,7 +20,8 @@ Freshness (bench/freshness.py): an API and the three flows as operators run
 them, utterances POSTed at R per second for S seconds (current ones and
 some days old), and a sample of them read back through every served GET
 endpoint until each answer includes it; as_of's lag behind the present;
-the flows' CPU at idle (for --idle seconds before the load) and under it.
+the flows' CPU at idle (for --idle seconds before the load) and under it;
+then the rate the whole system keeps, and the same for S seconds at half it.
 
 --quick is a smoke run of a few minutes: fewer events, a shorter load; its
 figures are not for ratios or targets. Prints one JSON object on stdout

@@ -30,6 +30,13 @@ in that key must be counted; an answer where one is not is an as_of
 violation. Twice a second, the as_of of GET /errors and /learning is compared
 with the present (its lag). Around it: each flow's CPU, as % of one core, at
 idle and under the load, and where the machine's CPU went meanwhile.
+
+The load's rate is the API's alone (section 2 of ops/bench, without the
+flows). Then, on the same running system, `kept_load` measures the rate
+the whole system keeps (POSTS_IN_FLIGHT clients posting back to back, the
+flows and the reads beside them) and the same freshness at half of that,
+for other learners: whether the targets hold once the machine is not
+asked for more than it has.
 """
 
 from __future__ import annotations
@@ -92,6 +99,12 @@ POST_ATTEMPTS = 5
 RETRIED = ("503", "429", "409")
 GETS_IN_FLIGHT = 16
 TARGET = {"p50_s": 1.0, "p99_s": 2.0, "as_of_lag_s": 2.0}
+# The load the whole system keeps (`kept_load`): POSTS_IN_FLIGHT clients
+# post back to back for PROBE_S with the flows running; then, once the
+# flows have caught up (as_of within TARGET, at most SETTLE_MAX_S), the
+# same freshness measurement at half the rate they were acknowledged at.
+PROBE_S = 30.0
+SETTLE_MAX_S = 120.0
 
 # The served tables, in report order: what each one reads.
 TABLES = {
@@ -312,7 +325,8 @@ def table_summary(checks: list[Check]) -> dict[str, dict[str, dict[str, Any]]]:
 
 class Load:
     """POSTs at a steady rate, tallies every acknowledged one per served key,
-    hands a sample to the poller, and samples as_of meanwhile."""
+    hands a sample to the poller, and samples as_of meanwhile. Without a
+    rate: POSTS_IN_FLIGHT clients post back to back, and nothing is sampled."""
 
     def __init__(
         self,
@@ -320,7 +334,7 @@ class Load:
         key: str,
         tenant: str,
         learners: list[tuple[str, str]],
-        rate: float,
+        rate: float | None,
         seconds: float,
     ) -> None:
         self.url, self.key, self.tenant = url, key, tenant
@@ -331,7 +345,9 @@ class Load:
         self.tally: Counter[tuple[str, Any]] = Counter()
         # Sample every n-th POST of each kind: about SAMPLES_PER_S of each.
         share = {"current": 1 - LATE_SHARE, "late": LATE_SHARE}
-        self.sample_every = {k: max(1, round(rate * share[k] / SAMPLES_PER_S)) for k in KINDS}
+        self.sample_every = {
+            k: max(1, round(rate * share[k] / SAMPLES_PER_S)) if rate else 0 for k in KINDS
+        }
         self.acked = Counter[str]()
         self.statuses = Counter[str]()
         self.post_ms: list[float] = []
@@ -358,7 +374,10 @@ class Load:
             probing = asyncio.create_task(self._probe_loop(posting_over))
             around_posting(True)
             try:
-                await self._post_steadily(posts, poller)
+                if self.rate:
+                    await self._post_steadily(posts, poller)
+                else:
+                    await self._post_flat_out(posts, poller)
             finally:
                 around_posting(False)
                 posting_over.set()
@@ -377,6 +396,17 @@ class Load:
             self.sent = sent
             await asyncio.sleep(max(0.0, sent / self.rate - elapsed))
         await asyncio.gather(*tasks)
+        self.answered_s = time.monotonic() - began
+
+    async def _post_flat_out(self, posts: ClientPools, poller: Poller) -> None:
+        began = time.monotonic()
+
+        async def client() -> None:
+            while time.monotonic() - began < self.seconds:
+                self.sent += 1
+                await self._post(posts, poller, self.sent - 1)
+
+        await asyncio.gather(*(client() for _ in range(POSTS_IN_FLIGHT)))
         self.answered_s = time.monotonic() - began
 
     async def _post(self, posts: ClientPools, poller: Poller, i: int) -> None:
@@ -420,7 +450,8 @@ class Load:
             return
         self.post_ms.append((at - sent) * 1000)
         self.acked[kind] += 1
-        sampled = self.acked[kind] % self.sample_every[kind] == 0
+        every = self.sample_every[kind]
+        sampled = every > 0 and self.acked[kind] % every == 0
         checks = []
         for table, (key, request) in served_keys(
             Posted(utterance_id, user_id, pair, ts, kind), self.since
@@ -436,33 +467,37 @@ class Load:
     async def _sample_as_of(self, client: httpx.AsyncClient, over: asyncio.Event) -> None:
         """Twice a second: now - as_of of the error counts and learning
         answers (ranges that include now, so never from the answer cache)."""
-        user_id = self.learners[0][0]
         while not over.is_set():
-            now = datetime.now(UTC)
-            minute = floor_to(now, MINUTE)
-            today = now.date()
-            reads = {
-                "error_counters": (
-                    f"/v1/users/{user_id}/errors",
-                    {"window": "minute", "from": (minute - MINUTE).isoformat(),
-                     "to": (minute + 2 * MINUTE).isoformat()},
-                ),
-                "learning": (
-                    f"/v1/users/{user_id}/learning",
-                    {"granularity": "day", "from": today.isoformat(),
-                     "to": (today + timedelta(days=1)).isoformat()},
-                ),
-            }  # fmt: skip
-            for flow, (path, params) in reads.items():
-                try:
-                    r = await client.get(path, params=params)
-                    as_of = r.json().get("as_of") if r.status_code == 200 else None
-                except httpx.HTTPError:
-                    as_of = None
-                if as_of:
-                    lag = datetime.now(UTC) - datetime.fromisoformat(as_of)
-                    self.as_of_lag[flow].append(lag.total_seconds())
+            for flow, lag in (await as_of_lags(client, self.learners[0][0])).items():
+                if lag is not None:
+                    self.as_of_lag[flow].append(lag)
             await asyncio.sleep(0.5)
+
+    def figures(self, poller: Poller) -> dict[str, Any]:
+        """What the report shows of a load and its reads."""
+        checks = poller.checks()
+        return {
+            "rate_per_s": self.rate,
+            "seconds": self.seconds,
+            "learners": len(self.learners),
+            "posted": self.sent,
+            "acknowledged": dict(self.acked),
+            "post_statuses": dict(self.statuses),  # every attempt's answer
+            "post_unacknowledged": self.lost,
+            "post_latency_ms": summarize(self.post_ms),
+            "post_waited_for_slot_ms": summarize(self.post_waited_ms),
+            "posts_answered_within_s": round(self.answered_s, 1),
+            "sample_every": self.sample_every,
+            "sampled": {
+                k: sum(1 for c in checks if c.kind == k and c.table == "utterance") for k in KINDS
+            },
+            "reads": poller.reads,
+            "read_failures": dict(poller.read_failures),
+            "tables": table_summary(checks),
+            "as_of_lag_s": {
+                flow: {"n": len(lags), **summarize(lags)} for flow, lags in self.as_of_lag.items()
+            },
+        }
 
     async def _probe_loop(self, over: asyncio.Event) -> None:
         """How late this process's event loop wakes: what the client itself
@@ -471,6 +506,38 @@ class Load:
             began = time.monotonic()
             await asyncio.sleep(0.1)
             self.loop_lag_ms.append((time.monotonic() - began - 0.1) * 1000)
+
+
+async def as_of_lags(client: httpx.AsyncClient, user_id: str) -> dict[str, float | None]:
+    """now - as_of of the error counts and learning answers, in seconds
+    (ranges that include now, so never from the answer cache); None where
+    the read failed."""
+    now = datetime.now(UTC)
+    minute = floor_to(now, MINUTE)
+    today = now.date()
+    reads = {
+        "error_counters": (
+            f"/v1/users/{user_id}/errors",
+            {"window": "minute", "from": (minute - MINUTE).isoformat(),
+             "to": (minute + 2 * MINUTE).isoformat()},
+        ),
+        "learning": (
+            f"/v1/users/{user_id}/learning",
+            {"granularity": "day", "from": today.isoformat(),
+             "to": (today + timedelta(days=1)).isoformat()},
+        ),
+    }  # fmt: skip
+    lags: dict[str, float | None] = {}
+    for flow, (path, params) in reads.items():
+        try:
+            r = await client.get(path, params=params)
+            as_of = r.json().get("as_of") if r.status_code == 200 else None
+        except httpx.HTTPError:
+            as_of = None
+        lags[flow] = (
+            (datetime.now(UTC) - datetime.fromisoformat(as_of)).total_seconds() if as_of else None
+        )
+    return lags
 
 
 # ---- the live system
@@ -580,6 +647,62 @@ class Flows:
             stop(proc, grace_s=15)
 
 
+def kept_load(
+    settings: Settings, api: ApiServer, seconds: float, learners_n: int
+) -> dict[str, Any]:
+    """The rate the whole system keeps (API and flows on one machine, the
+    reads included), and freshness at half of it: of its own tenant and
+    learners, so the tallies of each load stay its own."""
+    tenant = f"bench-kept-{os.getpid()}"
+    key = create_key(settings, tenant)
+    probe = Load(
+        api.url, key, f"{tenant}-probe",
+        make_learners(api.url, key, learners_n, f"{tenant}-probe"), None, PROBE_S,
+    )  # fmt: skip
+    uvloop.run(probe.run(lambda starting: None))
+    kept_per_s = sum(probe.acked.values()) / probe.answered_s
+    learners = make_learners(api.url, key, learners_n, tenant)
+    settled_s = uvloop.run(_caught_up(api.url, key, learners[0][0]))
+    load = Load(api.url, key, tenant, learners, round(kept_per_s / 2, 1), seconds)
+    machine = cpu.Share(api.worker_pids())
+    meters = ExitStack()
+
+    def around_posting(starting: bool) -> None:
+        if starting:
+            meters.enter_context(machine)
+        else:
+            meters.close()
+
+    poller = uvloop.run(load.run(around_posting))
+    return {
+        "probe": {
+            "in_flight": POSTS_IN_FLIGHT,
+            "seconds": round(probe.answered_s, 1),
+            "acknowledged": sum(probe.acked.values()),
+            "per_s": round(kept_per_s, 1),
+            "post_statuses": dict(probe.statuses),
+            "post_latency_ms": summarize(probe.post_ms),
+        },
+        "caught_up_after_s": settled_s,
+        **load.figures(poller),
+        "machine_cpu": machine.result,
+    }
+
+
+async def _caught_up(url: str, key: str, user_id: str) -> float | None:
+    """Seconds until both flows' as_of is within TARGET of the present
+    (None: not within SETTLE_MAX_S)."""
+    began = time.monotonic()
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
+        while (waited := time.monotonic() - began) < SETTLE_MAX_S:
+            lags = (await as_of_lags(client, user_id)).values()
+            if all(lag is not None and lag <= TARGET["as_of_lag_s"] for lag in lags):
+                return round(waited, 1)
+            await asyncio.sleep(0.5)
+    return None
+
+
 def run(
     settings: Settings, rate: float, seconds: float, idle_s: float, learners_n: int
 ) -> dict[str, Any]:
@@ -630,47 +753,28 @@ def run(
         # A snapshot taken after the last write shows what state is left.
         time.sleep(max(0.0, load_ended + 11 - time.monotonic()))
         held_after = flows.held()
+        kept = kept_load(settings, api, seconds, learners_n)
     finally:
         if flows is not None:
             flows.stop()
         api.stop()
         db.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    checks = poller.checks()
     flow_cpu = {
         "idle": {"seconds": round(idle.seconds, 1), "after_s": settle_s, "flows": idle.result},
         "load": {"seconds": round(loaded.seconds, 1), "flows": loaded.result},
     }
     d = settings.dataflow
     return {
-        "rate_per_s": rate,
-        "seconds": seconds,
-        "learners": learners_n,
+        **load.figures(poller),
         "late_share": LATE_SHARE,
         "late_days": list(LATE_DAYS),
         "tz": TZ,
         "since": load.since.isoformat(),
-        "posted": load.sent,
-        "acknowledged": dict(load.acked),
-        "post_statuses": dict(load.statuses),  # every attempt's answer
-        "post_unacknowledged": load.lost,
-        "post_latency_ms": summarize(load.post_ms),
-        "post_waited_for_slot_ms": summarize(load.post_waited_ms),
-        "posts_answered_within_s": round(load.answered_s, 1),
         "in_flight_max": {"posts": POSTS_IN_FLIGHT, "gets": GETS_IN_FLIGHT},
-        "sample_every": load.sample_every,
-        "sampled": {
-            k: sum(1 for c in checks if c.kind == k and c.table == "utterance") for k in KINDS
-        },
         "poll_every_s": POLL_EVERY_S,
         "give_up_s": GIVE_UP_S,
-        "reads": poller.reads,
-        "read_failures": dict(poller.read_failures),
         "target": TARGET,
-        "tables": table_summary(checks),
-        "as_of_lag_s": {
-            flow: {"n": len(lags), **summarize(lags)} for flow, lags in load.as_of_lag.items()
-        },
         "flow_cpu": flow_cpu,
         "machine_cpu": {"idle": machine_idle.result, "load": machine.result},
         "client_cpu_percent_of_core": client.result,
@@ -679,6 +783,7 @@ def run(
         "flows_ready_s": round(swept_s, 1),
         "flow_restarts": flows.restarts,
         "load_window_s": load_window,  # seconds since the flows started
+        "kept": kept,
         "settings": {
             "reader_lag_s": settings.feed.reader_lag_s,
             "doorbell": True,  # polls one reader lag after a ring (live/doorbell.py)

@@ -466,8 +466,6 @@ def _met(ok: bool | None, full: bool) -> str:
 
 
 def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
-    from bench.freshness import TABLES
-
     target = f["target"]
     acked = f["acknowledged"]
     posts = f["post_latency_ms"]
@@ -500,38 +498,8 @@ def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
         "An as_of violation is an answer whose as_of is after a POST's 202 and that does not "
         f"count it yet. Reads: {f['reads']}, failed: {f['read_failures'] or 0}.",
         "",
-        *_table(
-            "Served table|Kind|Samples|p50 s|p99 s|max s|Never seen|as_of violated: samples (answers), ahead by up to s|Target"
-        ),
+        *_served(f, target, full),
     ]
-    for table, label in TABLES.items():
-        for kind, r in f["tables"].get(table, {}).items():
-            timed = table != "utterance_completed"  # the insights flow's work: no target
-            ok = (
-                r["never_seen"] == 0
-                and r["p50"] is not None
-                and r["p50"] <= target["p50_s"]
-                and r["p99"] <= target["p99_s"]
-            )
-            out.append(
-                f"|{label}|{kind}|{r['n']}|{_seconds(r)}|{r['never_seen']}|"
-                f"{r['as_of_violated']} ({r['as_of_violating_answers']}), {r['as_of_ahead_max_s']:g}|"
-                f"{_met(ok if timed else None, full)}|"
-            )
-    out += [
-        "",
-        f"as_of against the present, sampled twice a second under the load (target: at most "
-        f"{target['as_of_lag_s']:g} s behind):",
-        "",
-        *_table("Answer|Samples|p50 s|p99 s|max s|Target"),
-    ]
-    for flow, label in (
-        ("error_counters", "GET /errors (error_counters)"),
-        ("learning", "GET /learning (learning)"),
-    ):
-        lag = f["as_of_lag_s"].get(flow, {})
-        ok = lag.get("max") is not None and lag["max"] <= target["as_of_lag_s"]
-        out.append(f"|{label}|{lag.get('n', '')}|{_seconds(lag)}|{_met(ok, full)}|")
     idle, load = f["flow_cpu"]["idle"], f["flow_cpu"]["load"]
     out += [
         "",
@@ -578,6 +546,78 @@ def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
         f"{cfg['workers']} workers per flow.",
         "",
     ]
+    return out + _kept(f.get("kept"), target, full)
+
+
+def _kept(k: dict[str, Any] | None, target: dict[str, float], full: bool) -> list[str]:
+    """The rate the whole system keeps, and freshness at half of it."""
+    if not k:
+        return []
+    probe, acked, posts = k["probe"], k["acknowledged"], k["post_latency_ms"]
+    caught = k.get("caught_up_after_s")
+    return [
+        "### At half the rate the whole system keeps",
+        "",
+        "Section 2's best rate is the API's alone. With the three flows and this section's "
+        f"reads on the same machine, {probe['in_flight']} clients posting back to back for "
+        f"{probe['seconds']:g} s had {probe['acknowledged']} POSTs acknowledged: "
+        f"**{probe['per_s']:g} POSTs/s** (p50 {_ms(probe['post_latency_ms']['p50'])} ms, "
+        f"p99 {_ms(probe['post_latency_ms']['p99'])} ms). Once the flows had caught up "
+        + (
+            f"(both as_of within {target['as_of_lag_s']:g} s of the present {caught:g} s later)"
+            if caught is not None
+            else "(their as_of was still not within target 120 s later)"
+        )
+        + f", the same measurement at {k['rate_per_s']:g} POSTs/s for {k['seconds']:g} s over "
+        f"{k['learners']} other learners: {k['posted']} posted, {acked.get('current', 0)} current "
+        f"and {acked.get('late', 0)} late acknowledged, {k['post_unacknowledged']} never; POST "
+        f"p50 {_ms(posts['p50'])} ms, p99 {_ms(posts['p99'])} ms, the last answered "
+        f"{k['posts_answered_within_s']} s after the first; reads {k['reads']}, failed "
+        f"{k['read_failures'] or 0}. The machine meanwhile, Cassandra / API / bench / other / "
+        f"idle %: {_cpu({'cpu_percent': k.get('machine_cpu')})}.",
+        "",
+        *_served(k, target, full),
+        "",
+    ]
+
+
+def _served(f: dict[str, Any], target: dict[str, float], full: bool) -> list[str]:
+    """A load's freshness per served table, and its as_of lag."""
+    from bench.freshness import TABLES
+
+    out = [
+        *_table(
+            "Served table|Kind|Samples|p50 s|p99 s|max s|Never seen|as_of violated: samples (answers), ahead by up to s|Target"
+        ),
+    ]
+    for table, label in TABLES.items():
+        for kind, r in f["tables"].get(table, {}).items():
+            timed = table != "utterance_completed"  # the insights flow's work: no target
+            ok = (
+                r["never_seen"] == 0
+                and r["p50"] is not None
+                and r["p50"] <= target["p50_s"]
+                and r["p99"] <= target["p99_s"]
+            )
+            out.append(
+                f"|{label}|{kind}|{r['n']}|{_seconds(r)}|{r['never_seen']}|"
+                f"{r['as_of_violated']} ({r['as_of_violating_answers']}), {r['as_of_ahead_max_s']:g}|"
+                f"{_met(ok if timed else None, full)}|"
+            )
+    out += [
+        "",
+        f"as_of against the present, sampled twice a second under the load (target: at most "
+        f"{target['as_of_lag_s']:g} s behind):",
+        "",
+        *_table("Answer|Samples|p50 s|p99 s|max s|Target"),
+    ]
+    for flow, label in (
+        ("error_counters", "GET /errors (error_counters)"),
+        ("learning", "GET /learning (learning)"),
+    ):
+        lag = f["as_of_lag_s"].get(flow, {})
+        ok = lag.get("max") is not None and lag["max"] <= target["as_of_lag_s"]
+        out.append(f"|{label}|{lag.get('n', '')}|{_seconds(lag)}|{_met(ok, full)}|")
     return out
 
 
