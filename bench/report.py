@@ -551,22 +551,26 @@ def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
 
 def _kept(k: dict[str, Any] | None, target: dict[str, float], full: bool) -> list[str]:
     """The rate the whole system keeps, and freshness at half of it."""
+    from bench.freshness import SETTLE_MAX_S
+
     if not k:
         return []
+    if "error" in k:
+        return ["### At half the rate the whole system keeps", "", f"failed: {k['error']}", ""]
     probe, acked, posts = k["probe"], k["acknowledged"], k["post_latency_ms"]
     caught = k.get("caught_up_after_s")
     return [
         "### At half the rate the whole system keeps",
         "",
-        "Section 2's best rate is the API's alone. With the three flows and this section's "
-        f"reads on the same machine, {probe['in_flight']} clients posting back to back for "
+        "Section 2's best rate is the API's alone. With the three flows on the same machine "
+        f"(nothing read back meanwhile), {probe['in_flight']} clients posting back to back for "
         f"{probe['seconds']:g} s had {probe['acknowledged']} POSTs acknowledged: "
         f"**{probe['per_s']:g} POSTs/s** (p50 {_ms(probe['post_latency_ms']['p50'])} ms, "
         f"p99 {_ms(probe['post_latency_ms']['p99'])} ms). Once the flows had caught up "
         + (
             f"(both as_of within {target['as_of_lag_s']:g} s of the present {caught:g} s later)"
             if caught is not None
-            else "(their as_of was still not within target 120 s later)"
+            else f"(their as_of was still not within target {SETTLE_MAX_S:g} s later)"
         )
         + f", the same measurement at {k['rate_per_s']:g} POSTs/s for {k['seconds']:g} s over "
         f"{k['learners']} other learners: {k['posted']} posted, {acked.get('current', 0)} current "
