@@ -77,10 +77,10 @@ class FeedSettings(Section):
     shards: Annotated[
         Count,
         doc(
-            "Change-feed shards per time bucket; a dataflow partition reads one. "
-            "Changing it needs a fresh replay."
+            "Change-feed shards per time bucket; a dataflow partition reads one. A flow "
+            "refuses fewer shards than it has read: see the README's 'Changing the feed's shards'."
         ),
-    ] = 8
+    ] = 4
     bucket_s: Annotated[Count, doc("Length of a change-feed time bucket.")] = 60
     ttl_days: Annotated[Count, doc("How long change-feed entries are kept.")] = 7
     reader_lag_s: Annotated[

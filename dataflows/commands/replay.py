@@ -55,7 +55,7 @@ def replay(
     """Run flow `name` over the feed from `start` until caught up (or until
     `until`); return how many feed entries it read. Its progress is recorded
     as `<name>-replay`."""
-    progress_name = f"{name}-replay"
+    progress_name = replay_progress_name(name)
     stop_at = until or utc_now() - timedelta(seconds=settings.feed.reader_lag_s)
     module = FLOWS[name]
     source = module.feed_source(settings, progress_name, start=start, stop_at=stop_at)
@@ -81,6 +81,12 @@ def replay(
         until=stop_at.isoformat(),
     )
     return entries
+
+
+def replay_progress_name(flow: str) -> str:
+    """What a replay of `flow` records its progress under: never the live
+    flow's own rows."""
+    return f"{flow}-replay"
 
 
 def _entries_read(flow: str, shards: int) -> int:

@@ -47,7 +47,7 @@ from cql.change_feed import FeedEntry, FeedReader, time_of
 from cql.clock import to_stored_time, utc_now
 from cql.learning import DATAFLOW_PROGRESS
 from dataflows.connectors.ledger import Ledger, Ticket
-from dataflows.connectors.progress import Progress
+from dataflows.connectors.progress import Progress, check_shards
 from dataflows.resources import acquire_db, release_db
 from live import doorbell
 from runtime.redis_client import connect
@@ -156,8 +156,14 @@ class FeedSource(FixedPartitionedSource[FeedItem, ShardState]):
         self.clock = clock
 
     def list_parts(self) -> list[str]:
+        shards = self.settings.feed.shards
+        db = acquire_db(self.settings.cassandra)
+        try:
+            check_shards(db, self.flow, shards)
+        finally:
+            release_db(self.settings.cassandra)
         # Every worker can read every shard; Bytewax gives each to one worker.
-        return [str(shard) for shard in range(self.settings.feed.shards)]
+        return [str(shard) for shard in range(shards)]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: ShardState | None

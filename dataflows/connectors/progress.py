@@ -18,6 +18,7 @@ from prometheus_client import Gauge
 
 from cql.clock import to_stored_time
 from cql.learning import DATAFLOW_PROGRESS, ProgressRow
+from cql.session import Db
 from dataflows.connectors.ledger import Ledger
 
 log = structlog.get_logger("dataflows.progress")
@@ -39,6 +40,25 @@ AS_OF_LAG = Gauge(
     ["flow", "shard"],
     multiprocess_mode="livemostrecent",
 )
+
+
+class ShardsDropped(RuntimeError):
+    """The feed is read with fewer shards than this flow has read before."""
+
+
+def check_shards(db: Db, flow: str, shards: int) -> None:
+    """Refuses to read the feed with fewer shards than `flow` has recorded
+    progress for: entries the API wrote into the others, while it had more,
+    would never be read, and their shards' stale watermarks would hold every
+    answer's `as_of` back for good."""
+    select = db.prepare(DATAFLOW_PROGRESS.select(columns=("shard",)), idempotent=True)
+    beyond = sorted(shard for (shard,) in db.session.execute(select, (flow,)) if shard >= shards)
+    if beyond:
+        raise ShardsDropped(
+            f"feed.shards is {shards}, but the flow {flow!r} has read shards {beyond} "
+            "(dataflow_progress): set UTTERSTREAM_FEED_SHARDS to what it was, or change it "
+            "as the README's 'Changing the feed's shards' says"
+        )
 
 
 class Progress:

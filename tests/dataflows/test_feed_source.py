@@ -21,11 +21,11 @@ from cassandra.util import uuid_from_time
 
 from cql.change_feed import CHANGE_FEED, FeedEntry, bucket_of, time_of
 from cql.clock import utc_now
-from cql.learning import DATAFLOW_PROGRESS
+from cql.learning import DATAFLOW_PROGRESS, ProgressRow
 from cql.session import Db
 from dataflows.connectors.feed_source import FeedItem, FeedSource, ShardState
 from dataflows.connectors.ledger import pay
-from dataflows.connectors.progress import AS_OF_LAG, READ_LAG
+from dataflows.connectors.progress import AS_OF_LAG, READ_LAG, ShardsDropped
 from live import doorbell
 from runtime.settings import Settings
 from tests.dataflow_helpers import flow_settings, run
@@ -286,6 +286,21 @@ def test_the_overlap_must_cover_the_reader_lag(migrated):
     )
     with pytest.raises(ValueError, match="feed_overlap_s"):
         FeedSource("feed_test", settings)
+
+
+def test_a_flow_refuses_fewer_shards_than_it_has_read(db, migrated):
+    """Entries the API wrote into a shard the flow no longer reads would
+    never be counted: the flow does not start."""
+    flow = f"shards-{uuid.uuid4().hex[:8]}"
+    shards = migrated.feed.shards
+    row = ProgressRow(flow, shards, utc_now(), utc_now())
+    db.session.execute(db.prepare(DATAFLOW_PROGRESS.insert()), DATAFLOW_PROGRESS.values(row))
+    with pytest.raises(ShardsDropped, match=rf"feed.shards is {shards}.*\[{shards}\]"):
+        FeedSource(flow, migrated).list_parts()
+    more = msgspec.structs.replace(
+        migrated, feed=msgspec.structs.replace(migrated.feed, shards=shards + 1)
+    )
+    assert FeedSource(flow, more).list_parts() == [str(s) for s in range(shards + 1)]
 
 
 def test_emitted_ids_are_forgotten_once_behind_the_overlap(db, migrated, tenant_name, now):
