@@ -38,7 +38,6 @@ from bench import (
     report,
     soak,
 )
-from bench.flows import PROGRESS_NAMES
 
 SECTIONS = ("limit", "ingest", "reads", "profile", "soak", "dataflow", "live", "cluster")
 
@@ -127,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"bench keyspace {settings.cassandra.keyspace}: applying the schema")
     migrate(settings.cassandra)
-    common.forget_progress(settings, PROGRESS_NAMES)
     run["versions"] = common.versions(settings)
     run["config"] = {
         "mode": "quick" if args.quick else "full",

@@ -142,24 +142,6 @@ def create_key(settings: Settings, tenant: str) -> str:
         db.close()
 
 
-def forget_progress(settings: Settings, flows: Sequence[str]) -> None:
-    """Deletes what `flows` recorded in the bench keyspace's
-    dataflow_progress. Every flow the bench runs starts afresh (at the
-    present, or a replay of its own range), so an earlier run's positions
-    mean nothing to it; read with another feed.shards, they would stop it
-    (dataflows/connectors/progress.py)."""
-    from cql.learning import DATAFLOW_PROGRESS
-    from cql.session import Db
-
-    db = Db.open(settings.cassandra)
-    try:
-        delete = db.prepare(DATAFLOW_PROGRESS.delete(), idempotent=True)
-        for flow in flows:
-            db.session.execute(delete, (flow,))
-    finally:
-        db.close()
-
-
 class ClientPools:
     """`connections` requests at once over small httpx pools, a free slot
     being a free connection of one of them, so a request never waits in a

@@ -49,7 +49,6 @@ from api.writes.store import Store
 from bench import freshness, reference
 from bench.common import bench_settings
 from cql.clock import to_stored_time, utc_now
-from cql.learning import FLOWS
 from cql.migrate import migrate
 from cql.session import Db
 from cql.utterances import UtteranceRow
@@ -71,8 +70,6 @@ replay.FLOWS.setdefault(reference.FLOW, reference)
 # favours none), and each flow's faster run counts.
 _ONCE = (passthrough.FLOW, reference.FLOW, error_counters.FLOW, learning.FLOW)
 ORDER = _ONCE + _ONCE[::-1]
-# Every name the bench's flows record progress under (common.forget_progress).
-PROGRESS_NAMES = (*FLOWS, *map(replay.replay_progress_name, _ONCE))
 
 
 # ---- throughput

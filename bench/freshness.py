@@ -71,6 +71,7 @@ from cql.learning import FLOWS
 from cql.session import Db
 from dataflows.commands.status import COUNTING, held_keys, progress
 from dataflows.connectors.feed_source import IDLE_AFTER
+from dataflows.connectors.progress import forget_progress
 from runtime.processes import launch, stop
 from runtime.settings import Settings
 
@@ -564,6 +565,12 @@ class Flows:
             "UTTERSTREAM_DATAFLOW_START_AT": (self.started - timedelta(seconds=1)).isoformat()
             + "+00:00",
         }
+        db = Db.open(settings.cassandra)
+        try:
+            for flow in FLOWS:
+                forget_progress(db, flow)
+        finally:
+            db.close()
         self.recovery = {flow: workdir / flow for flow in FLOWS}
         self.logs = {flow: LOG_DIR / f"bench-{flow}-{os.getpid()}.log" for flow in FLOWS}
         self.restarts: dict[str, list[dict[str, Any]]] = {flow: [] for flow in FLOWS}

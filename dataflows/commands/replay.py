@@ -33,6 +33,8 @@ from prometheus_client import REGISTRY
 
 from cql.clock import utc_now
 from dataflows import error_counters, insights, learning, passthrough
+from dataflows.connectors.progress import forget_progress
+from dataflows.resources import acquire_db, release_db
 from runtime import pauses
 from runtime.logs import configure_logging
 from runtime.settings import Settings
@@ -55,7 +57,8 @@ def replay(
     """Run flow `name` over the feed from `start` until caught up (or until
     `until`); return how many feed entries it read. Its progress is recorded
     as `<name>-replay`."""
-    progress_name = replay_progress_name(name)
+    progress_name = f"{name}-replay"
+    _forget(settings, progress_name)
     stop_at = until or utc_now() - timedelta(seconds=settings.feed.reader_lag_s)
     module = FLOWS[name]
     source = module.feed_source(settings, progress_name, start=start, stop_at=stop_at)
@@ -83,10 +86,13 @@ def replay(
     return entries
 
 
-def replay_progress_name(flow: str) -> str:
-    """What a replay of `flow` records its progress under: never the live
-    flow's own rows."""
-    return f"{flow}-replay"
+def _forget(settings: Settings, progress_name: str) -> None:
+    """A replay starts afresh: an earlier one's progress means nothing to it."""
+    db = acquire_db(settings.cassandra)
+    try:
+        forget_progress(db, progress_name)
+    finally:
+        release_db(settings.cassandra)
 
 
 def _entries_read(flow: str, shards: int) -> int:

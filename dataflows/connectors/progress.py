@@ -20,6 +20,8 @@ from cql.clock import to_stored_time
 from cql.learning import DATAFLOW_PROGRESS, ProgressRow
 from cql.session import Db
 from dataflows.connectors.ledger import Ledger
+from dataflows.resources import acquire_db, release_db
+from runtime.settings import Settings
 
 log = structlog.get_logger("dataflows.progress")
 
@@ -46,19 +48,40 @@ class ShardsDropped(RuntimeError):
     """The feed is read with fewer shards than this flow has read before."""
 
 
-def check_shards(db: Db, flow: str, shards: int) -> None:
+# (keyspace, flow, shards) checked by this process: every worker lists the
+# source's partitions, and each check would connect and disconnect again.
+_checked: set[tuple[str, str, int]] = set()
+
+
+def check_shards(settings: Settings, flow: str) -> None:
     """Refuses to read the feed with fewer shards than `flow` has recorded
     progress for: entries the API wrote into the others, while it had more,
     would never be read, and their shards' stale watermarks would hold every
     answer's `as_of` back for good."""
-    select = db.prepare(DATAFLOW_PROGRESS.select(columns=("shard",)), idempotent=True)
-    beyond = sorted(shard for (shard,) in db.session.execute(select, (flow,)) if shard >= shards)
-    if beyond:
+    shards = settings.feed.shards
+    checked = (settings.cassandra.keyspace, flow, shards)
+    if checked in _checked:
+        return
+    db = acquire_db(settings.cassandra)
+    try:
+        select = db.prepare(DATAFLOW_PROGRESS.select(columns=("shard",)), idempotent=True)
+        recorded = [shard for (shard,) in db.session.execute(select, (flow,))]
+    finally:
+        release_db(settings.cassandra)
+    if beyond := sorted(shard for shard in recorded if shard >= shards):
         raise ShardsDropped(
             f"feed.shards is {shards}, but the flow {flow!r} has read shards {beyond} "
             "(dataflow_progress): set UTTERSTREAM_FEED_SHARDS to what it was, or change it "
             "as the README's 'Changing the feed's shards' says"
         )
+    _checked.add(checked)
+
+
+def forget_progress(db: Db, flow: str) -> None:
+    """Deletes what `flow` recorded, for a run that starts afresh (a replay,
+    the bench's flows): an earlier run's rows would misstate its `as_of`,
+    and, read with another feed.shards, stop it (check_shards)."""
+    db.session.execute(db.prepare(DATAFLOW_PROGRESS.delete(), idempotent=True), (flow,))
 
 
 class Progress:

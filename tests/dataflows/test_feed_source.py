@@ -25,7 +25,7 @@ from cql.learning import DATAFLOW_PROGRESS, ProgressRow
 from cql.session import Db
 from dataflows.connectors.feed_source import FeedItem, FeedSource, ShardState
 from dataflows.connectors.ledger import pay
-from dataflows.connectors.progress import AS_OF_LAG, READ_LAG, ShardsDropped
+from dataflows.connectors.progress import AS_OF_LAG, READ_LAG, ShardsDropped, forget_progress
 from live import doorbell
 from runtime.settings import Settings
 from tests.dataflow_helpers import flow_settings, run
@@ -303,6 +303,21 @@ def test_a_flow_refuses_fewer_shards_than_it_has_read(db, migrated):
     assert FeedSource(flow, more).list_parts() == [str(s) for s in range(shards + 1)]
 
 
+def test_a_fresh_run_forgets_its_earlier_progress_and_nothing_else(db, migrated):
+    gone, kept = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("gone", "kept"))
+    insert = db.prepare(DATAFLOW_PROGRESS.insert())
+    for flow in (gone, kept):
+        for shard in (0, 7):
+            row = ProgressRow(flow, shard, utc_now(), utc_now())
+            db.session.execute(insert, DATAFLOW_PROGRESS.values(row))
+    shards = db.prepare(DATAFLOW_PROGRESS.select(columns=("shard",)))
+
+    forget_progress(db, gone)
+
+    assert list(db.session.execute(shards, (gone,))) == []
+    assert [shard for (shard,) in db.session.execute(shards, (kept,))] == [0, 7]
+
+
 def test_emitted_ids_are_forgotten_once_behind_the_overlap(db, migrated, tenant_name, now):
     settings = flow_settings(migrated)
     clock = Clock(now)
@@ -419,7 +434,10 @@ def test_an_idle_shard_sweeps_every_two_seconds_and_when_rung(
     settings = flow_settings(migrated)
     lag = timedelta(seconds=settings.feed.reader_lag_s)
     clock = Clock(now)
-    source = FeedSource("feed_test", settings, start=now - timedelta(seconds=5), clock=clock)
+    # A flow of its own: progress of a shard beyond feed.shards would stop
+    # the other tests' flows (check_shards).
+    flow = f"feed-test-{uuid.uuid4().hex[:6]}"
+    source = FeedSource(flow, settings, start=now - timedelta(seconds=5), clock=clock)
     # A shard the other tests leave alone: an entry of theirs would end idleness.
     with partition(source, 6) as part:
         part.next_batch()
