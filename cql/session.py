@@ -4,13 +4,17 @@ statement goes to a replica of its partition in the local data centre, so
 a node's loss costs only the requests it was serving at that moment.
 Consistency levels: cql/consistency.py.
 
-No statement is retried or speculatively executed by the driver unless it is
-marked idempotent; lightweight transactions never are, because a CAS timeout
-is an unknown outcome that only a SERIAL read can settle. An idempotent
-write whose replicas timed out is sent again (twice at most): writing the
-same row again gives the same row, and a dataflow that stopped on it would
-replay from its snapshot, which costs far more under the load that caused
-the timeout.
+No statement that timed out is retried or speculatively executed by the
+driver unless it is marked idempotent; lightweight transactions never are,
+because a CAS timeout is an unknown outcome that only a SERIAL read can
+settle. An idempotent write whose replicas timed out is sent again (twice at
+most): writing the same row again gives the same row, and a dataflow that
+stopped on it would replay from its snapshot, which costs far more under the
+load that caused the timeout. Any statement whose connection failed before
+its answer (a node killed mid-request) is sent again on the next node, as the
+driver's policy does: that keeps requests going when a node dies, and no
+table has a counter or list whose write would add twice; the store tells
+an LWT's second send that finds the first one's row from someone else's.
 """
 
 from __future__ import annotations

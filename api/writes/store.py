@@ -2,7 +2,10 @@
 each operation one awaited round trip (or a bounded few).
 
 Lightweight transactions settle an unknown outcome (a CAS write timeout) with
-a SERIAL read of the same row, never by sending the insert again.
+a SERIAL read of the same row, never by sending the insert again. The driver
+itself sends any statement again on another node when the connection it went
+out on fails before the answer (cql/session.py): a not-applied answer that
+holds our own row (or owner) then means the first send applied.
 """
 
 from __future__ import annotations
@@ -163,7 +166,10 @@ class Store:
         if first[0]:
             return None
         # A not-applied LWT returns the existing row in schema order, so map by name.
-        return table.from_mapping(dict(zip(result.column_names, first, strict=True)))
+        existing = table.from_mapping(dict(zip(result.column_names, first, strict=True)))
+        # Our own row: the first send applied and the driver sent the insert
+        # again because that node's connection failed before it answered.
+        return None if existing == row else existing
 
     async def _serial_read(self, statement: PreparedStatement, key: tuple) -> tuple:
         bound = statement.bind(key)
@@ -281,13 +287,16 @@ class Store:
             tenant, key, lapsed.owner, lapsed.lease_until,
         )  # fmt: skip
         try:
-            row = await self._one(self._take_over_key, params)
+            async with self._slots:
+                result = await execute(self.db.session, self._take_over_key, params)
         except WriteTimeout:
             current = IDEMPOTENCY_KEYS.from_row(
                 await self._serial_read(self._idem_key, (tenant, key))
             )
             return current.owner == claim.owner
-        return bool(row[0])
+        row = dict(zip(result.column_names, result.current_rows[0], strict=True))
+        # Not applied, yet ours: a send again after a failed connection (_cas).
+        return row["[applied]"] or row["owner"] == claim.owner
 
     async def renew_key(
         self, tenant: str, key: str, owner: uuid.UUID, lease_until: datetime
