@@ -13,8 +13,9 @@ stopped on it would replay from its snapshot, which costs far more under the
 load that caused the timeout. Any statement whose connection failed before
 its answer (a node killed mid-request) is sent again on the next node, as the
 driver's policy does: that keeps requests going when a node dies, and no
-table has a counter or list whose write would add twice; the store tells
-an LWT's second send that finds the first one's row from someone else's.
+table has a counter or list whose write would add twice; the API's LWTs
+tell a second send that finds the first one's row from someone else's
+(api/writes/store.py).
 """
 
 from __future__ import annotations

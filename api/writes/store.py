@@ -4,8 +4,11 @@ each operation one awaited round trip (or a bounded few).
 Lightweight transactions settle an unknown outcome (a CAS write timeout) with
 a SERIAL read of the same row, never by sending the insert again. The driver
 itself sends any statement again on another node when the connection it went
-out on fails before the answer (cql/session.py): a not-applied answer that
-holds our own row (or owner) then means the first send applied.
+out on fails before the answer (cql/session.py): an Idempotency-Key claim or
+take-over not applied with our own (random) owner in place means the first
+send applied. The other LWTs need no such rule: their callers already take
+a row like their own for their own (learners, conversations) or look for the
+utterance itself (utterance claims).
 """
 
 from __future__ import annotations
@@ -166,10 +169,7 @@ class Store:
         if first[0]:
             return None
         # A not-applied LWT returns the existing row in schema order, so map by name.
-        existing = table.from_mapping(dict(zip(result.column_names, first, strict=True)))
-        # Our own row: the first send applied and the driver sent the insert
-        # again because that node's connection failed before it answered.
-        return None if existing == row else existing
+        return table.from_mapping(dict(zip(result.column_names, first, strict=True)))
 
     async def _serial_read(self, statement: PreparedStatement, key: tuple) -> tuple:
         bound = statement.bind(key)
@@ -276,7 +276,11 @@ class Store:
     # ---- idempotency keys
 
     async def claim_key(self, row: IdempotencyRow) -> IdempotencyRow | None:
-        return await self._cas(IDEMPOTENCY_KEYS, row, self._claim_key, self._idem_key)
+        existing = await self._cas(IDEMPOTENCY_KEYS, row, self._claim_key, self._idem_key)
+        # Our own claim (its owner is random): the first send applied, and the
+        # driver sent the insert again because that node's connection failed
+        # before it answered.
+        return None if existing is not None and existing.owner == row.owner else existing
 
     async def take_over_key(self, lapsed: IdempotencyRow, claim: IdempotencyRow) -> bool:
         """Hand the key from `lapsed` (the claim as read) to `claim`'s owner,
@@ -295,8 +299,9 @@ class Store:
             )
             return current.owner == claim.owner
         row = dict(zip(result.column_names, result.current_rows[0], strict=True))
-        # Not applied, yet ours: a send again after a failed connection (_cas).
-        return row["[applied]"] or row["owner"] == claim.owner
+        # Not applied, yet ours: a send again after a failed connection
+        # (claim_key). A key deleted meanwhile (erasure, TTL) has no owner.
+        return row["[applied]"] or row.get("owner") == claim.owner
 
     async def renew_key(
         self, tenant: str, key: str, owner: uuid.UUID, lease_until: datetime

@@ -5,10 +5,10 @@ really runs against Cassandra: the store must settle the outcome with a SERIAL
 read of the real row, never by sending the insert again.
 
 The driver does send a statement again, on the next node, when the connection
-it went out on fails before the answer: the second send of an LWT whose first
-applied answers "not applied" with our own row, which the store must count as
-applied (a first claim answered 409 "in flight" by its own claim, in the
-cluster drill, before this)."""
+it went out on fails before the answer: the second send of an Idempotency-Key
+claim or take-over whose first applied answers "not applied" with our own
+owner, which the store must count as applied (a first attempt was answered
+409 "in flight" by its own claim, in the cluster drill, before this)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from cassandra import ConsistencyLevel, WriteTimeout, WriteType
 from cassandra.connection import ConnectionShutdown
@@ -29,7 +30,7 @@ from api.writes.store import Store
 from cql.clock import utc_now
 from cql.learners import UserRow
 from cql.session import Db
-from cql.utterances import IdempotencyRow
+from cql.utterances import IDEMPOTENCY_KEYS, IdempotencyRow
 
 real_execute = api.writes.store.execute
 
@@ -119,19 +120,6 @@ def test_the_session_sends_an_lwt_again_when_its_connection_fails(db: Db) -> Non
     assert decision == RetryPolicy.RETRY_NEXT_HOST
 
 
-async def test_an_lwt_sent_twice_finds_its_own_row_and_counts_as_applied(
-    db: Db, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = Store(db, 16)
-    sent: list[Any] = []
-    monkeypatch.setattr(api.writes.store, "execute", send_twice(store._insert_user, sent))
-    row = learner("Ada")
-    assert await store.create_user(row) is None  # ours: created, not "taken"
-    assert len(sent) == 1
-    theirs = UserRow(row.tenant, row.user_id, "grace@example.org", "Grace", utc_now())
-    assert await store.create_user(theirs) == row  # someone else's row is still theirs
-
-
 async def test_a_claim_sent_twice_is_carried_out_not_refused_as_in_flight(
     db: Db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,3 +158,18 @@ async def test_a_take_over_sent_twice_is_won(db: Db, monkeypatch: pytest.MonkeyP
     assert await store.take_over_key(lapsed, retry)
     assert len(sent) == 1
     assert await store.renew_key(tenant, key, retry.owner, now + timedelta(seconds=30))
+
+
+async def test_a_take_over_of_a_key_deleted_meanwhile_is_lost_not_an_error(db: Db) -> None:
+    """A key erased (or expired) between the read and the take-over: the
+    not-applied answer names no owner, and the take-over is simply lost."""
+    store = Store(db, 16)
+    tenant, key, now = f"t-{uuid.uuid4().hex[:12]}", "k-1", utc_now()
+    lapsed = IdempotencyRow(
+        tenant, key, b"d", uuid.uuid4(), "started", now, None, None,
+        now - timedelta(seconds=1), "dead:1",
+    )  # fmt: skip
+    assert await store.claim_key(lapsed) is None
+    db.session.execute(db.prepare(IDEMPOTENCY_KEYS.delete()), (tenant, key))
+    retry = msgspec.structs.replace(lapsed, owner=uuid.uuid4(), holder="retry:2")
+    assert not await store.take_over_key(lapsed, retry)
