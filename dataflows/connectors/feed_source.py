@@ -6,8 +6,9 @@ API rang the shard's doorbell (live/doorbell.py), and every
 `poll_interval_s` when it did not. The reader lag is short, for freshness.
 A write becomes visible up to a request timeout after its id's time (see
 cql/change_feed.py), possibly behind the position already read; so every
-`sweep_interval_s` a poll also sweeps the overlap, (position - overlap,
-position], reading only the ids and then the entries not emitted yet.
+`sweep_interval_s` (on a grid every busy shard shares: `_next_sweep`) a
+poll also sweeps the overlap, (position - overlap, position], reading only
+the ids and then the entries not emitted yet.
 Ids emitted within the overlap are remembered, so an entry that lands late
 is still read exactly once. Its snapshot is the position plus those recent
 ids, so a resumed partition continues where the snapshot was taken,
@@ -44,7 +45,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from prometheus_client import Counter
 
 from cql.change_feed import FeedEntry, FeedReader, time_of
-from cql.clock import to_stored_time, utc_now
+from cql.clock import floor_to, to_stored_time, utc_now
 from cql.learning import DATAFLOW_PROGRESS
 from dataflows.connectors.ledger import Ledger, Ticket
 from dataflows.connectors.progress import Progress, check_shards
@@ -224,10 +225,10 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         until = max(self._position, min(readable, self._position + _MAX_SPAN))
         idle = self._idle(now)
         poll = _IDLE_POLL if idle else self._poll
-        sweep = idle or self._swept_at is None or now - self._swept_at >= self._sweep_every
+        sweep = idle or self._swept_at is None or now >= self._next_sweep()
         if until == self._position and not sweep:
             self._progress.publish(now)
-            self._next_poll = self._after_poll(now, until, poll)
+            self._next_poll = self._after_poll(now, until, poll, idle)
             self._wake(now)
             return []
         entries, full = self._read(until, sweep)
@@ -242,7 +243,8 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             self._progress.swept(read, until, now)
         items = self._owed(read, entries)
         self._progress.publish(now)
-        self._next_poll = now if full or until < readable else self._after_poll(now, until, poll)
+        caught_up = not full and until >= readable
+        self._next_poll = self._after_poll(now, until, poll, idle) if caught_up else now
         self._wake(now)
         if entries:
             self._read_at = now
@@ -259,16 +261,30 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         if self._rung:
             self._next_poll = min(self._next_poll, self._rung[0] + self._lag)
 
-    def _after_poll(self, now: datetime, read_until: datetime, poll: timedelta) -> datetime:
+    def _after_poll(
+        self, now: datetime, read_until: datetime, poll: timedelta, idle: bool
+    ) -> datetime:
         """The next poll after one that read up to `read_until`: a poll
         later, or sooner for a ring it did not answer yet (heard after
-        `read_until`: its entry was not readable)."""
+        `read_until`: its entry was not readable) or, unless idle, for the
+        next sweep."""
         first, last = self._rung or (None, None)
         if last is not None and last <= read_until:
             self._rung = None
         elif first is not None and first <= read_until:
             self._rung = (last, last)
-        return min(now + poll, self._rung[0] + self._lag) if self._rung else now + poll
+        due = min(now + poll, self._rung[0] + self._lag) if self._rung else now + poll
+        return due if idle else min(due, self._next_sweep())
+
+    def _next_sweep(self) -> datetime:
+        """The first point of the sweep grid (multiples of the sweep interval
+        since the epoch) after the last sweep. Every busy shard of every flow
+        sweeps on the one grid (a first sweep, or an idle shard's, may fall
+        off it): a flow's watermark is its slowest shard's, which then trails
+        by one interval, not by the spread of its shards' phases; and a sweep
+        is not put off by polls in between."""
+        assert self._swept_at is not None
+        return floor_to(self._swept_at, self._sweep_every) + self._sweep_every
 
     def _idle(self, now: datetime) -> bool:
         return now - self._read_at > IDLE_AFTER

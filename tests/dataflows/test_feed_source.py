@@ -20,7 +20,7 @@ from bytewax.testing import TestingSink
 from cassandra.util import uuid_from_time
 
 from cql.change_feed import CHANGE_FEED, FeedEntry, bucket_of, time_of
-from cql.clock import utc_now
+from cql.clock import floor_to, utc_now
 from cql.learning import DATAFLOW_PROGRESS, ProgressRow
 from cql.session import Db
 from dataflows.connectors.feed_source import FeedItem, FeedSource, ShardState
@@ -261,6 +261,8 @@ def test_a_resumed_partition_publishes_nothing_at_first(db, migrated, now, redis
 
 def test_it_polls_at_once_when_behind_and_waits_when_caught_up(db, migrated, now):
     settings = flow_settings(migrated)
+    # On the sweep grid, so the next sweep is not due before the next poll.
+    now = floor_to(now, timedelta(seconds=settings.dataflow.sweep_interval_s))
     clock = Clock(now)
     source = FeedSource("feed_test", settings, start=now - timedelta(hours=1), clock=clock)
     with partition(source, 3) as part:
@@ -339,6 +341,7 @@ def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
     settings = flow_settings(migrated)
     lag = timedelta(seconds=settings.feed.reader_lag_s)
     sweep = timedelta(seconds=settings.dataflow.sweep_interval_s)
+    now = floor_to(now, sweep)  # on the sweep grid: the next sweep is one interval on
     clock = Clock(now)
     flow = f"feed-test-{uuid.uuid4().hex[:6]}"
     source = FeedSource(flow, settings, start=now - timedelta(seconds=30), clock=clock)
@@ -362,6 +365,30 @@ def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
         assert DATAFLOW_PROGRESS.from_row(row).position == now + sweep - lag
 
 
+def test_a_busy_shard_sweeps_on_the_grid_every_shard_shares(
+    db, migrated, tenant_name, now, redis_client
+):
+    """Sweeps fall on multiples of the sweep interval since the epoch,
+    whatever the phase of the shard's first poll: every shard of a flow then
+    publishes about the same watermark at about the same time."""
+    settings = flow_settings(migrated)
+    lag = timedelta(seconds=settings.feed.reader_lag_s)
+    sweep = timedelta(seconds=settings.dataflow.sweep_interval_s)
+    grid = floor_to(now, sweep)
+    clock = Clock(grid + sweep * 0.6)
+    flow = f"feed-test-{uuid.uuid4().hex[:6]}"
+    source = FeedSource(flow, settings, start=grid - timedelta(seconds=30), clock=clock)
+    # Shard 5, which the other tests leave alone, like the test above.
+    with partition(source, 5) as part:
+        pay_theirs(redis_client, part.next_batch(), tenant_name, 1)  # sweeps, off the grid
+        clock.now = grid + sweep * 0.9
+        pay_theirs(redis_client, part.next_batch(), tenant_name, 1)
+        assert progress_of(db, flow) == grid + sweep * 0.6 - lag, "no sweep before the grid"
+        clock.now = grid + sweep  # less than an interval after the first sweep
+        pay_theirs(redis_client, part.next_batch(), tenant_name, 1)
+        assert progress_of(db, flow) == grid + sweep - lag
+
+
 def ring(settings: Settings, redis_client, shard: int) -> None:
     """Ring `shard`'s doorbell until this process's listener heard it (it
     may still be subscribing)."""
@@ -373,12 +400,18 @@ def ring(settings: Settings, redis_client, shard: int) -> None:
         time.sleep(0.05)
 
 
+TIMER_LESS = timedelta(minutes=1)
+
+
 def timer_less(settings: Settings) -> Settings:
-    """Polls and sweeps a minute apart: only rings make a partition poll."""
+    """Polls and sweeps a minute apart (the tests start on that sweep grid):
+    only rings make a partition poll."""
     return msgspec.structs.replace(
         settings,
         dataflow=msgspec.structs.replace(
-            settings.dataflow, poll_interval_s=60.0, sweep_interval_s=60.0
+            settings.dataflow,
+            poll_interval_s=TIMER_LESS.total_seconds(),
+            sweep_interval_s=TIMER_LESS.total_seconds(),
         ),
     )
 
@@ -392,6 +425,7 @@ def test_a_rung_shard_polls_one_reader_lag_after_the_ring(
 ):
     settings = timer_less(flow_settings(migrated))
     lag = timedelta(seconds=settings.feed.reader_lag_s)
+    now = floor_to(now, TIMER_LESS)
     clock = Clock(now)
     source = FeedSource("feed_test", settings, start=now - timedelta(seconds=5), clock=clock)
     with partition(source, 3) as part:
@@ -412,6 +446,7 @@ def test_a_ring_heard_as_a_poll_is_due_gets_a_poll_of_its_own(
 ):
     settings = timer_less(flow_settings(migrated))
     lag = timedelta(seconds=settings.feed.reader_lag_s)
+    now = floor_to(now, TIMER_LESS)
     clock = Clock(now + timedelta(seconds=1))
     source = FeedSource("feed_test", settings, start=now - timedelta(seconds=5), clock=clock)
     with partition(source, 3) as part:
