@@ -541,8 +541,9 @@ def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
             if cfg.get("doorbell")
             else f"poll every {cfg['poll_interval_s']:g} s, "
         )
-        + f"sweep every {cfg['sweep_interval_s']:g} s over {cfg['feed_overlap_s']:g} s, flush every "
-        f"{cfg['flush_interval_s']:g} s (at most {cfg['batch_max_items']} items), "
+        + f"sweep every {cfg['sweep_interval_s']:g} s over {cfg['feed_overlap_s']:g} s, flush "
+        f"{cfg['flush_interval_s']:g} s after a learner's newest item (or at "
+        f"{cfg['batch_max_items']} items), "
         f"{cfg['workers']} workers per flow.",
         "",
     ]

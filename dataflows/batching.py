@@ -1,10 +1,13 @@
 """How the counting flows batch a learner's items before writing them.
 
 Nothing waits for an event-time window to close: a learner's items are
-collected for at most `dataflow.flush_interval_s` (or until
-`dataflow.batch_max_items`) and then written, so a served number reflects an
+collected until `dataflow.flush_interval_s` passes without another (Bytewax's
+`collect` restarts its timeout at each item), or until
+`dataflow.batch_max_items`, and then written. So a served number reflects an
 utterance within about the feed's reader lag plus that interval, however
-old the utterance is. The batch only routes and groups: the writers recount
+old the utterance is, for a learner whose utterances come further apart
+than the interval; a replay, whose items come close together, writes
+batches of many. The batch only routes and groups: the writers recount
 every touched window from stored facts, so a batch never carries a partial
 count.
 

@@ -1,8 +1,9 @@
 """Error counters: per learner and (category, subcategory), the number of
 error points in each minute, hour, day and month, and all time.
 
-The flow keys error points by learner, collects each learner's points for
-at most a flush interval (dataflows/batching.py), and hands them to a sink
+The flow keys error points by learner, collects each learner's points
+until a flush interval passes without more (dataflows/batching.py), and
+hands them to a sink
 that records every point as a fact and rewrites each touched window with
 its absolute count, recounted from the facts
 (dataflows/writers/error_writer.py). An open window is served with its

@@ -8,10 +8,10 @@ on one worker and are never analysed by two at once, and so do a learner's
 erase entries and utterances (the worker keeps its learners' erasures
 current, dataflows/writers/erasure.py); it collects each
 lane's entries into batches (`insight_batch_size` entries, or what came
-within `insight_batch_wait_s`), and the sink analyses a worker's batches
-concurrently on that worker's own event loop, where its LLM client bounds
-the calls in flight and takes every call's token from the rate bucket all
-workers and processes share.
+until `insight_batch_wait_s` passed without more), and the sink analyses a
+worker's batches concurrently on that worker's own event loop, where its
+LLM client bounds the calls in flight and takes every call's token from the
+rate bucket all workers and processes share.
 
 Per utterance (dataflows/insight_writer.py has the tables and their order):
 an utterance whose record already holds a completed analysis by the

@@ -3,8 +3,8 @@ UTC quarter hour, from which the API rolls up days, weeks and months in any
 time zone.
 
 Same shape as the error counters (dataflows/error_counters.py): each
-learner's utterances are collected for at most a flush interval and go to a
-sink that records one fact per utterance and rewrites each touched bucket
+learner's utterances are collected until a flush interval passes without
+more and go to a sink that records one fact per utterance and rewrites each touched bucket
 with absolute totals recounted from the facts
 (dataflows/writers/learning_writer.py). A duplicate feed entry, a replay or
 a resume after a crash therefore rewrites the same totals, and the current

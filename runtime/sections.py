@@ -249,7 +249,11 @@ class DataflowSettings(Section):
         ),
     ] = 0.5
     flush_interval_s: Annotated[
-        Seconds, doc("Longest a counting flow holds a learner's items before writing them.")
+        Seconds,
+        doc(
+            "How long a counting flow waits for more of a learner's items after the newest "
+            "before writing them (each item restarts the wait; `batch_max_items` ends it)."
+        ),
     ] = 0.25
     batch_max_items: Annotated[
         Count, doc("Most items of one learner a counting flow writes in one batch.")
@@ -293,7 +297,13 @@ class DataflowSettings(Section):
     insight_batch_size: Annotated[
         Count, doc("Utterances the insights flow hands a worker's model client at once.")
     ] = 32
-    insight_batch_wait_s: Annotated[Delay, doc("Longest wait to fill an insights batch.")] = 0.5
+    insight_batch_wait_s: Annotated[
+        Delay,
+        doc(
+            "How long the insights flow waits for more utterances of a lane after the newest "
+            "before analysing them (each restarts the wait; `insight_batch_size` ends it)."
+        ),
+    ] = 0.5
     feed_batch_size: Annotated[
         Count,
         doc(
