@@ -812,6 +812,7 @@ def run(
             "doorbell": True,  # polls one reader lag after a ring (live/doorbell.py)
             "poll_interval_s": d.poll_interval_s,
             "sweep_interval_s": d.sweep_interval_s,
+            "current_flush_s": d.current_flush_s,
             "flush_interval_s": d.flush_interval_s,
             "batch_max_items": d.batch_max_items,
             "feed_overlap_s": d.feed_overlap_s,

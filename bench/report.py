@@ -542,12 +542,19 @@ def _freshness(f: dict[str, Any], full: bool = True) -> list[str]:
             else f"poll every {cfg['poll_interval_s']:g} s, "
         )
         + f"sweep every {cfg['sweep_interval_s']:g} s over {cfg['feed_overlap_s']:g} s, flush "
-        f"{cfg['flush_interval_s']:g} s after a learner's newest item (or at "
-        f"{cfg['batch_max_items']} items), "
+        + _flush(cfg)
+        + f" (or at {cfg['batch_max_items']} items), "
         f"{cfg['workers']} workers per flow.",
         "",
     ]
     return out + _kept(f.get("kept"), target, full)
+
+
+def _flush(cfg: dict[str, Any]) -> str:
+    return (
+        f"{cfg['current_flush_s']:g} s after a learner's first item while caught up, "
+        f"{cfg['flush_interval_s']:g} s after its newest while catching up"
+    )
 
 
 def _kept(k: dict[str, Any] | None, target: dict[str, float], full: bool) -> list[str]:

@@ -2,9 +2,9 @@
 error points in each minute, hour, day and month, and all time.
 
 The flow keys error points by learner, collects each learner's points
-until a flush interval passes without more (dataflows/batching.py), and
-hands them to a sink
-that records every point as a fact and rewrites each touched window with
+for a flush (dataflows/batching.py: a short deadline while the flow keeps
+up, a wait for a pause while it catches up), and hands them to a sink that
+records every point as a fact and rewrites each touched window with
 its absolute count, recounted from the facts
 (dataflows/writers/error_writer.py). An open window is served with its
 count so far; later points rewrite it. Nothing waits for a window to close,
@@ -98,7 +98,7 @@ def get_flow(
     keyed = op.key_on("key_by_learner", points, learner_key)
     # (learner_key, Stamped[ErrorPointFact])
     batches = batch_by_learner(keyed, settings.dataflow)
-    # (learner_key, [Stamped[ErrorPointFact]]): what came within a flush interval
+    # (learner_key, [Stamped[ErrorPointFact]]): what came within a flush
     writer = erasing(ErrorCountWriter, error_partitions)
     op.output("write_error_counts", batches, sink or LearnerSink(settings, writer))
     return flow

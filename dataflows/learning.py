@@ -3,8 +3,8 @@ UTC quarter hour, from which the API rolls up days, weeks and months in any
 time zone.
 
 Same shape as the error counters (dataflows/error_counters.py): each
-learner's utterances are collected until a flush interval passes without
-more and go to a sink that records one fact per utterance and rewrites each touched bucket
+learner's utterances are collected for a flush (dataflows/batching.py)
+and go to a sink that records one fact per utterance and rewrites each touched bucket
 with absolute totals recounted from the facts
 (dataflows/writers/learning_writer.py). A duplicate feed entry, a replay or
 a resume after a crash therefore rewrites the same totals, and the current
@@ -77,7 +77,7 @@ def get_flow(
     keyed = op.key_on("key_by_learner", events, learner_key)
     # (learner_key, Stamped[LearningFact])
     batches = batch_by_learner(keyed, settings.dataflow)
-    # (learner_key, [Stamped[LearningFact]]): what came within a flush interval
+    # (learner_key, [Stamped[LearningFact]]): what came within a flush
     writer = erasing(LearningWriter, learning_partitions)
     op.output("write_learning_buckets", batches, sink or LearnerSink(settings, writer))
     return flow

@@ -248,11 +248,19 @@ class DataflowSettings(Section):
             "watermark (`as_of`) advances with each sweep."
         ),
     ] = 0.5
+    current_flush_s: Annotated[
+        Seconds,
+        doc(
+            "While a counting flow keeps up, the longest it holds a learner's first item "
+            "for more before writing them (a deadline; `batch_max_items` ends it sooner)."
+        ),
+    ] = 0.1
     flush_interval_s: Annotated[
         Seconds,
         doc(
-            "How long a counting flow waits for more of a learner's items after the newest "
-            "before writing them (each item restarts the wait; `batch_max_items` ends it)."
+            "While a counting flow catches up (a replay, a restart), how long it waits for "
+            "more of a learner's items after the newest before writing them (each item "
+            "restarts the wait; `batch_max_items` ends it)."
         ),
     ] = 0.25
     batch_max_items: Annotated[

@@ -8,7 +8,7 @@ Each shard's row holds its watermark: the position of its newest complete
 sweep of the feed whose entries the flow has also written (the API's
 `as_of` is the slowest shard's). "As-of lag" is now minus that watermark:
 about the feed's reader lag, plus the time to the next sweep, plus the
-flow's write of what it read (its flush interval and the write itself); one
+flow's write of what it read (its flush and the write itself); one
 that keeps growing means the flow is down or cannot keep up. "Updated" is
 how long ago the row was written: a flow that stopped stops updating it.
 """
@@ -30,7 +30,7 @@ from dataflows import error_counters, learning
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 
-# The counting flows: they collect items for a flush interval before writing.
+# The counting flows: they collect items for a flush before writing.
 COUNTING = (error_counters.FLOW, learning.FLOW)
 
 
@@ -48,7 +48,7 @@ def held_keys(recovery: Path, step: str = "batch_by_learner") -> int:
     """How many keys (learners) hold state in the latest snapshot of a
     flow's step, from its recovery folder. The collect step drops a key's
     state once it has written its items, so this stays near the number of
-    learners active within the last flush interval."""
+    learners active within the last flush."""
     live = 0
     for part in recovery.glob("*.sqlite3"):
         with sqlite3.connect(part) as conn:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
             keys = held_keys(recovery)
             console.print(
                 f"{flow}: {keys} learners with items waiting in the collect step, written "
-                f"within a flush interval (last snapshot in {recovery})"
+                f"within a flush (last snapshot in {recovery})"
             )
 
 
