@@ -97,7 +97,7 @@ def get_flow(
     # Stamped[ErrorPointFact], or Stamped[Erasure] of an erase entry
     keyed = op.key_on("key_by_learner", points, learner_key)
     # (learner_key, Stamped[ErrorPointFact])
-    batches = batch_by_learner(keyed, settings.dataflow)
+    batches = batch_by_learner(keyed, settings)
     # (learner_key, [Stamped[ErrorPointFact]]): what came within a flush
     writer = erasing(ErrorCountWriter, error_partitions)
     op.output("write_error_counts", batches, sink or LearnerSink(settings, writer))

@@ -76,7 +76,7 @@ def get_flow(
     # Stamped[LearningFact], or Stamped[Erasure] of an erase entry
     keyed = op.key_on("key_by_learner", events, learner_key)
     # (learner_key, Stamped[LearningFact])
-    batches = batch_by_learner(keyed, settings.dataflow)
+    batches = batch_by_learner(keyed, settings)
     # (learner_key, [Stamped[LearningFact]]): what came within a flush
     writer = erasing(LearningWriter, learning_partitions)
     op.output("write_learning_buckets", batches, sink or LearnerSink(settings, writer))

@@ -251,8 +251,8 @@ class DataflowSettings(Section):
     current_flush_s: Annotated[
         Seconds,
         doc(
-            "While a counting flow keeps up, the longest it holds a learner's first item "
-            "for more before writing them (a deadline; `batch_max_items` ends it sooner)."
+            "While a counting flow keeps up, the longest it holds a learner's items before "
+            "writing them, from the first (a deadline; `batch_max_items` ends it sooner)."
         ),
     ] = 0.1
     flush_interval_s: Annotated[
