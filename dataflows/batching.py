@@ -59,16 +59,13 @@ class _Batching(_CollectLogic[Stamped[T]]):
 
     def on_item(self, value: Stamped[T]) -> tuple[Iterable[list[Stamped[T]]], bool]:
         now = self.now_getter()
-        if to_stored_time(now) - value.as_of >= self.current_within:
-            return super().on_item(value)
-        due = now + self.current_wait
-        if self.state.timeout_at is not None:
-            due = min(due, self.state.timeout_at)
-        self.state.timeout_at = due
-        self.state.acc.append(value)
-        if len(self.state.acc) >= self.max_size:
-            return [self.state.acc], op.StatefulLogic.DISCARD
-        return [], op.StatefulLogic.RETAIN
+        due = self.state.timeout_at
+        # collect's own: append, end a full batch, restart the wait.
+        written = super().on_item(value)
+        if to_stored_time(now) - value.as_of < self.current_within:
+            deadline = now + self.current_wait
+            self.state.timeout_at = deadline if due is None else min(due, deadline)
+        return written
 
 
 def batching_logic(
