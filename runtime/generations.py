@@ -6,18 +6,15 @@ number can never be served."""
 
 from __future__ import annotations
 
-import redis
+from redis.client import Pipeline
 
 
 def generation_key(tenant: str, user_id: str) -> str:
     return f"gen:{tenant}:{user_id}"
 
 
-def bump_generations(client: redis.Redis, learners: set[tuple[str, str]]) -> None:
-    """Called by dataflow sinks (synchronous) after their Cassandra writes."""
-    if not learners:
-        return
-    pipe = client.pipeline(transaction=False)
+def queue_bumps(pipe: Pipeline, learners: set[tuple[str, str]]) -> None:
+    """The bumps, queued in a pipeline of the caller's (the dataflow sinks
+    send them with their ledger payments, after their Cassandra writes)."""
     for tenant, user_id in learners:
         pipe.incr(generation_key(tenant, user_id))
-    pipe.execute()

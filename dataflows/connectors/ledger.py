@@ -34,10 +34,11 @@ import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import redis
+from redis.client import Pipeline
 
 # Longer than any item can wait between source and sink; refreshed by use.
 _KEEP_S = 3600
@@ -102,16 +103,20 @@ class Ledger:
         return set(self._open)
 
 
-def pay(client: redis.Redis, tickets: Iterable[Ticket | None]) -> None:
-    """Pay back written items, after their writes are durable. Items without
-    a ticket (read from a test's source) owe nothing."""
+def pay(
+    client: redis.Redis,
+    tickets: Iterable[Ticket | None],
+    also: Callable[[Pipeline], object] = lambda pipe: None,
+) -> None:
+    """Pay back written items, after their writes are durable, in one round
+    trip with the commands `also` queues first (a sink's cache bumps). Items
+    without a ticket (read from a test's source) owe nothing."""
     counts = Counter(t for t in tickets if t is not None)
-    if not counts:
-        return
     payment = uuid.uuid4().hex
     with client.pipeline(transaction=False) as pipe:
+        also(pipe)
         for ticket, count in counts.items():
             pipe.hset(ticket.ledger, f"p:{ticket.read}:{payment}", count)
-        pipe.execute()
+        pipe.execute()  # no round trip when nothing is queued
     for ticket in counts:
         _paid_here[ticket.ledger] = next(_payments)

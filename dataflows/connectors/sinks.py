@@ -2,8 +2,11 @@
 
 `LearnerSink` hands each batch of facts to a writer (error counts, learning
 buckets), which records the facts and rewrites every served row they touch
-with absolute values recounted from the facts; then it bumps the touched
-learners' cache generations in Redis (cql/cache.py).
+with absolute values recounted from the facts. Then, in one Redis round
+trip, it bumps the touched learners' cache generations (cql/cache.py) and
+pays the items back to the feed's ledger (their watermark may advance);
+then it publishes the writer's live events, so a client that reads over
+REST on an event is not answered from a stale cache.
 
 Delivery guarantee: at-least-once. Bytewax replays whatever came after the
 last snapshot after a crash; a repeated batch upserts the same facts and
@@ -24,8 +27,9 @@ from __future__ import annotations
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from operator import attrgetter
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -42,7 +46,9 @@ from cql.session import Db
 from cql.table import Table
 from dataflows.connectors.ledger import Ticket, pay
 from dataflows.resources import acquire_db, release_db
-from runtime.generations import bump_generations
+from live.bus import Publisher
+from live.events import Event
+from runtime.generations import queue_bumps
 from runtime.redis_client import connect
 from runtime.settings import Settings
 
@@ -105,9 +111,17 @@ def learner_key_of(tenant: str, user_id: str) -> str:
     return f"{tenant}\x1f{user_id}"
 
 
+class Written(NamedTuple):
+    """What a writer's batch changed: the learners whose served rows did,
+    and the live events reporting the new values."""
+
+    learners: set[Learner]
+    events: list[Event]
+
+
 class Writer(Protocol[T]):
-    def write(self, items: Sequence[T]) -> set[Learner]:
-        """Write one batch; return the learners whose served rows changed."""
+    def write(self, items: Sequence[T]) -> Written:
+        """Write one batch, durably."""
         ...
 
 
@@ -132,14 +146,16 @@ class _LearnerSinkPartition(StatelessSinkPartition[tuple[str, list[T]]], Generic
         db = acquire_db(settings.cassandra)
         self._writer = make_writer(db, settings)
         self._redis = connect(settings.redis)
+        self._live = Publisher(settings)
 
     def write_batch(self, items: list[tuple[str, list[T]]]) -> None:
         values = [value for _key, batch in items for value in batch]
-        learners = self._writer.write(values)
+        written = self._writer.write(values)
         # A Redis failure stops the flow rather than leave cached answers
         # stale: on restart the batch is replayed and the bump retried.
-        bump_generations(self._redis, learners)
-        pay(self._redis, (value.ticket for value in values))
+        tickets = (value.ticket for value in values)
+        pay(self._redis, tickets, also=partial(queue_bumps, learners=written.learners))
+        self._live.publish(written.events)
 
     def close(self) -> None:
         self._redis.close()

@@ -41,6 +41,7 @@ from dataflows.connectors.sinks import (
     Stamped,
     Writer,
     WriterFactory,
+    Written,
     execute_all,
     tenant_chunks,
 )
@@ -160,7 +161,7 @@ class ErasingWriter:
         self._deleter = Deleter(db, settings, tables.values())
         self._done: set[Erasure] = set()
 
-    def write(self, items: Sequence[Stamped[Any]]) -> set[Learner]:
+    def write(self, items: Sequence[Stamped[Any]]) -> Written:
         erasures = [item.row for item in items if isinstance(item.row, Erasure)]
         for erasure in erasures:
             self._erased.note(erasure)
@@ -174,8 +175,8 @@ class ErasingWriter:
         new = [e for e in dict.fromkeys(erasures) if e not in self._done]
         if new:
             self._erase(new)
-        changed = self._writer.write(live) if live else set()
-        return changed | {(e.tenant, e.user_id) for e in erasures}
+        learners, events = self._writer.write(live) if live else (set(), [])
+        return Written(learners | {(e.tenant, e.user_id) for e in erasures}, events)
 
     def _erase(self, erasures: list[Erasure]) -> None:
         days = self._deleter.days(erasures)

@@ -59,6 +59,7 @@ from dataflows.connectors.sinks import (
     Learner,
     Loaded,
     Stamped,
+    Written,
     count_late,
     execute_all,
     latest_as_of,
@@ -67,7 +68,6 @@ from dataflows.connectors.sinks import (
     write_all,
     written,
 )
-from live.bus import Publisher
 from live.events import errors_events
 from runtime.settings import Settings
 
@@ -143,9 +143,8 @@ class ErrorCountWriter:
         held = settings.dataflow.held_partitions
         self._day_rows = Loaded(held, self._read_day_rows)
         self._month_rows = Loaded(held, self._read_month_rows)
-        self._live = Publisher(settings)
 
-    def write(self, points: Sequence[Stamped[ErrorPointFact]]) -> set[Learner]:
+    def write(self, points: Sequence[Stamped[ErrorPointFact]]) -> Written:
         as_of = latest_as_of(points)
         by_day, held_facts, changes = self._facts.merge(points)
         facts = written(changes)
@@ -160,8 +159,7 @@ class ErrorCountWriter:
             + upserts(self._insert_total, ERROR_TOTALS, totals),
             self._concurrency,
         )
-        self._live.publish(errors_events(rows, totals))
-        return set(as_of)
+        return Written(set(as_of), errors_events(rows, totals))
 
     def _recount_days(
         self,

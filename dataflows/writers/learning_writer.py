@@ -34,15 +34,14 @@ from dataflows.connectors.sinks import (
     Day,
     DayTallies,
     HeldFacts,
-    Learner,
     Stamped,
+    Written,
     count_late,
     latest_as_of,
     upserts,
     write_all,
     written,
 )
-from live.bus import Publisher
 from live.events import learning_events
 from runtime.settings import Settings
 
@@ -92,9 +91,8 @@ class LearningWriter:
             settings.dataflow.held_partitions, partial(tally_bucket, late_after=self._late_after)
         )
         self._insert_bucket = db.prepare(LEARNING_BUCKETS.insert(), idempotent=True)
-        self._live = Publisher(settings)
 
-    def write(self, events: Sequence[Stamped[LearningFact]]) -> set[Learner]:
+    def write(self, events: Sequence[Stamped[LearningFact]]) -> Written:
         as_of = latest_as_of(events)
         by_day, held, changes = self._facts.merge(events)
         writes = written(changes)
@@ -119,5 +117,4 @@ class LearningWriter:
             + upserts(self._insert_bucket, LEARNING_BUCKETS, rows),
             self._concurrency,
         )
-        self._live.publish(learning_events(rows, totals))
-        return set(as_of)
+        return Written(set(as_of), learning_events(rows, totals))

@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from api.reads import answer_cache
-from runtime.generations import bump_generations
+from runtime.generations import queue_bumps
 from tests.conftest import Tenant, free_port
 from tests.served_seed import own_flows, utc
 
@@ -27,6 +27,13 @@ BUCKET = utc(2026, 5, 10, 6)  # 11:30 in Kolkata, on the 10th
 def dead_redis() -> aioredis.Redis:
     """A client of a Redis that is not there, retrying as the app's does."""
     return aioredis.Redis(port=free_port(), socket_timeout=0.2, retry=Retry(NoBackoff(), retries=1))
+
+
+def bump_generations(client, learners: set[tuple[str, str]]) -> None:
+    """What a dataflow sink does after its writes (with its ledger payment)."""
+    with client.pipeline(transaction=False) as pipe:
+        queue_bumps(pipe, learners)
+        pipe.execute()
 
 
 async def words(client, tenant: Tenant, user_id: str) -> list[int]:
