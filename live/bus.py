@@ -178,6 +178,9 @@ class Publisher:
         self._within_s = settings.live.publish_within_s
         self._gaps = _Gaps()
 
+    def close(self) -> None:
+        self._redis.close()
+
     def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return

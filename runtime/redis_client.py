@@ -20,8 +20,9 @@ POOL_WAIT_S = 2.0
 
 
 def connect(settings: RedisSettings, *, once: bool = False) -> redis.Redis:
-    """For the dataflows' steps. Their commands are idempotent (the ledger,
-    generation bumps), so one whose answer timed out is sent again, with
+    """For the dataflows' steps. Their commands are harmless twice (the
+    ledger's are idempotent, a generation bumped twice only costs a cache
+    miss), so one whose answer timed out is sent again, with
     backoff, and only a Redis gone for about half a minute stops the flow,
     which resumes from its snapshot. `once`: no retry, for commands that
     must not run twice (an XADD whose answer timed out may have applied)."""

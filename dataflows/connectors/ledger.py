@@ -109,8 +109,10 @@ def pay(
     also: Callable[[Pipeline], object] = lambda pipe: None,
 ) -> None:
     """Pay back written items, after their writes are durable, in one round
-    trip with the commands `also` queues first (a sink's cache bumps). Items
-    without a ticket (read from a test's source) owe nothing."""
+    trip with the commands `also` queues first (a counting sink's cache
+    bumps), which must be harmless when sent twice, as all of the pipeline
+    is when its answer times out. Items without a ticket (read from a
+    test's source) owe nothing."""
     counts = Counter(t for t in tickets if t is not None)
     payment = uuid.uuid4().hex
     with client.pipeline(transaction=False) as pipe:

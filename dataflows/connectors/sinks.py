@@ -3,7 +3,8 @@
 `LearnerSink` hands each batch of facts to a writer (error counts, learning
 buckets), which records the facts and rewrites every served row they touch
 with absolute values recounted from the facts. Then, in one Redis round
-trip, it bumps the touched learners' cache generations (cql/cache.py) and
+trip, it bumps the touched learners' cache generations
+(runtime/generations.py, api/reads/answer_cache.py) and
 pays the items back to the feed's ledger (their watermark may advance);
 then it publishes the writer's live events, so a client that reads over
 REST on an event is not answered from a stale cache.
@@ -159,6 +160,7 @@ class _LearnerSinkPartition(StatelessSinkPartition[tuple[str, list[T]]], Generic
 
     def close(self) -> None:
         self._redis.close()
+        self._live.close()
         release_db(self._cassandra)
 
 
