@@ -356,6 +356,9 @@ class Load:
         self.statuses = Counter[str]()
         self.post_ms: list[float] = []
         self.as_of_lag: dict[str, list[float]] = {"error_counters": [], "learning": []}
+        # Seconds into the load each lag was sampled at: a maximum at the
+        # start is the idle flows' as_of, not the load's.
+        self.as_of_at: dict[str, list[float]] = {"error_counters": [], "learning": []}
         self.loop_lag_ms: list[float] = []
         self.sent = 0
         self.post_waited_ms: list[float] = []  # for a slot: the offered rate not kept
@@ -471,10 +474,13 @@ class Load:
     async def _sample_as_of(self, client: httpx.AsyncClient, over: asyncio.Event) -> None:
         """Twice a second: now - as_of of the error counts and learning
         answers (ranges that include now, so never from the answer cache)."""
+        began = time.monotonic()
         while not over.is_set():
+            at = round(time.monotonic() - began, 1)
             for flow, lag in (await as_of_lags(client, self.learners[0][0])).items():
                 if lag is not None:
                     self.as_of_lag[flow].append(lag)
+                    self.as_of_at[flow].append(at)
             await asyncio.sleep(0.5)
 
     def figures(self, poller: Poller) -> dict[str, Any]:
@@ -499,9 +505,15 @@ class Load:
             "read_failures": dict(poller.read_failures),
             "tables": table_summary(checks),
             "as_of_lag_s": {
-                flow: {"n": len(lags), **summarize(lags)} for flow, lags in self.as_of_lag.items()
+                flow: {"n": len(lags), **summarize(lags), "max_at_s": self._max_at(flow)}
+                for flow, lags in self.as_of_lag.items()
             },
         }
+
+    def _max_at(self, flow: str) -> float | None:
+        """When, in seconds into the load, the largest lag was sampled."""
+        lags = self.as_of_lag[flow]
+        return self.as_of_at[flow][lags.index(max(lags))] if lags else None
 
     async def _probe_loop(self, over: asyncio.Event) -> None:
         """How late this process's event loop wakes: what the client itself

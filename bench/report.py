@@ -621,7 +621,7 @@ def _served(f: dict[str, Any], target: dict[str, float], full: bool) -> list[str
         f"as_of against the present, sampled twice a second under the load (target: at most "
         f"{target['as_of_lag_s']:g} s behind):",
         "",
-        *_table("Answer|Samples|p50 s|p99 s|max s|Target"),
+        *_table("Answer|Samples|p50 s|p99 s|max s|max at s into the load|Target"),
     ]
     for flow, label in (
         ("error_counters", "GET /errors (error_counters)"),
@@ -629,7 +629,11 @@ def _served(f: dict[str, Any], target: dict[str, float], full: bool) -> list[str
     ):
         lag = f["as_of_lag_s"].get(flow, {})
         ok = lag.get("max") is not None and lag["max"] <= target["as_of_lag_s"]
-        out.append(f"|{label}|{lag.get('n', '')}|{_seconds(lag)}|{_met(ok, full)}|")
+        at = lag.get("max_at_s")
+        out.append(
+            f"|{label}|{lag.get('n', '')}|{_seconds(lag)}|{'' if at is None else f'{at:g}'}|"
+            f"{_met(ok, full)}|"
+        )
     return out
 
 

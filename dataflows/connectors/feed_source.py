@@ -62,12 +62,14 @@ ENTRIES_READ = Counter(
 # A shard that has read nothing for a while looks at its doorbell less
 # often and polls only when rung or every _IDLE_POLL, each poll a sweep (a
 # caught-up sweep is one query, like a poll; polls between sweeps would
-# only serve a lost ring): the three flows of an idle system cost Cassandra
-# 26 requests a second instead of 36. The first utterance after a pause
-# waits at most _IDLE_LOOK longer (_IDLE_POLL when its ring is lost), and
-# an idle flow's as_of trails the present by up to _IDLE_POLL.
+# only serve a lost ring). The first utterance after a pause waits at most
+# _IDLE_LOOK longer (_IDLE_POLL when its ring is lost), and an idle flow's
+# as_of trails the present by up to _IDLE_POLL plus the reader lag: 1.75 s,
+# within the 2 s an answer's as_of may trail, also in the first seconds of
+# a load (every 2 s, it trailed by up to 2.25 s then). The three flows of
+# an idle system cost Cassandra 16 requests a second (4 shards each).
 IDLE_AFTER = timedelta(seconds=10)
-_IDLE_POLL = timedelta(seconds=2)
+_IDLE_POLL = timedelta(seconds=1.5)
 _IDLE_LOOK = timedelta(seconds=0.25)
 
 # How much feed one poll may cover: bounds the bucket reads per poll when a
@@ -207,7 +209,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             self._flow, shard, db.session,
             db.prepare(DATAFLOW_PROGRESS.insert(), idempotent=True), self._ledger,
             # Until the first sweep, only what precedes the overlap is certain.
-            state.position - self._overlap, source.clock() + grace,
+            state.position - self._overlap, source.clock() + grace, source.clock,
         )  # fmt: skip
 
     def next_batch(self) -> list[FeedItem]:
@@ -238,10 +240,13 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             until = max(self._position, entries[-1].feed_time)
         self._advance(until)
         read = self._reads + 1 if entries else self._reads
+        # Owed before the sweep waits to be published (by another thread too).
+        ticket = self._owe(read, entries)
         if sweep and not full:
             self._swept_at = now
             self._progress.swept(read, until, now)
-        items = self._owed(read, entries)
+        swept = self._progress.swept_until
+        items = [FeedItem(entry, swept, ticket) for entry in entries]
         self._progress.publish(now)
         caught_up = not full and until >= readable
         self._next_poll = self._after_poll(now, until, poll, idle) if caught_up else now
@@ -298,15 +303,13 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         look = _IDLE_LOOK if self._idle(now) and not self._progress.waiting else _LOOK_EVERY
         self._awake = min(self._next_poll, now + look)
 
-    def _owed(self, read: int, entries: list[FeedEntry]) -> list[FeedItem]:
-        """The entries as items of read number `read`, owed to the sinks in
-        the ledger before they are emitted."""
+    def _owe(self, read: int, entries: list[FeedEntry]) -> Ticket | None:
+        """Records in the ledger what the sinks owe for the entries of read
+        number `read`, before they are emitted."""
         if not entries:
-            return []
+            return None
         self._reads = read
-        ticket = self._ledger.owe(read, sum(map(self._weigh, entries)))
-        swept = self._progress.swept_until
-        return [FeedItem(entry, swept, ticket) for entry in entries]
+        return self._ledger.owe(read, sum(map(self._weigh, entries)))
 
     def _finish(self, now: datetime) -> list[FeedItem]:
         """At stop_at: publish it once everything read is written, then stop."""
@@ -361,6 +364,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         return ShardState(self._position, tuple(self._emitted))
 
     def close(self) -> None:
+        self._progress.close()
         self._redis.close()
         release_db(self._cassandra)
 

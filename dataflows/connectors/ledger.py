@@ -16,9 +16,10 @@ one's leftovers expire. The sinks learn where to pay from the items' ticket.
 Asking Redis what is still owed costs the source a round trip, and it
 looks every 0.1 s while a sweep waits. In a flow of one process (the
 default) every payment comes from the same process (the flow's workers are
-its threads), so a payment made here is noted in memory and the ledger asks
-Redis at once after one, and otherwise only every `_ELSEWHERE_S`: in a flow
-of several processes, the others' payments are seen that much later.
+its threads), so a payment made here is noted in memory, wakes whoever
+waits for one (`wait_for_payment`), and the ledger asks Redis at once after
+one, and otherwise only every `_ELSEWHERE_S`: in a flow of several
+processes, the others' payments are seen that much later.
 
 Every write to a ledger is idempotent, because the flows' Redis client
 (runtime/redis_client.py) sends a command whose answer timed out again, and
@@ -31,6 +32,7 @@ items are written.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from collections import Counter
@@ -48,6 +50,14 @@ _ELSEWHERE_S = 0.5
 # Ledger key -> number of this process's newest payment to it.
 _paid_here: dict[str, int] = {}
 _payments = itertools.count(1)
+_paid = threading.Event()
+
+
+def wait_for_payment(timeout: float) -> None:
+    """Returns once this process has paid a ledger since the last return,
+    or after `timeout` seconds."""
+    if _paid.wait(timeout):
+        _paid.clear()
 
 
 class Ticket(msgspec.Struct, frozen=True, array_like=True):
@@ -58,11 +68,16 @@ class Ticket(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Ledger:
-    """One source partition's: the reads it owes items for."""
+    """One source partition's: the reads it owes items for. Its worker owes,
+    and its watermark's publisher (dataflows/connectors/progress.py) asks
+    what is owing from a thread of its own too."""
 
     def __init__(self, client: redis.Redis, flow: str, shard: int) -> None:
         self._redis = client
         self.key = f"utterstream:ledger:{flow}:{shard}:{uuid.uuid4().hex}"
+        # A debt noted while `owing` asks Redis would be dropped from _open
+        # when the answer, taken before the debt, does not show it.
+        self._lock = threading.Lock()
         # Reads this partition has owed for and not yet seen paid.
         self._open: set[int] = set()
         self._seen = 0  # the newest payment made here that an answer includes
@@ -75,12 +90,17 @@ class Ledger:
                 pipe.hset(self.key, f"o:{read}", items)
                 pipe.expire(self.key, _KEEP_S)
                 pipe.execute()
-            self._open.add(read)
+            with self._lock:
+                self._open.add(read)
         return Ticket(self.key, read)
 
     def owing(self) -> set[int]:
         """The reads not fully paid yet. Asks Redis only while some are, and
         only after a payment made here or `_ELSEWHERE_S` after its last ask."""
+        with self._lock:
+            return self._owing()
+
+    def _owing(self) -> set[int]:
         if not self._open:
             return set()
         paid = _paid_here.get(self.key, 0)
@@ -122,3 +142,5 @@ def pay(
         pipe.execute()  # no round trip when nothing is queued
     for ticket in counts:
         _paid_here[ticket.ledger] = next(_payments)
+    if counts:
+        _paid.set()

@@ -233,6 +233,27 @@ def test_a_sweep_is_published_only_once_its_items_are_paid_back(
         assert progress_of(db, flow) == now + 4 * sweep - lag
 
 
+def test_a_paid_sweep_is_published_while_its_worker_is_busy(
+    db, migrated, tenant_name, now, redis_client
+):
+    """The worker that reads a shard also runs sinks, for up to 0.4 s a
+    call under load: the process's publisher thread publishes a sweep once
+    its items are paid, with no further call to the partition."""
+    settings = flow_settings(migrated)
+    lag = timedelta(seconds=settings.feed.reader_lag_s)
+    write_entries(db, settings, tenant_name, [(2, now - timedelta(seconds=2))])
+    flow = f"feed-test-{uuid.uuid4().hex[:6]}"
+    source = FeedSource(flow, settings, start=now - timedelta(seconds=10), clock=lambda: now)
+    with partition(source, 2) as part:
+        items = part.next_batch()
+        assert ours(items, tenant_name) and progress_of(db, flow) is None
+        pay(redis_client, [item.ticket for item in items])
+        deadline = time.monotonic() + 2
+        while progress_of(db, flow) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert progress_of(db, flow) == now - lag
+
+
 def pay_theirs(client, items: list[FeedItem], tenant: str, weight: int) -> None:
     """Pay back what a sweep read of other tests' entries (the feed is
     shared, and they may lie in any window): owed, they would hold the
@@ -477,7 +498,7 @@ def test_an_idle_shard_sweeps_every_two_seconds_and_when_rung(
     with partition(source, 6) as part:
         part.next_batch()
         clock.now = now + timedelta(seconds=11)  # nothing read for 10 s: idle
-        part.next_batch()  # sweeps; the next poll is 2 s away
+        part.next_batch()  # sweeps; the next poll is 1.5 s away
         [first] = write_entries(db, settings, tenant_name, [(6, clock.now)])
         clock.now += timedelta(seconds=1)
         assert ours(part.next_batch(), tenant_name) == [], "idle, not rung: no poll yet"
