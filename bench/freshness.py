@@ -356,8 +356,8 @@ class Load:
         self.statuses = Counter[str]()
         self.post_ms: list[float] = []
         self.as_of_lag: dict[str, list[float]] = {"error_counters": [], "learning": []}
-        # Seconds into the load each lag was sampled at: a maximum at the
-        # start is the idle flows' as_of, not the load's.
+        # Seconds into the load each pair of lags was sampled at (when its
+        # reads began): a maximum at the start is the idle flows' as_of.
         self.as_of_at: dict[str, list[float]] = {"error_counters": [], "learning": []}
         self.loop_lag_ms: list[float] = []
         self.sent = 0

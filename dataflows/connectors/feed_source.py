@@ -48,7 +48,7 @@ from cql.change_feed import FeedEntry, FeedReader, time_of
 from cql.clock import floor_to, to_stored_time, utc_now
 from cql.learning import DATAFLOW_PROGRESS
 from dataflows.connectors.ledger import Ledger, Ticket
-from dataflows.connectors.progress import Progress, check_shards
+from dataflows.connectors.progress import LOOK_EVERY, Progress, check_shards
 from dataflows.resources import acquire_db, release_db
 from live import doorbell
 from runtime.redis_client import connect
@@ -64,10 +64,11 @@ ENTRIES_READ = Counter(
 # caught-up sweep is one query, like a poll; polls between sweeps would
 # only serve a lost ring). The first utterance after a pause waits at most
 # _IDLE_LOOK longer (_IDLE_POLL when its ring is lost), and an idle flow's
-# as_of trails the present by up to _IDLE_POLL plus the reader lag: 1.75 s,
-# within the 2 s an answer's as_of may trail, also in the first seconds of
-# a load (every 2 s, it trailed by up to 2.25 s then). The three flows of
-# an idle system cost Cassandra 16 requests a second (4 shards each).
+# as_of trails the present by up to _IDLE_POLL plus the reader lag and the
+# sweep's own reads and write (about 1.8 s): under the 2 s an answer's as_of
+# may trail, also in the first seconds of a load (every 2 s, it trailed by
+# up to 2.26 s then). Idle under ops/up, Cassandra answered all clients 19
+# requests a second.
 IDLE_AFTER = timedelta(seconds=10)
 _IDLE_POLL = timedelta(seconds=1.5)
 _IDLE_LOOK = timedelta(seconds=0.25)
@@ -79,9 +80,6 @@ _MAX_SPAN = timedelta(minutes=10)
 # See Progress: how long a resumed partition leaves the previous run's items
 # that its snapshot restored in the collect step to be written.
 _RESUME_GRACE = timedelta(seconds=5)
-# How often a shard looks at its doorbell (live/doorbell.py) and, while a
-# sweep waits, asks the ledger whether it is written.
-_LOOK_EVERY = timedelta(seconds=0.1)
 
 
 class FeedItem(msgspec.Struct, frozen=True):
@@ -193,6 +191,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         self._swept_at: datetime | None = None
         self._next_poll = source.clock()
         self._awake: datetime | None = None
+        self._stopping = False  # stop_at is queued to be published
         self._read_at = source.clock()  # when this shard last read an entry
         self._entries = ENTRIES_READ.labels(self._flow, str(shard))
         self._doorbell = doorbell.listen(settings)
@@ -218,7 +217,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             return self._finish(now)
         self._answer_doorbell(now)
         if now < self._next_poll:  # woken to look at the doorbell and the ledger
-            self._progress.publish(now)
+            self._progress.publish()
             self._wake(now)
             return []
         readable = now - self._lag
@@ -229,7 +228,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         poll = _IDLE_POLL if idle else self._poll
         sweep = idle or self._swept_at is None or now >= self._next_sweep()
         if until == self._position and not sweep:
-            self._progress.publish(now)
+            self._progress.publish()
             self._next_poll = self._after_poll(now, until, poll, idle)
             self._wake(now)
             return []
@@ -247,7 +246,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             self._progress.swept(read, until, now)
         swept = self._progress.swept_until
         items = [FeedItem(entry, swept, ticket) for entry in entries]
-        self._progress.publish(now)
+        self._progress.publish()
         caught_up = not full and until >= readable
         self._next_poll = self._after_poll(now, until, poll, idle) if caught_up else now
         self._wake(now)
@@ -300,7 +299,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         if self._next_poll <= now:
             self._awake = None
             return
-        look = _IDLE_LOOK if self._idle(now) and not self._progress.waiting else _LOOK_EVERY
+        look = _IDLE_LOOK if self._idle(now) and not self._progress.waiting else LOOK_EVERY
         self._awake = min(self._next_poll, now + look)
 
     def _owe(self, read: int, entries: list[FeedEntry]) -> Ticket | None:
@@ -312,10 +311,13 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         return self._ledger.owe(read, sum(map(self._weigh, entries)))
 
     def _finish(self, now: datetime) -> list[FeedItem]:
-        """At stop_at: publish it once everything read is written, then stop."""
-        if not self._progress.waiting:
+        """At stop_at: publish it once everything read is written, then stop.
+        Queued once, behind any sweep still waiting: stopping when those are
+        published would leave stop_at unpublished."""
+        if not self._stopping:
+            self._stopping = True
             self._progress.swept(self._reads, self._position, now)
-        self._progress.publish(now)
+        self._progress.publish()
         if self._progress.waiting:
             self._awake = now + self._poll
             return []

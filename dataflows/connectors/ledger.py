@@ -75,8 +75,8 @@ class Ledger:
     def __init__(self, client: redis.Redis, flow: str, shard: int) -> None:
         self._redis = client
         self.key = f"utterstream:ledger:{flow}:{shard}:{uuid.uuid4().hex}"
-        # A debt noted while `owing` asks Redis would be dropped from _open
-        # when the answer, taken before the debt, does not show it.
+        # Guards _open, which `owing` (one caller at a time) reads and
+        # shrinks while `owe` adds to it from another thread.
         self._lock = threading.Lock()
         # Reads this partition has owed for and not yet seen paid.
         self._open: set[int] = set()
@@ -98,15 +98,13 @@ class Ledger:
         """The reads not fully paid yet. Asks Redis only while some are, and
         only after a payment made here or `_ELSEWHERE_S` after its last ask."""
         with self._lock:
-            return self._owing()
-
-    def _owing(self) -> set[int]:
-        if not self._open:
-            return set()
+            asked = set(self._open)
+        if not asked:
+            return asked
         paid = _paid_here.get(self.key, 0)
         now = time.monotonic()
         if paid == self._seen and now - self._asked < _ELSEWHERE_S:
-            return set(self._open)
+            return asked
         # Noted before asking: a payment made meanwhile makes the next check ask.
         self._seen, self._asked = paid, now
         fields = self._redis.hgetall(self.key)
@@ -119,8 +117,10 @@ class Ledger:
         settled = [field for field in fields if int(field.split(b":")[1]) not in still]
         if settled:
             self._redis.hdel(self.key, *settled)
-        self._open &= still
-        return set(self._open)
+        with self._lock:
+            # Only reads owed before the answer was asked for can be settled.
+            self._open -= asked - still
+            return set(self._open)
 
 
 def pay(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import redis
 import structlog
@@ -52,9 +52,10 @@ AS_OF_LAG = Gauge(
     ["flow", "shard"],
     multiprocess_mode="livemostrecent",
 )
-# How often the publisher thread looks at the ledgers of waiting sweeps
-# when no payment of this process wakes it (one of another process's).
-_LOOK_S = 0.1
+# How often a waiting sweep's ledger is looked at when no payment of this
+# process wakes the publisher thread (one of another process's), and how
+# often a shard's worker looks at its doorbell.
+LOOK_EVERY = timedelta(seconds=0.1)
 
 
 class ShardsDropped(RuntimeError):
@@ -104,8 +105,8 @@ class Progress:
     `not_before`: a partition resumed from a snapshot may have items of its
     previous run still in the collect step, which no ledger of this run
     tracks; it publishes nothing before then (start plus a few flush
-    intervals), the one allowance left. `clock` tells the publisher thread
-    the time. Call `close` before the session goes."""
+    intervals), the one allowance left. `clock` tells the time of each
+    publication. Call `close` before the session goes."""
 
     def __init__(
         self,
@@ -123,12 +124,15 @@ class Progress:
         self._ledger = ledger
         self._not_before = not_before
         self.clock = clock
+        self.names = {"flow": flow, "shard": shard}  # for its log lines
+        # Appended by the worker, popped by a publication: a deque's appends
+        # and pops are thread-safe.
         self._sweeps: deque[tuple[int, datetime]] = deque()
         self.watermark = watermark  # published
         self.swept_until = watermark  # read, maybe not written yet
-        # Held while publishing, writes included: two publications in
-        # flight could record an older watermark last.
-        self._lock = threading.Lock()
+        # Held across a whole publication, its write included: two in flight
+        # could record an older watermark last. swept() does not wait for it.
+        self._publishing = threading.Lock()
         self._closed = False
         _publisher().add(self)
 
@@ -139,32 +143,35 @@ class Progress:
     def swept(self, read: int, until: datetime, now: datetime) -> None:
         """A sweep up to `until` completed with read number `read`, which
         the ledger already owes for if it read anything."""
-        with self._lock:
-            self._sweeps.append((read, until))
+        self._sweeps.append((read, until))
         self.swept_until = until
         READ_LAG.labels(self._flow, str(self._shard)).set((now - until).total_seconds())
 
-    def publish(self, now: datetime) -> None:
+    def publish(self) -> None:
         """Publish the newest sweep that is fully written, if any."""
-        with self._lock:
-            if not self._closed and self._sweeps and now >= self._not_before:
-                self._publish(now)
+        with self._publishing:
+            now = self.clock()
+            if self._closed or not self._sweeps or now < self._not_before:
+                return
+            # Only sweeps queued before the ledger is asked: a later one's
+            # read may have been owed after the ledger's answer.
+            queued = len(self._sweeps)
+            owing = self._ledger.owing()
+            first_owed = min(owing) if owing else None
+            newest = None
+            for _ in range(queued):
+                if first_owed is not None and self._sweeps[0][0] >= first_owed:
+                    break
+                newest = self._sweeps.popleft()[1]
+            if newest is not None:
+                self.watermark = newest
+                self._record(now)
 
     def close(self) -> None:
         """Waits for a publication in flight; publishes nothing after."""
         _publisher().discard(self)
-        with self._lock:
+        with self._publishing:
             self._closed = True
-
-    def _publish(self, now: datetime) -> None:
-        owing = self._ledger.owing()
-        first_owed = min(owing) if owing else None
-        newest = None
-        while self._sweeps and (first_owed is None or self._sweeps[0][0] < first_owed):
-            newest = self._sweeps.popleft()[1]
-        if newest is not None:
-            self.watermark = newest
-            self._record(now)
 
     def _record(self, now: datetime) -> None:
         watermark = to_stored_time(self.watermark)
@@ -198,24 +205,24 @@ class _Publisher:
             self._progress.discard(progress)
 
     def _run(self) -> None:
-        # Never ends: the workers still publish, but late, with nothing to
-        # say why.
+        # Must never end: the workers would still publish, but late, and
+        # nothing would log why.
         while True:
-            wait_for_payment(_LOOK_S)
+            wait_for_payment(LOOK_EVERY.total_seconds())
             with self._lock:
                 waiting = [progress for progress in self._progress if progress.waiting]
             for progress in waiting:
-                self._publish(progress)
+                self._try(progress)
 
     @staticmethod
-    def _publish(progress: Progress) -> None:
+    def _try(progress: Progress) -> None:
         try:
-            progress.publish(progress.clock())
+            progress.publish()
         except (redis.RedisError, OSError) as exc:
             # The worker's own ledger calls fail too, and stop the flow.
-            log.warning("progress_not_published", error=repr(exc))
+            log.warning("progress_not_published", **progress.names, error=repr(exc))
         except Exception:
-            log.exception("progress_publisher_failed")
+            log.exception("progress_publisher_failed", **progress.names)
 
 
 _the_publisher: _Publisher | None = None

@@ -484,7 +484,7 @@ def test_a_ring_heard_as_a_poll_is_due_gets_a_poll_of_its_own(
         assert ids_of(part.next_batch(), tenant_name) == [second.feed_id]
 
 
-def test_an_idle_shard_sweeps_every_two_seconds_and_when_rung(
+def test_an_idle_shard_sweeps_every_one_and_a_half_seconds_and_when_rung(
     db, migrated, tenant_name, now, redis_client
 ):
     settings = flow_settings(migrated)
@@ -500,9 +500,9 @@ def test_an_idle_shard_sweeps_every_two_seconds_and_when_rung(
         clock.now = now + timedelta(seconds=11)  # nothing read for 10 s: idle
         part.next_batch()  # sweeps; the next poll is 1.5 s away
         [first] = write_entries(db, settings, tenant_name, [(6, clock.now)])
-        clock.now += timedelta(seconds=1)
+        clock.now += timedelta(seconds=1.4)
         assert ours(part.next_batch(), tenant_name) == [], "idle, not rung: no poll yet"
-        clock.now += timedelta(seconds=1)
+        clock.now += timedelta(seconds=0.1)
         assert ids_of(part.next_batch(), tenant_name) == [first.feed_id]
 
         clock.now += timedelta(seconds=11)  # idle again
