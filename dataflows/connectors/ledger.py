@@ -75,8 +75,10 @@ class Ledger:
     def __init__(self, client: redis.Redis, flow: str, shard: int) -> None:
         self._redis = client
         self.key = f"utterstream:ledger:{flow}:{shard}:{uuid.uuid4().hex}"
-        # Guards _open, which `owing` (one caller at a time) reads and
-        # shrinks while `owe` adds to it from another thread.
+        # Guards _open, which `owing` reads and shrinks while `owe` adds to
+        # it from another thread. `owing` itself, with _seen and _asked,
+        # takes one caller at a time: its only caller, Progress.publish,
+        # holds its publication lock.
         self._lock = threading.Lock()
         # Reads this partition has owed for and not yet seen paid.
         self._open: set[int] = set()

@@ -150,8 +150,7 @@ class Progress:
     def publish(self) -> None:
         """Publish the newest sweep that is fully written, if any."""
         with self._publishing:
-            now = self.clock()
-            if self._closed or not self._sweeps or now < self._not_before:
+            if self._closed or not self._sweeps or self.clock() < self._not_before:
                 return
             # Only sweeps queued before the ledger is asked: a later one's
             # read may have been owed after the ledger's answer.
@@ -165,7 +164,9 @@ class Progress:
                 newest = self._sweeps.popleft()[1]
             if newest is not None:
                 self.watermark = newest
-                self._record(now)
+                # After the ledger's answer: updated_at and the lag gauge
+                # then count the time asking took.
+                self._record(self.clock())
 
     def close(self) -> None:
         """Waits for a publication in flight; publishes nothing after."""
