@@ -182,9 +182,7 @@ class Progress:
         except CASSANDRA_BUSY as exc:
             # Progress is advisory and rewritten at the next publication;
             # stopping the flow for it would cost a restart and a replay.
-            log.warning(
-                "progress_not_recorded", flow=self._flow, shard=self._shard, error=repr(exc)
-            )
+            log.warning("progress_not_recorded", **self.names, error=repr(exc))
             return
         AS_OF_LAG.labels(self._flow, str(self._shard)).set((now - watermark).total_seconds())
 
