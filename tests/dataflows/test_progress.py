@@ -1,0 +1,133 @@
+"""A shard's watermark against the worker that reads it, interleaved on
+purpose: the publisher thread asks the ledger while the worker owes new
+reads and queues new sweeps. Whatever lands mid-publication, a watermark is
+never published while a read up to it is owed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+import pytest
+import redis
+
+from cql.clock import utc_now
+from cql.learning import DATAFLOW_PROGRESS
+from dataflows.connectors.ledger import Ledger, pay
+from dataflows.connectors.progress import Progress
+
+Hook = Callable[[], None]
+
+
+class AskedRedis:
+    """The ledger's Redis client, which runs `during` once Redis has
+    answered an HGETALL and before the ledger reads the answer: as when the
+    worker owes a read while the publisher's question is on the wire."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self.during: Hook | None = None
+
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        answer = self._client.hgetall(key)
+        if self.during is not None:
+            self.during, during = None, self.during
+            during()
+        return answer
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+
+class AnsweredLedger(Ledger):
+    """Runs `after` once `owing` has answered, before the publication reads
+    the answer: as when the worker sweeps again right then."""
+
+    after: Hook | None = None
+
+    def owing(self) -> set[int]:
+        answer = super().owing()
+        if self.after is not None:
+            self.after, after = None, self.after
+            after()
+        return answer
+
+
+@pytest.fixture
+def flow() -> str:
+    return f"progress-test-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def start() -> datetime:
+    return utc_now() - timedelta(minutes=1)
+
+
+@pytest.fixture
+def asked(redis_client) -> AskedRedis:
+    return AskedRedis(redis_client)
+
+
+@pytest.fixture
+def ledger(asked, flow) -> AnsweredLedger:
+    return AnsweredLedger(asked, flow, 0)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def progress(db, migrated, flow, ledger, start) -> Iterator[Progress]:
+    write = db.prepare(DATAFLOW_PROGRESS.insert(), idempotent=True)
+    shard = Progress(flow, 0, db.session, write, ledger, start, start, utc_now)
+    yield shard
+    shard.close()
+
+
+def recorded(db, flow: str) -> datetime | None:
+    rows = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
+    return next((DATAFLOW_PROGRESS.from_row(row).position for row in rows), None)
+
+
+def test_a_sweep_queued_after_the_ledger_answered_waits_for_the_next_publication(
+    db, redis_client, flow, ledger, progress, start
+):
+    """The answer says nothing of a read owed after it: the sweep of that
+    read must not ride on it. (The process's publisher thread may publish
+    too, under the same lock: what is asserted holds whichever does.)"""
+    first, second = start + timedelta(seconds=1), start + timedelta(seconds=2)
+    pay(redis_client, [ledger.owe(1, 1)])
+    progress.swept(1, first, utc_now())
+
+    owed = []
+
+    def sweep_again() -> None:
+        owed.append(ledger.owe(2, 1))
+        progress.swept(2, second, utc_now())
+
+    ledger.after = sweep_again
+    progress.publish()
+    assert (progress.watermark, recorded(db, flow)) == (first, first)
+    assert progress.waiting, "the second sweep still waits"
+    progress.publish()
+    assert progress.watermark == first, "read 2 is still owed"
+    pay(redis_client, owed)
+    progress.publish()
+    assert (progress.watermark, recorded(db, flow)) == (second, second)
+
+
+def test_a_read_owed_while_redis_is_asked_stays_owed(redis_client, asked, ledger):
+    """The answer, asked for before the debt, shows nothing of read 2: the
+    ledger must not take that for paid."""
+    pay(redis_client, [ledger.owe(1, 1)])
+    owed = []
+    asked.during = lambda: owed.append(ledger.owe(2, 1))
+    assert ledger.owing() == {2}
+    pay(redis_client, owed)
+    assert ledger.owing() == set()
+
+
+def test_nothing_is_published_after_close(db, redis_client, flow, ledger, progress, start):
+    pay(redis_client, [ledger.owe(1, 1)])
+    progress.swept(1, start + timedelta(seconds=1), utc_now())
+    progress.close()
+    progress.publish()
+    assert recorded(db, flow) is None
