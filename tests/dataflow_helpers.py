@@ -26,7 +26,7 @@ from api.writes.store import Store
 from cql.change_feed import FeedEntry, bucket_of
 from cql.clock import utc_now
 from cql.error_counts import ERROR_COUNTS, ERROR_POINTS, ERROR_TOTALS
-from cql.learning import LEARNING_BUCKETS, LEARNING_EVENTS
+from cql.learning import DATAFLOW_PROGRESS, LEARNING_BUCKETS, LEARNING_EVENTS
 from cql.session import Db
 from cql.utterances import UtteranceRow
 from dataflows.commands import replay
@@ -368,3 +368,9 @@ def wipe(db: Db, tenant: str, utterances: list[UtteranceRow]) -> None:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def progress_of(db: Db, flow: str) -> datetime | None:
+    """The position `flow` recorded in dataflow_progress, if any."""
+    rows = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
+    return next((DATAFLOW_PROGRESS.from_row(row).position for row in rows), None)

@@ -28,7 +28,7 @@ from dataflows.connectors.ledger import pay
 from dataflows.connectors.progress import AS_OF_LAG, READ_LAG, ShardsDropped, forget_progress
 from live import doorbell
 from runtime.settings import Settings
-from tests.dataflow_helpers import flow_settings, run
+from tests.dataflow_helpers import flow_settings, progress_of, run
 
 
 def write_entries(
@@ -192,11 +192,6 @@ def test_the_partition_stops_at_stop_at_and_records_its_progress(
         db.prepare(DATAFLOW_PROGRESS.select()), (flow,)
     )]  # fmt: skip
     assert [(r.shard, r.position) for r in rows] == [(2, stop_at)]
-
-
-def progress_of(db: Db, flow: str) -> datetime | None:
-    rows = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
-    return next((DATAFLOW_PROGRESS.from_row(row).position for row in rows), None)
 
 
 def test_a_sweep_is_published_only_once_its_items_are_paid_back(

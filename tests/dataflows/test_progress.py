@@ -16,6 +16,7 @@ from cql.clock import utc_now
 from cql.learning import DATAFLOW_PROGRESS
 from dataflows.connectors.ledger import Ledger, pay
 from dataflows.connectors.progress import Progress
+from tests.dataflow_helpers import progress_of
 
 Hook = Callable[[], None]
 
@@ -82,11 +83,6 @@ def progress(db, migrated, flow, ledger, start) -> Iterator[Progress]:
     shard.close()
 
 
-def recorded(db, flow: str) -> datetime | None:
-    rows = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
-    return next((DATAFLOW_PROGRESS.from_row(row).position for row in rows), None)
-
-
 def test_a_sweep_queued_after_the_ledger_answered_waits_for_the_next_publication(
     db, redis_client, flow, ledger, progress, start
 ):
@@ -105,13 +101,13 @@ def test_a_sweep_queued_after_the_ledger_answered_waits_for_the_next_publication
 
     ledger.after = sweep_again
     progress.publish()
-    assert (progress.watermark, recorded(db, flow)) == (first, first)
+    assert (progress.watermark, progress_of(db, flow)) == (first, first)
     assert progress.waiting, "the second sweep still waits"
     progress.publish()
     assert progress.watermark == first, "read 2 is still owed"
     pay(redis_client, owed)
     progress.publish()
-    assert (progress.watermark, recorded(db, flow)) == (second, second)
+    assert (progress.watermark, progress_of(db, flow)) == (second, second)
 
 
 def test_a_read_owed_while_redis_is_asked_stays_owed(redis_client, asked, ledger):
@@ -130,4 +126,4 @@ def test_nothing_is_published_after_close(db, redis_client, flow, ledger, progre
     progress.swept(1, start + timedelta(seconds=1), utc_now())
     progress.close()
     progress.publish()
-    assert recorded(db, flow) is None
+    assert progress_of(db, flow) is None
