@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -374,3 +375,15 @@ def progress_of(db: Db, flow: str) -> datetime | None:
     """The position `flow` recorded in dataflow_progress, if any."""
     rows = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
     return next((DATAFLOW_PROGRESS.from_row(row).position for row in rows), None)
+
+
+def progress_becomes(
+    db: Db, flow: str, expected: datetime, within_s: float = 2.0
+) -> datetime | None:
+    """The position `flow` recorded, once it is `expected` or `within_s`
+    has passed: a worker that finds a publication in flight leaves its
+    sweep to the publisher thread, which publishes it right after."""
+    deadline = time.monotonic() + within_s
+    while (found := progress_of(db, flow)) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found

@@ -217,7 +217,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             return self._finish(now)
         self._answer_doorbell(now)
         if now < self._next_poll:  # woken to look at the doorbell and the ledger
-            self._progress.publish()
+            self._progress.publish(wait=False)
             self._wake(now)
             return []
         readable = now - self._lag
@@ -228,7 +228,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         poll = _IDLE_POLL if idle else self._poll
         sweep = idle or self._swept_at is None or now >= self._next_sweep()
         if until == self._position and not sweep:
-            self._progress.publish()
+            self._progress.publish(wait=False)
             self._next_poll = self._after_poll(now, until, poll, idle)
             self._wake(now)
             return []
@@ -246,7 +246,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
             self._progress.swept(read, until, now)
         swept = self._progress.swept_until
         items = [FeedItem(entry, swept, ticket) for entry in entries]
-        self._progress.publish()
+        self._progress.publish(wait=False)
         caught_up = not full and until >= readable
         self._next_poll = self._after_poll(now, until, poll, idle) if caught_up else now
         self._wake(now)
@@ -317,7 +317,7 @@ class _ShardPartition(StatefulSourcePartition[FeedItem, ShardState]):
         if not self._stopping:
             self._stopping = True
             self._progress.swept(self._reads, self._position, now)
-        self._progress.publish()
+        self._progress.publish(wait=False)
         if self._progress.waiting:
             self._awake = now + self._poll
             return []

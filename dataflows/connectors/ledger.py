@@ -54,10 +54,15 @@ _paid = threading.Event()
 
 
 def wait_for_payment(timeout: float) -> None:
-    """Returns once this process has paid a ledger since the last return,
-    or after `timeout` seconds."""
+    """Returns once this process has paid a ledger (or `look_again` was
+    called) since the last return, or after `timeout` seconds."""
     if _paid.wait(timeout):
         _paid.clear()
+
+
+def look_again() -> None:
+    """Wakes whoever waits in `wait_for_payment` as a payment would."""
+    _paid.set()
 
 
 class Ticket(msgspec.Struct, frozen=True, array_like=True):

@@ -9,7 +9,13 @@ which looks between its calls, or the process's publisher thread, which
 looks as soon as a sink of the process has paid and every 0.1 s while a
 sweep waits. The worker alone publishes late under load: the same thread
 runs sinks, whose calls took up to 0.44 s each at 89 POSTs/s, several in a
-row, and a sweep paid meanwhile waited for them.
+row, and a sweep paid meanwhile waited for them. For the same reason the
+worker never waits for a publication in flight (a ledger question and a
+Cassandra write, up to its timeout): it leaves the sweep to the publisher
+thread, which looks again as soon as that publication is done.
+
+A watermark whose write failed stays waiting, and is written again at the
+next look: at `stop_at` no later sweep would carry it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from prometheus_client import Gauge
 from cql.clock import to_stored_time
 from cql.learning import DATAFLOW_PROGRESS, ProgressRow
 from cql.session import Db
-from dataflows.connectors.ledger import Ledger, wait_for_payment
+from dataflows.connectors.ledger import Ledger, look_again, wait_for_payment
 from dataflows.resources import acquire_db, release_db
 from runtime.settings import Settings
 
@@ -134,11 +140,12 @@ class Progress:
         # could record an older watermark last. swept() does not wait for it.
         self._publishing = threading.Lock()
         self._closed = False
+        self._unrecorded = False  # the published watermark's write failed
         _publisher().add(self)
 
     @property
     def waiting(self) -> bool:
-        return bool(self._sweeps)
+        return bool(self._sweeps) or self._unrecorded
 
     def swept(self, read: int, until: datetime, now: datetime) -> None:
         """A sweep up to `until` completed with read number `read`, which
@@ -147,26 +154,44 @@ class Progress:
         self.swept_until = until
         READ_LAG.labels(self._flow, str(self._shard)).set((now - until).total_seconds())
 
-    def publish(self) -> None:
-        """Publish the newest sweep that is fully written, if any."""
-        with self._publishing:
-            if self._closed or not self._sweeps or self.clock() < self._not_before:
-                return
-            # Only sweeps queued before the ledger is asked: a later one's
-            # read may have been owed after the ledger's answer.
-            queued = len(self._sweeps)
-            owing = self._ledger.owing()
-            first_owed = min(owing) if owing else None
-            newest = None
-            for _ in range(queued):
-                if first_owed is not None and self._sweeps[0][0] >= first_owed:
-                    break
-                newest = self._sweeps.popleft()[1]
-            if newest is not None:
-                self.watermark = newest
-                # After the ledger's answer: updated_at and the lag gauge
-                # then count the time asking took.
-                self._record(self.clock())
+    def publish(self, wait: bool = True) -> None:
+        """Publish the newest sweep that is fully written, if any. Unless
+        `wait`, return at once when a publication is in flight."""
+        if not self._publishing.acquire(blocking=wait):
+            # The publication in flight may have taken its sweeps before
+            # the caller's: the publisher thread looks again right after it.
+            look_again()
+            return
+        try:
+            self._publish()
+        finally:
+            self._publishing.release()
+
+    def _publish(self) -> None:
+        if self._closed or not self.waiting or self.clock() < self._not_before:
+            return
+        if newest := self._newest_paid():
+            self.watermark = newest
+        if newest or self._unrecorded:
+            # After the ledger's answer: updated_at and the lag gauge then
+            # count the time asking took.
+            self._record(self.clock())
+
+    def _newest_paid(self) -> datetime | None:
+        """Pops the sweeps whose reads are all paid; the newest of them."""
+        # Only sweeps queued before the ledger is asked: a later one's read
+        # may have been owed after the ledger's answer.
+        queued = len(self._sweeps)
+        if not queued:
+            return None
+        owing = self._ledger.owing()
+        first_owed = min(owing) if owing else None
+        newest = None
+        for _ in range(queued):
+            if first_owed is not None and self._sweeps[0][0] >= first_owed:
+                break
+            newest = self._sweeps.popleft()[1]
+        return newest
 
     def close(self) -> None:
         """Waits for a publication in flight; publishes nothing after."""
@@ -180,10 +205,15 @@ class Progress:
         try:
             self._session.execute(self._write, DATAFLOW_PROGRESS.values(row))
         except CASSANDRA_BUSY as exc:
-            # Progress is advisory and rewritten at the next publication;
+            # Progress is advisory and written again at the next look;
             # stopping the flow for it would cost a restart and a replay.
-            log.warning("progress_not_recorded", **self.names, error=repr(exc))
+            if not self._unrecorded:
+                log.warning("progress_not_recorded", **self.names, error=repr(exc))
+            self._unrecorded = True
             return
+        if self._unrecorded:
+            log.info("progress_recorded_again", **self.names)
+            self._unrecorded = False
         AS_OF_LAG.labels(self._flow, str(self._shard)).set((now - watermark).total_seconds())
 
 

@@ -28,7 +28,7 @@ from dataflows.connectors.ledger import pay
 from dataflows.connectors.progress import AS_OF_LAG, READ_LAG, ShardsDropped, forget_progress
 from live import doorbell
 from runtime.settings import Settings
-from tests.dataflow_helpers import flow_settings, progress_of, run
+from tests.dataflow_helpers import flow_settings, progress_becomes, progress_of, run
 
 
 def write_entries(
@@ -225,7 +225,8 @@ def test_a_sweep_is_published_only_once_its_items_are_paid_back(
         pay(redis_client, [ticket])
         clock.now = now + 4 * sweep
         pay_theirs(redis_client, part.next_batch(), tenant_name, 3)
-        assert progress_of(db, flow) == now + 4 * sweep - lag
+        expected = now + 4 * sweep - lag
+        assert progress_becomes(db, flow, expected) == expected
 
 
 def test_a_paid_sweep_is_published_while_its_worker_is_busy(
@@ -243,10 +244,7 @@ def test_a_paid_sweep_is_published_while_its_worker_is_busy(
         items = part.next_batch()
         assert ours(items, tenant_name) and progress_of(db, flow) is None
         pay(redis_client, [item.ticket for item in items])
-        deadline = time.monotonic() + 2
-        while progress_of(db, flow) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert progress_of(db, flow) == now - lag
+        assert progress_becomes(db, flow, now - lag) == now - lag
 
 
 def pay_theirs(client, items: list[FeedItem], tenant: str, weight: int) -> None:
@@ -366,6 +364,7 @@ def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
     with partition(source, 5) as part:
         part.next_batch()  # the first poll sweeps
         swept = now - lag
+        assert progress_becomes(db, flow, swept) == swept
         assert READ_LAG.labels(flow, "5")._value.get() == pytest.approx(lag.total_seconds())
         assert AS_OF_LAG.labels(flow, "5")._value.get() == pytest.approx(lag.total_seconds())
         # Between sweeps a poll reads new entries, but cannot vouch for late
@@ -377,8 +376,7 @@ def test_the_watermark_advances_only_with_a_sweep_and_its_lags_are_exported(
         pay(redis_client, [item.ticket])
         clock.now = now + sweep
         part.next_batch()
-        (row,) = db.session.execute(db.prepare(DATAFLOW_PROGRESS.select()), (flow,))
-        assert DATAFLOW_PROGRESS.from_row(row).position == now + sweep - lag
+        assert progress_becomes(db, flow, now + sweep - lag) == now + sweep - lag
 
 
 def test_a_busy_shard_sweeps_on_the_grid_every_shard_shares(
@@ -399,10 +397,11 @@ def test_a_busy_shard_sweeps_on_the_grid_every_shard_shares(
         pay_theirs(redis_client, part.next_batch(), tenant_name, 1)  # sweeps, off the grid
         clock.now = grid + sweep * 0.9
         pay_theirs(redis_client, part.next_batch(), tenant_name, 1)
-        assert progress_of(db, flow) == grid + sweep * 0.6 - lag, "no sweep before the grid"
+        first = grid + sweep * 0.6 - lag
+        assert progress_becomes(db, flow, first) == first, "no sweep before the grid"
         clock.now = grid + sweep  # less than an interval after the first sweep
         pay_theirs(redis_client, part.next_batch(), tenant_name, 1)
-        assert progress_of(db, flow) == grid + sweep - lag
+        assert progress_becomes(db, flow, grid + sweep - lag) == grid + sweep - lag
 
 
 def ring(settings: Settings, redis_client, shard: int) -> None:

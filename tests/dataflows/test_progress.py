@@ -5,12 +5,14 @@ never published while a read up to it is owed."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
 import redis
+from cassandra import OperationTimedOut
 
 from cql.clock import utc_now
 from cql.learning import DATAFLOW_PROGRESS
@@ -53,6 +55,21 @@ class AnsweredLedger(Ledger):
             self.after, after = None, self.after
             after()
         return answer
+
+
+class FailingOnce:
+    """The flow's Cassandra session, whose next write times out once: as
+    when a busy node does not answer in time."""
+
+    def __init__(self, session) -> None:
+        self._session = session
+        self.failures = 1
+
+    def execute(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise OperationTimedOut("injected: no answer in time")
+        return self._session.execute(*args, **kwargs)
 
 
 @pytest.fixture
@@ -127,3 +144,49 @@ def test_nothing_is_published_after_close(db, redis_client, flow, ledger, progre
     progress.close()
     progress.publish()
     assert progress_of(db, flow) is None
+
+
+def test_a_worker_does_not_wait_for_a_publication_in_flight(
+    db, redis_client, flow, ledger, progress, start
+):
+    """A publication is held while it asks the ledger: the worker's look
+    returns at once, records nothing, and the held one publishes the sweep.
+    (Whichever thread asks first is held: the process's publisher thread
+    may be the one.)"""
+    until = start + timedelta(seconds=1)
+    asking, answer = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        asking.set()
+        answer.wait(10)
+
+    pay(redis_client, [ledger.owe(1, 1)])
+    ledger.after = hold
+    progress.swept(1, until, utc_now())
+    publication = threading.Thread(target=progress.publish)
+    publication.start()
+    assert asking.wait(10), "a publication asked the ledger"
+    progress.publish(wait=False)  # waiting would take until `answer` times out
+    assert progress_of(db, flow) is None, "the worker returned before the held publication"
+    answer.set()
+    publication.join(10)
+    assert (progress.watermark, progress_of(db, flow)) == (until, until)
+
+
+def test_a_watermark_whose_write_failed_is_written_at_the_next_look(
+    db, migrated, redis_client, flow, ledger, start
+):
+    """No later sweep comes at stop_at: the failed write itself is retried."""
+    session = FailingOnce(db.session)
+    write = db.prepare(DATAFLOW_PROGRESS.insert(), idempotent=True)
+    shard = Progress(flow, 0, session, write, ledger, start, start, utc_now)  # type: ignore[arg-type]
+    until = start + timedelta(seconds=1)
+    try:
+        pay(redis_client, [ledger.owe(1, 1)])
+        shard.swept(1, until, utc_now())
+        shard.publish()
+        shard.publish()
+        assert session.failures == 0, "the first write failed"
+        assert (progress_of(db, flow), shard.waiting) == (until, False)
+    finally:
+        shard.close()
