@@ -11,7 +11,9 @@ stretch of the feed in this process, with W workers, one after the other:
 the passthrough (dataflows/passthrough.py: the feed source into a sink that
 only counts), the reference (bench/reference.py: the feed source into one
 Cassandra row per entry, written as the writers write), error_counters and
-learning, and then again in the reverse order; each flow's faster run counts.
+learning, then in the reverse order, then in the first order again; each
+flow's fastest run counts. Each run starts once Cassandra has finished its
+flushes and compactions (waiting at most QUIET_MOST_S).
 Reported: entries/s of each, the ratios error_counters / reference and
 learning / reference (target at least 0.5), and each against the
 passthrough.
@@ -65,11 +67,20 @@ TARGET_RATIO = 0.5
 # replay.replay runs a flow by name from this table; the reference is the
 # bench's own, so it joins the table here.
 replay.FLOWS.setdefault(reference.FLOW, reference)
-# The order of the replays: every flow twice, mirrored (the first run of all
-# pays for a cold page cache, and a machine that drifts during the section
-# favours none), and each flow's faster run counts.
+# The order of the replays: every flow three times, mirrored (the first run
+# of all pays for a cold page cache, and a machine that drifts during the
+# section favours none), and each flow's fastest run counts: on a shared
+# machine, noise only ever slows a run down.
 _ONCE = (passthrough.FLOW, reference.FLOW, error_counters.FLOW, learning.FLOW)
-ORDER = _ONCE + _ONCE[::-1]
+ORDER = _ONCE + _ONCE[::-1] + _ONCE
+# Cassandra's background work (flushes, compactions) that a run would
+# otherwise share the machine with: left over from the sections before, or
+# from the run before, whose rows it flushes and compacts.
+_BACKGROUND = ("CompactionExecutor", "MemtableFlushWriter", "MemtablePostFlush")
+_QUIET_QUERY = "SELECT name, active_tasks, pending_tasks FROM system_views.thread_pools"
+# How long a run waits for that work to finish (then it runs anyway, and
+# the wait it did is reported).
+QUIET_MOST_S = 180.0
 
 
 # ---- throughput
@@ -109,6 +120,26 @@ def fill_feed(settings: Settings, tenant: str, events: int, learners: int) -> fl
     return time.monotonic() - began
 
 
+def wait_until_quiet(settings: Settings, most_s: float = QUIET_MOST_S) -> float:
+    """Wait until Cassandra has no flush or compaction running or pending,
+    seen twice a second apart, or `most_s` has passed; returns the seconds
+    waited."""
+    db = Db.open(settings.cassandra)
+    began = time.monotonic()
+    quiet_once = False
+    try:
+        while time.monotonic() - began < most_s:
+            rows = db.session.execute(_QUIET_QUERY)
+            busy = sum(active + pending for name, active, pending in rows if name in _BACKGROUND)
+            if busy == 0 and quiet_once:
+                break
+            quiet_once = busy == 0
+            time.sleep(1)
+    finally:
+        db.close()
+    return round(time.monotonic() - began, 1)
+
+
 def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -124,6 +155,7 @@ def throughput(settings: Settings, events: int, learners: int, workers: int) -> 
     until = utc_now() - timedelta(seconds=settings.feed.reader_lag_s)
     runs: list[dict[str, Any]] = []
     for name in ORDER:
+        waited_s = wait_until_quiet(settings)
         began = time.monotonic()
         entries = replay.replay(name, settings, start=start, until=until, workers=workers)
         seconds = time.monotonic() - began
@@ -132,6 +164,7 @@ def throughput(settings: Settings, events: int, learners: int, workers: int) -> 
             "entries": entries,
             "seconds": round(seconds, 2),
             "entries_per_s": round(entries / seconds, 1),
+            "quiet_after_s": waited_s,
             "peak_rss_mib_after": peak_rss_mib(),
         })  # fmt: skip
         log.info("replayed", **runs[-1])

@@ -663,7 +663,8 @@ def _dataflow(d: dict[str, Any], full: bool = True) -> list[str]:
     out += [
         f"The same feed of {d['events_written']} events ({d['learners']} learners, timestamps up "
         f"to three days old), replayed by each flow from fresh recovery state with "
-        f"{d['workers']} workers, in this order: {order} (a flow run twice: its faster run).",
+        f"{d['workers']} workers, in this order: {order} (a flow run more than once: its "
+        f"fastest run){_quiet(d['runs'])}.",
         "",
         *_table("Flow|Entries|Seconds|Entries/s|vs reference|vs passthrough"),
     ]
@@ -675,6 +676,8 @@ def _dataflow(d: dict[str, Any], full: bool = True) -> list[str]:
             f"{_ratio(r['entries_per_s'], flows.get('reference', {}).get('entries_per_s'))}|"
             f"{_ratio(r['entries_per_s'], flows.get('passthrough', {}).get('entries_per_s'))}|"
         )
+    runs = ", ".join(f"{r['flow']} {r['entries_per_s']:,.0f}" for r in d["runs"])
+    out += ["", f"Every run, in order (entries/s): {runs}."]
     target = d.get("target_ratio", 0.5)
     verdicts = []
     for flow in ("error_counters", "learning"):
@@ -689,6 +692,16 @@ def _dataflow(d: dict[str, Any], full: bool = True) -> list[str]:
         "",
     ]
     return out
+
+
+def _quiet(runs: list[dict[str, Any]]) -> str:
+    waits = [r["quiet_after_s"] for r in runs if "quiet_after_s" in r]
+    if not waits:
+        return ""
+    return (
+        f", each once Cassandra had no flush or compaction left (waited "
+        f"{min(waits):g}-{max(waits):g} s for it)"
+    )
 
 
 _FLOW_SECTIONS = {"freshness": _freshness, "dataflow": _dataflow}
