@@ -97,9 +97,7 @@ def analysed_already(previous: InsightRow | None) -> TypeGuard[InsightRow]:
 
 async def process(analyst: Analyst, batch: list[Subject]) -> Counter[str]:
     """Analyse and record a batch concurrently; how many ended how."""
-    previous = await asyncio.gather(
-        *(analyst.writer.current(s.tenant, s.utterance_id) for s in batch)
-    )
+    previous = await analyst.writer.current_all([(s.tenant, s.utterance_id) for s in batch])
     rows = await asyncio.gather(
         *(
             analyst.restate(before) if analysed_already(before) else analyst.analyse(s, before)

@@ -354,8 +354,8 @@ def in_chunks(values: list[V]) -> list[list[V]]:
 
 
 def tenant_chunks(learners: Iterable[Learner]) -> list[tuple[str, list[str]]]:
-    """Learners as (tenant, user ids) of at most PARTITIONS_PER_READ, for
-    `user_id IN ?` reads."""
+    """Learners (or any (tenant, id) keys) as (tenant, ids) of at most
+    PARTITIONS_PER_READ, for `user_id IN ?` (`utterance_id IN ?`) reads."""
     users: dict[str, list[str]] = defaultdict(list)
     for tenant, user_id in learners:
         users[tenant].append(user_id)

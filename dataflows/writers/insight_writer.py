@@ -10,7 +10,10 @@ and redrive share, and every table it writes (cql/schema/007_insights.cql).
    exception), at most `llm.max_concurrency` utterances at once per
    Analyst, so the client's deadline runs from when an utterance's turn
    comes rather than from when its batch arrived;
-3. records the result with `InsightWriter.record`:
+3. records the result with `InsightWriter.record_all`, together with the
+   other utterances analysed meanwhile (`Rounds`: one round of a batch
+   costs a few requests and one Redis pipeline, where an utterance apiece
+   cost three requests and a pipeline each):
    a. insights_by_utterance, the record: one row per analysed utterance,
       failures included;
    b. a completed insight goes to insights_by_hour and insights_by_user_month;
@@ -35,6 +38,7 @@ row does): the utterance's live event and the flow's `as_of` follow both.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -64,7 +68,8 @@ from cql.insights import (
 from cql.session import Db
 from cql.table import Table
 from cql.utterances import UTTERANCES, UtteranceRow
-from dataflows.connectors.sinks import batched
+from dataflows.connectors.sinks import batched, tenant_chunks
+from dataflows.writers.rounds import Rounds
 from live.bus import AsyncPublisher
 from live.events import insight_events, utterance_event
 from llm.client import InsightResult, LlmClient
@@ -171,7 +176,7 @@ class InsightWriter:
         self._shards = settings.dataflow.insight_shards
         self._slots = asyncio.Semaphore(settings.cassandra.max_in_flight)
         p = db.prepare
-        self._insight = p(INSIGHTS.select(), idempotent=True)
+        self._insights = p(INSIGHTS.select("tenant = ? AND utterance_id IN ?"), idempotent=True)
         self._utterance = p(UTTERANCES.select(), idempotent=True)
         self._insert_insight = p(INSIGHTS.insert(), idempotent=True)
         self._insert_hour = p(INSIGHTS_BY_HOUR.insert(), idempotent=True)
@@ -190,8 +195,15 @@ class InsightWriter:
         self._live = AsyncPublisher(settings)
 
     async def current(self, tenant: str, utterance_id: str) -> InsightRow | None:
-        rows = await self._run(self._insight, (tenant, utterance_id))
-        return INSIGHTS.from_row(rows[0]) if rows else None
+        return (await self.current_all([(tenant, utterance_id)]))[0]
+
+    async def current_all(self, keys: Sequence[tuple[str, str]]) -> list[InsightRow | None]:
+        """The record of each (tenant, utterance_id), if any: several
+        utterances of a tenant per read."""
+        reads = tenant_chunks(keys)
+        found = await asyncio.gather(*(self._run(self._insights, read) for read in reads))
+        rows = {_key(INSIGHTS, row): row for rows in found for row in map(INSIGHTS.from_row, rows)}
+        return [rows.get(key) for key in keys]
 
     async def utterance(self, tenant: str, utterance_id: str) -> UtteranceRow | None:
         rows = await self._run(self._utterance, (tenant, utterance_id))
@@ -207,7 +219,34 @@ class InsightWriter:
 
     async def record(self, row: InsightRow, previous: InsightRow | None) -> None:
         """Write an analysis's result (see the module docstring for the order)."""
-        await self._run(self._insert_insight, INSIGHTS.values(row))
+        await self.record_all([(row, previous)])
+
+    async def record_all(self, results: Sequence[tuple[InsightRow, InsightRow | None]]) -> None:
+        """Write several analyses' results (each with its previous record) in
+        one round: every record first, then what each one implies, then
+        their live events."""
+        await self._write_all([(self._insert_insight, INSIGHTS.values(row)) for row, _ in results])
+        await self._write_all(
+            [w for row, previous in results for w in self._implied(row, previous)]
+        )
+        await self._live.publish([event for row, _ in results for event in insight_events(row)])
+
+    async def restate_all(self, rows: Sequence[InsightRow]) -> None:
+        """Rewrite what completed records imply: their served rows and the
+        utterances' status (which a client's retried request may have put
+        back to `pending`)."""
+        await self._write_all(
+            [w for row in rows for w in (*self._served_writes(row), self._final_status(row))]
+        )
+
+    async def forget_failure(self, failure: FailedInsightRow) -> None:
+        await self._run(self._delete_failure, _key(FAILED_INSIGHTS, failure))
+
+    def _implied(
+        self, row: InsightRow, previous: InsightRow | None
+    ) -> list[tuple[PreparedStatement, tuple[Any, ...]]]:
+        """What a new record implies: its served rows or its failure row, the
+        previous answer's rows gone, and the utterance's final status."""
         if row.parse_status != FAILED:
             writes = self._served_writes(row)
         else:
@@ -219,17 +258,7 @@ class InsightWriter:
                 ]
         if previous is not None and previous.parse_status == FAILED:
             writes.append((self._delete_failure, _key(FAILED_INSIGHTS, failure_row(previous))))
-        await self._write_all([*writes, self._final_status(row)])
-        await self._live.publish(insight_events(row))
-
-    async def restate(self, row: InsightRow) -> None:
-        """Rewrite what a completed record implies: its served rows and the
-        utterance's status (which a client's retried request may have put
-        back to `pending`)."""
-        await self._write_all([*self._served_writes(row), self._final_status(row)])
-
-    async def forget_failure(self, failure: FailedInsightRow) -> None:
-        await self._run(self._delete_failure, _key(FAILED_INSIGHTS, failure))
+        return [*writes, self._final_status(row)]
 
     def _served_writes(self, row: InsightRow) -> list[tuple[PreparedStatement, tuple[Any, ...]]]:
         return [
@@ -263,6 +292,9 @@ class Analyst:
         self._llm = llm
         self._redis = redis
         self._turns = asyncio.Semaphore(concurrency)
+        # The utterances analysed meanwhile are recorded in one round.
+        self._records = Rounds(writer.record_all)
+        self._restated = Rounds(writer.restate_all)
 
     async def analyse(self, subject: Subject, previous: InsightRow | None) -> InsightRow:
         # `processing` once its model call may start, not while it waits for
@@ -275,13 +307,13 @@ class Analyst:
             result = await self._llm.analyze(subject.text)
         ANALYSIS_SECONDS.observe(result.latency_ms / 1000)
         row = insight_row(subject, result, utc_now())
-        await self.writer.record(row, previous)
+        await self._records.put((row, previous))
         outcome = FAILED if row.parse_status == FAILED else "completed"
         INSIGHTS_DONE.labels(outcome).inc()
         return row
 
     async def restate(self, row: InsightRow) -> InsightRow:
-        await self.writer.restate(row)
+        await self._restated.put(row)
         INSIGHTS_DONE.labels("skipped").inc()
         return row
 
