@@ -90,7 +90,7 @@ class FeedSettings(Section):
             "later than this is still read by the next sweep of the overlap "
             "(`dataflow.feed_overlap_s`)."
         ),
-    ] = 0.25
+    ] = 0.1
 
 
 class ApiSettings(Section):
