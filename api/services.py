@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis.asyncio as aioredis
 import structlog
@@ -72,7 +73,7 @@ def open_services(settings: Settings) -> Services:
         # A person waits on the exercises endpoint: bound a model call to
         # LLM_DEADLINE_S, retries included, instead of attempts x timeout.
         llm=LlmClient(settings.llm, client, deadline_s=LLM_DEADLINE_S),
-        served=ServedReads(db),
+        served=ServedReads(db, timedelta(seconds=settings.dataflow.late_after_s)),
         live=open_live(settings, client),
         listings=ListingReads(db),
         eraser=Eraser(db, settings),

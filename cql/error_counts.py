@@ -4,7 +4,8 @@ and partition an error point counts in. Field order is column order."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -66,6 +67,13 @@ ERROR_TOTALS = Table(
 
 # Windows of one partition by start: window_start in [?, ?).
 WINDOWS_FROM_TO = f"{ERROR_COUNTS.key_where()} AND window_start >= ? AND window_start < ?"
+# Facts of one learner-day by time: ts in [?, ?).
+FACTS_FROM_TO = f"{ERROR_POINTS.key_where()} AND ts >= ? AND ts < ?"
+# The window kinds stored in error_counts_by_user. Minute windows are not:
+# they are counted from the facts when read (minute_counts), since nearly
+# every error point is alone in its learner's minute, and a stored minute row
+# per point doubled what the flow wrote.
+STORED_KINDS = ("hour", "day", "month")
 
 
 class Window(NamedTuple):
@@ -87,8 +95,8 @@ PARTITION_SPAN: dict[str, Span] = {"minute": "day", "hour": "month", "day": "yea
 
 def error_windows(ts: datetime) -> tuple[Window, Window, Window]:
     """The minute, hour and day windows an event at `ts` counts in, each with
-    its error_counts_by_user bucket: minute rows by UTC day, hour rows by
-    UTC month, day rows by UTC year."""
+    its partition's bucket: minutes by UTC day (the facts' partition; minute
+    windows are not stored), hour rows by UTC month, day rows by UTC year."""
     minute = ts.replace(second=0, microsecond=0)
     if minute.tzinfo is None:
         return _cached_windows(minute)
@@ -116,3 +124,31 @@ _cached_windows = lru_cache(maxsize=4096)(_windows)
 
 def month_window(month: datetime) -> Window:
     return Window("month", MONTH_ROWS_BUCKET, month, next_month(month))
+
+
+def is_late(written_at: datetime, window_end: datetime, late_after: timedelta) -> bool:
+    """Whether a point accepted at `written_at` is late for a window ending
+    at `window_end`."""
+    return written_at > window_end + late_after
+
+
+# (ts, category, subcategory, written_at): a fact as minute_counts reads it.
+FACT_COLUMNS = ("ts", "category", "subcategory", "written_at")
+# (window_start, category, subcategory, count, late_events, newest written_at)
+MinuteCount = tuple[datetime, str, str, int, int, datetime]
+
+
+def minute_counts(
+    facts: Iterable[tuple[datetime, str, str, datetime]], late_after: timedelta
+) -> list[MinuteCount]:
+    """The minute windows of facts (FACT_COLUMNS, in any order), sorted by
+    window start and pair: what a stored minute row would hold, with the
+    newest acceptance in place of the flow's as_of."""
+    counts: dict[tuple[datetime, str, str], list] = {}
+    for ts, category, subcategory, written_at in facts:
+        start = ts.replace(second=0, microsecond=0)
+        count = counts.setdefault((start, category, subcategory), [0, 0, written_at])
+        count[0] += 1
+        count[1] += is_late(written_at, start + MINUTE, late_after)
+        count[2] = max(count[2], written_at)
+    return [(*key, n, late, newest) for key, (n, late, newest) in sorted(counts.items())]

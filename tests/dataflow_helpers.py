@@ -26,7 +26,14 @@ from hypothesis import strategies as st
 from api.writes.store import Store
 from cql.change_feed import FeedEntry, bucket_of
 from cql.clock import utc_now
-from cql.error_counts import ERROR_COUNTS, ERROR_POINTS, ERROR_TOTALS
+from cql.error_counts import (
+    ERROR_COUNTS,
+    ERROR_POINTS,
+    ERROR_TOTALS,
+    FACT_COLUMNS,
+    STORED_KINDS,
+    minute_counts,
+)
 from cql.learning import DATAFLOW_PROGRESS, LEARNING_BUCKETS, LEARNING_EVENTS
 from cql.session import Db
 from cql.utterances import UtteranceRow
@@ -285,15 +292,24 @@ def _partitions(utterances: Iterable[UtteranceRow]) -> dict[str, set[tuple[Any, 
 
 
 def served_error_counts(
-    db: Db, tenant: str, utterances: list[UtteranceRow]
+    db: Db, tenant: str, utterances: list[UtteranceRow], late_after_s: float
 ) -> dict[ErrorKey, tuple[int, int]]:
-    return {
+    """The stored windows, and the minute windows as the API counts them
+    from the facts (with the flows' `late_after_s`)."""
+    served = {
         (r.user_id, r.window, r.bucket, r.window_start, r.category, r.subcategory): (
             r.count,
             r.late_events,
         )
         for r in _error_count_rows(db, tenant, utterances)
     }
+    statement = db.prepare(ERROR_POINTS.select(columns=FACT_COLUMNS), idempotent=True)
+    late_after = timedelta(seconds=late_after_s)
+    for user_id, day in _partitions(utterances)["days"]:
+        facts = db.session.execute(statement, (tenant, user_id, day))
+        for start, category, subcategory, count, late, _ in minute_counts(facts, late_after):
+            served[(user_id, "minute", day, start, category, subcategory)] = (count, late)
+    return served
 
 
 def served_count_rows(db: Db, tenant: str, utterances: list[UtteranceRow]) -> list[Any]:
@@ -305,7 +321,7 @@ def _error_count_rows(db: Db, tenant: str, utterances: list[UtteranceRow]) -> li
     keys = _partitions(utterances)
     return [
         ERROR_COUNTS.from_row(values)
-        for kind in ("minute", "hour", "day", "month")
+        for kind in STORED_KINDS
         for key in keys[kind]
         for values in db.session.execute(statement, (tenant, *key))
     ]

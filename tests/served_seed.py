@@ -10,7 +10,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cql.error_counts import ERROR_COUNTS, ERROR_TOTALS, ErrorCountRow, ErrorTotalRow
+from cql.error_counts import (
+    ERROR_COUNTS,
+    ERROR_POINTS,
+    ERROR_TOTALS,
+    ErrorCountRow,
+    ErrorPointFact,
+    ErrorTotalRow,
+)
 from cql.learners import USERS, UserRow
 from cql.learning import DATAFLOW_PROGRESS, LEARNING_BUCKETS, LearningBucketRow, ProgressRow
 from cql.session import Db
@@ -24,8 +31,9 @@ def utc(*args: int) -> datetime:
 
 
 def error_partition(window: str, start: datetime) -> datetime:
-    """minute rows by UTC day, hour rows by UTC month, day rows by UTC year,
-    month rows in one span from 1970 (cql/schema/005)."""
+    """hour rows by UTC month, day rows by UTC year, month rows in one span
+    from 1970 (cql/schema/005); facts, which minute windows are counted
+    from, by UTC day."""
     midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
     return {
         "minute": midnight,
@@ -43,6 +51,11 @@ class Seeder:
         self.tenant = tenant
         self._user = db.prepare(USERS.insert())
         self._count = db.prepare(ERROR_COUNTS.insert())
+        self._fact = db.prepare(ERROR_POINTS.insert())
+        self._no_facts = db.prepare(
+            f"DELETE FROM {ERROR_POINTS.name} WHERE {ERROR_POINTS.key_where()}"
+            " AND ts = ? AND utterance_id = ?"
+        )
         self._total = db.prepare(ERROR_TOTALS.insert())
         self._bucket = db.prepare(LEARNING_BUCKETS.insert())
         self._progress = db.prepare(DATAFLOW_PROGRESS.insert())
@@ -65,6 +78,12 @@ class Seeder:
         late_events: int = 0,
         as_of: datetime = AS_OF,
     ) -> None:
+        """A stored window; a minute window as its facts, which the API
+        counts (the last `late_events` accepted a day after the window,
+        late by any setting; `as_of` then comes from the watermark)."""
+        if window == "minute":
+            self._minute_facts(user_id, start, category, subcategory, count, late_events)
+            return
         row = ErrorCountRow(
             self.tenant,
             user_id,
@@ -78,6 +97,28 @@ class Seeder:
             as_of,
         )
         self._run(self._count, ERROR_COUNTS.values(row))
+
+    def _minute_facts(
+        self, user_id: str, start: datetime, category: str, subcategory: str, count: int, late: int
+    ) -> None:
+        day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        # One utterance per window and pair, so seeding it again replaces it.
+        utterance_id = f"{category}/{subcategory}"
+        self._run(self._no_facts, (self.tenant, user_id, day, start, utterance_id))
+        for point in range(count):
+            accepted = start + (timedelta(days=1) if point >= count - late else timedelta())
+            fact = ErrorPointFact(
+                self.tenant,
+                user_id,
+                day,
+                start,
+                utterance_id,
+                point,
+                category,
+                subcategory,
+                accepted,
+            )
+            self._run(self._fact, ERROR_POINTS.values(fact))
 
     def error_total(self, user_id: str, category: str, subcategory: str, count: int) -> None:
         row = ErrorTotalRow(self.tenant, user_id, category, subcategory, count, AS_OF)

@@ -1,6 +1,6 @@
 """A learner's error counts per window and top errors, read from the tables
-the error-counter dataflow serves (cql/schema/005): which partitions a
-range touches, the reads, and the answer cache."""
+the error-counter dataflow serves (cql/schema/005; minute windows from its
+facts): which partitions a range touches, the reads, and the answer cache."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ async def error_windows(
         user, *parts = await asyncio.gather(
             services.store.user(tenant, user_id),
             *(
-                served.error_counts(tenant, user_id, *part)
+                served.error_counts(tenant, user_id, *part, as_of=as_of)
                 for part in slices(plan.source, plan.start, plan.end)
             ),
         )
@@ -112,8 +112,8 @@ async def _counts_since(
 
 def top_slices(first: datetime, today: date) -> list[Slice]:
     """The slices that count from `first` (a local midnight) on: the rest of
-    its UTC day from hour rows when it is a whole UTC hour, from minute rows
-    otherwise, then since_slices from the next UTC day."""
+    its UTC day from hour rows when it is a whole UTC hour, from minute
+    windows otherwise, then since_slices from the next UTC day."""
     first = first.astimezone(UTC)
     midnight = clock.ceil_to(first, DAY)
     head: list[Slice] = []

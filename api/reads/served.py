@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cassandra.query import PreparedStatement
 
 from api.edge.problems import Unprocessable
 from cql.aio import fetch_all
-from cql.clock import from_stored_time
-from cql.error_counts import ERROR_COUNTS, ERROR_TOTALS, WINDOWS_FROM_TO
+from cql.clock import from_stored_time, to_stored_time
+from cql.error_counts import (
+    ERROR_COUNTS,
+    ERROR_POINTS,
+    ERROR_TOTALS,
+    FACT_COLUMNS,
+    FACTS_FROM_TO,
+    WINDOWS_FROM_TO,
+    minute_counts,
+)
 from cql.learning import (
     DATAFLOW_PROGRESS,
     ERROR_FLOW,
@@ -34,8 +42,9 @@ ErrorTotalTuple = tuple[str, str, int]
 # (bucket_start, entry_count, words, late_events)
 LearningTuple = tuple[datetime, int, int, int]
 
-# A minute partition (one UTC day) holds 1,440 windows times the learner's
-# (category, subcategory) pairs; this is far above any real learner's day.
+# A partition of hour rows (one UTC month) holds 744 windows times the
+# learner's (category, subcategory) pairs, one of facts (one UTC day) a row
+# per error point: this is far above any real learner's month or day.
 MAX_ERROR_ROWS = 20_000
 MAX_TOTALS = 10_000
 # A UTC month of quarter hours, per month partition read.
@@ -49,8 +58,9 @@ WATERMARK_REUSE_S = 0.1
 
 
 class ServedReads:
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, late_after: timedelta) -> None:
         self._session = db.session
+        self._late_after = late_after
         # Attributes, so a test can point them at flow names of its own.
         self.error_flow = ERROR_FLOW
         self.learning_flow = LEARNING_FLOW
@@ -70,6 +80,7 @@ class ServedReads:
             ),
             idempotent=True,
         )
+        self._facts = p(ERROR_POINTS.select(FACTS_FROM_TO, columns=FACT_COLUMNS), idempotent=True)
         self._error_totals = p(
             ERROR_TOTALS.select(columns=("category", "subcategory", "count")), idempotent=True
         )
@@ -95,11 +106,24 @@ class ServedReads:
         bucket: datetime,
         start: datetime,
         end: datetime,
+        as_of: datetime | None = None,
     ) -> list[ErrorCountTuple]:
-        """The rows of one partition (`bucket`) whose window starts in [start, end)."""
-        return await self._fetch(
-            self._error_counts, (tenant, user_id, window, bucket, start, end), MAX_ERROR_ROWS
+        """The `window` rows of one partition (`bucket`) whose window starts
+        in [start, end), sorted by start. Minute windows, which are not
+        stored, are counted from the facts of the UTC day `bucket`; each
+        vouches for the flow's watermark `as_of` (read before them), or for
+        its newest point when that is later."""
+        if window != "minute":
+            params = (tenant, user_id, window, bucket, start, end)
+            return await self._fetch(self._error_counts, params, MAX_ERROR_ROWS)
+        facts = await self._fetch(
+            self._facts, (tenant, user_id, bucket, start, end), MAX_ERROR_ROWS
         )
+        counts = minute_counts(facts, self._late_after)
+        if as_of is None:
+            return counts
+        floor = to_stored_time(as_of)
+        return [(*row[:5], max(row[5], floor)) for row in counts]
 
     async def error_totals(self, tenant: str, user_id: str) -> list[ErrorTotalTuple]:
         return await self._fetch(self._error_totals, (tenant, user_id), MAX_TOTALS, field=None)

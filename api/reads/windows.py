@@ -1,15 +1,16 @@
 """Which stored error-count windows answer a request for minute, hour, day
 or month windows in a time zone, and how they add up (cql/schema/005).
 
-The error-counter flow stores UTC windows only: minutes, hours, days and
-months. Minute and hour windows are served as stored, in any zone (an hour
-of a +05:30 zone then starts at half past on its clock). A local day or
-month is a sum of stored windows, exact because it is a union of them: it
-is read from the coarsest stored kind whose windows start at every local
-midnight of the range (UTC months or days when those midnights are UTC
-ones, hours when they fall on whole UTC hours, minutes otherwise), and
-the longest range is the one of the kind read, since that is what bounds
-the partitions one request touches.
+The error-counter flow serves UTC windows only: minutes (counted from its
+facts when read, cql.error_counts.minute_counts), hours, days and months.
+Minute and hour windows are served as they are, in any zone (an hour of a
++05:30 zone then starts at half past on its clock). A local day or month is
+a sum of served windows, exact because it is a union of them: it is read
+from the coarsest kind whose windows start at every local midnight of the
+range (UTC months or days when those midnights are UTC ones, hours when
+they fall on whole UTC hours, minutes otherwise), and the longest range is
+the one of the kind read, since that is what bounds the partitions one
+request touches.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Stored(NamedTuple):
     longest: timedelta  # the longest range one request may ask for
 
 
-# A range of at most `longest` touches at most 8 partitions (minute rows),
+# A range of at most `longest` touches at most 8 partitions (days of facts),
 # 5 (hour), 4 (day) or the one of month rows, read concurrently.
 STORED = {
     "minute": Stored(MINUTE, timedelta(days=7)),

@@ -37,10 +37,11 @@ had no errors.
 
 `from` and `to` are each a date YYYY-MM-DD, meaning the start of that day in
 `tz`, or an RFC 3339 timestamp with an offset. Minute and hour windows are
-the stored UTC ones, shown in `tz`. A local day or month is summed from the
-coarsest stored windows that start at each of its midnights: UTC days or
-months when they are UTC midnights, hours when they fall on whole UTC hours
-(e.g. Europe/Paris), minutes otherwise (e.g. Asia/Kolkata, +05:30). The
+UTC ones, shown in `tz` (minutes counted from the stored error points). A
+local day or month is summed from the coarsest UTC windows that start at
+each of its midnights: UTC days or months when they are UTC midnights, hours
+when they fall on whole UTC hours (e.g. Europe/Paris), minutes otherwise
+(e.g. Asia/Kolkata, +05:30). The
 longest range is that of the windows read: {_DAYS["minute"]} days for minutes,
 {_DAYS["hour"]} days for hours, {_DAYS["day"]} days for UTC days and
 {_DAYS["month"]} days for UTC months.

@@ -66,8 +66,9 @@ def erasure_of(item: FeedItem) -> Stamped[Erasure] | None:
 
 
 def error_partitions(learner: Learner, days: list[datetime]) -> list[tuple[Table[Any], tuple]]:
-    """Facts by day; minute rows by day, hour rows by month, day rows by
-    year, month rows and totals by learner (cql/error_counts.py)."""
+    """Facts by day; minute rows by day (stored until minute windows were
+    counted from the facts, and still erased), hour rows by month, day rows
+    by year, month rows and totals by learner (cql/error_counts.py)."""
     months, years = {month_start(d) for d in days}, {year_start(d) for d in days}
     return [
         *((ERROR_POINTS, (*learner, day)) for day in days),

@@ -9,11 +9,12 @@ For one batch of error points, per (learner, UTC day) touched:
    is in the feed twice (a retried request), the fact keeps the later
    acceptance time whichever entry comes first, so a replay reproduces
    `written_at`, and with it `late_events`, exactly;
-2. every touched (minute, hour, day) window of a touched (category,
-   subcategory) pair is written with its count from the day's tallies:
-   counted once from all the day's facts when the day is first held, then
-   kept current fact by fact (`DayTallies`), so a batch costs its own
-   points, not the day's;
+2. every touched hour and day window of a touched (category, subcategory)
+   pair is written with its count from the day's tallies: counted once from
+   all the day's facts when the day is first held, then kept current fact
+   by fact (`DayTallies`), so a batch costs its own points, not the day's.
+   Minute windows are tallied too, for the live events, but not stored:
+   the API counts them from the facts (cql.error_counts.minute_counts);
 3. each touched month is the sum of its day rows, and each touched pair's
    all-time total the sum of its month rows.
 
@@ -47,6 +48,7 @@ from cql.error_counts import (
     ErrorTotalRow,
     Window,
     error_windows,
+    is_late,
     month_window,
 )
 from cql.learning import ERROR_FLOW
@@ -99,7 +101,7 @@ def tally_point(
     pair = (fact.category, fact.subcategory)
     for window in error_windows(fact.ts):
         count, late, newest = tallies.get((window, pair), (0, 0, fact.written_at))
-        late_now = fact.written_at > window.end + late_after
+        late_now = is_late(fact.written_at, window.end, late_after)
         newest = max(newest, fact.written_at) if sign > 0 else newest
         tallies[(window, pair)] = Tally(count + sign, late + sign * late_now, newest)
 
@@ -149,7 +151,7 @@ class ErrorCountWriter:
         by_day, held_facts, changes = self._facts.merge(points)
         facts = written(changes)
         count_late(ERROR_FLOW, facts, MINUTE, self._late_after)
-        rows, months = self._recount_days(by_day, held_facts, changes, as_of)
+        rows, minutes, months = self._recount_days(by_day, held_facts, changes, as_of)
         rows += self._sum_months(months, as_of)
         totals = self._sum_totals(months, as_of)
         write_all(
@@ -159,7 +161,7 @@ class ErrorCountWriter:
             + upserts(self._insert_total, ERROR_TOTALS, totals),
             self._concurrency,
         )
-        return Written(set(as_of), errors_events(rows, totals))
+        return Written(set(as_of), errors_events(minutes + rows, totals))
 
     def _recount_days(
         self,
@@ -167,24 +169,26 @@ class ErrorCountWriter:
         held_facts: dict[Day, dict[Any, ErrorPointFact]],
         changes: dict[Day, list[Change[ErrorPointFact]]],
         as_of: dict[Learner, datetime],
-    ) -> tuple[list[ErrorCountRow], dict[Day, set[Pair]]]:
-        """The minute, hour and day rows the batch touches, from the day's
-        tallies; the day rows are also kept in their month's held rows.
-        Returns the pairs touched per month too."""
+    ) -> tuple[list[ErrorCountRow], list[ErrorCountRow], dict[Day, set[Pair]]]:
+        """The hour and day rows the batch touches, from the day's tallies,
+        and its minute windows (not stored) apart; the day rows are also
+        kept in their month's held rows. Returns the pairs touched per
+        month too."""
         held_days = self._day_rows.load({_month_of(day) for day in by_day})
         rows: list[ErrorCountRow] = []
+        minutes: list[ErrorCountRow] = []
         months: dict[Day, set[Pair]] = defaultdict(set)
         for key, batch in by_day.items():
             tenant, user_id, _day = key
             touched = {(w, (f.category, f.subcategory)) for f in batch for w in error_windows(f.ts)}
             tallies = self._tallies.update(key, held_facts[key], changes[key])
             for window, pair in touched:
-                tally = tallies[(window, pair)]
-                rows.append(_count_row(tenant, user_id, window, pair, tally, as_of))
+                row = _count_row(tenant, user_id, window, pair, tallies[(window, pair)], as_of)
+                (minutes if window.kind == "minute" else rows).append(row)
                 if window.kind == "day":
-                    held_days[_month_of(key)][(window.start, pair)] = tally
+                    held_days[_month_of(key)][(window.start, pair)] = tallies[(window, pair)]
             months[_month_of(key)].update(pair for _w, pair in touched)
-        return rows, months
+        return rows, minutes, months
 
     def _sum_months(
         self, months: dict[Day, set[Pair]], as_of: dict[Learner, datetime]

@@ -75,14 +75,14 @@ def seed_facts(seed: Seeder, user_id: str, window: str, facts: list[Fact]) -> No
 
 async def test_minute_windows_across_two_utc_days(errors, seed) -> None:
     user_id = seed.learner()
-    early, late = utc(2026, 3, 8, 0, 1), utc(2026, 3, 8, 2)
+    # Minute windows are counted from facts: each vouches for the watermark.
     facts: list[Fact] = [
-        (utc(2026, 3, 7, 23, 58), "grammar", "past tense", 1, 0, early),  # before `from`
-        (utc(2026, 3, 7, 23, 59), "vocabulary", "word choice", 1, 1, late),
-        (utc(2026, 3, 7, 23, 59), "grammar", "past tense", 2, 0, early),
-        (utc(2026, 3, 8, 0, 0), "grammar", "articles", 4, 0, early),
-        (utc(2026, 3, 8, 0, 17), "grammar", "past tense", 3, 2, late),
-        (utc(2026, 3, 8, 0, 30), "grammar", "articles", 1, 0, early),  # at `to`: excluded
+        (utc(2026, 3, 7, 23, 58), "grammar", "past tense", 1, 0, WATERMARK),  # before `from`
+        (utc(2026, 3, 7, 23, 59), "vocabulary", "word choice", 1, 1, WATERMARK),
+        (utc(2026, 3, 7, 23, 59), "grammar", "past tense", 2, 0, WATERMARK),
+        (utc(2026, 3, 8, 0, 0), "grammar", "articles", 4, 0, WATERMARK),
+        (utc(2026, 3, 8, 0, 17), "grammar", "past tense", 3, 2, WATERMARK),
+        (utc(2026, 3, 8, 0, 30), "grammar", "articles", 1, 0, WATERMARK),  # at `to`: excluded
     ]
     seed_facts(seed, user_id, "minute", facts)
     # 05:29+05:30 is 23:59 UTC on the 7th: the range spans two partitions.

@@ -43,7 +43,7 @@ def flow() -> str:
 async def test_a_watermark_is_reused_until_it_is_old_then_read_again(
     db: Db, flow: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served = Counting(db)
+    served = Counting(db, timedelta(minutes=1))
     record(db, flow, FIRST)
     monkeypatch.setattr(served_module, "WATERMARK_REUSE_S", 60.0)
     assert await served.watermark(flow) == FIRST
@@ -60,7 +60,7 @@ async def test_a_watermark_is_reused_until_it_is_old_then_read_again(
 async def test_requests_at_once_share_one_read(
     db: Db, flow: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served = Counting(db)
+    served = Counting(db, timedelta(minutes=1))
     monkeypatch.setattr(served_module, "WATERMARK_REUSE_S", 60.0)  # a pause must not expire it
     record(db, flow, FIRST)
     got = await asyncio.gather(*(served.watermark(flow) for _ in range(50)))
@@ -69,7 +69,7 @@ async def test_requests_at_once_share_one_read(
 
 
 async def test_each_flow_has_its_own(db: Db, flow: str) -> None:
-    served = Counting(db)
+    served = Counting(db, timedelta(minutes=1))
     other = flow + "-other"
     record(db, flow, FIRST)
     record(db, other, FIRST + timedelta(hours=1))

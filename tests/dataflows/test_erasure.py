@@ -27,9 +27,9 @@ from tests.conftest import new_tenant
 from tests.dataflows.test_insights_flow import in_process_settings
 
 
-def served(db, tenant: str, utterances: list) -> tuple:
+def served(db, tenant: str, utterances: list, late_after_s: float) -> tuple:
     return (
-        df.served_error_counts(db, tenant, utterances),
+        df.served_error_counts(db, tenant, utterances, late_after_s),
         df.served_error_totals(db, tenant, utterances),
         df.error_facts(db, tenant, utterances),
         df.served_quarter_hours(db, tenant, utterances),
@@ -83,7 +83,7 @@ def test_an_erased_learner_leaves_every_served_table_and_stays_out(api, db, migr
             run_insights(settings, start)
 
         run_flows()
-        assert served(db, tenant.name, mine) == recounted(mine, late_after)
+        assert served(db, tenant.name, mine, late_after) == recounted(mine, late_after)
         assert len(
             insight_rows(db, tenant.name, [u.utterance_id for u in mine])["insights_by_utterance"]
         ) == len(mine)
@@ -94,8 +94,8 @@ def test_an_erased_learner_leaves_every_served_table_and_stays_out(api, db, migr
         # and then the erase entries.
         run_flows()
         nothing = ({}, {}, set(), {})
-        assert served(db, tenant.name, mine) == nothing
-        assert served(db, tenant.name, rest) == recounted(rest, late_after)
+        assert served(db, tenant.name, mine, late_after) == nothing
+        assert served(db, tenant.name, rest, late_after) == recounted(rest, late_after)
         mine_ids = [u.utterance_id for u in mine]
         assert insight_rows(db, tenant.name, mine_ids) == {
             "insights_by_utterance": [], "utterances_by_id": []
@@ -104,8 +104,8 @@ def test_an_erased_learner_leaves_every_served_table_and_stays_out(api, db, migr
         # A replay rebuilds the tables from the feed: still nothing of it.
         for flow in (error_counters, learning):
             replay.replay(flow.FLOW, settings, start=start, workers=2)
-        assert served(db, tenant.name, mine) == nothing
-        assert served(db, tenant.name, rest) == recounted(rest, late_after)
+        assert served(db, tenant.name, mine, late_after) == nothing
+        assert served(db, tenant.name, rest, late_after) == recounted(rest, late_after)
 
         # The id created again starts from zero.
         learners_again = [(erased, _recreate(http, erased))]
@@ -113,7 +113,7 @@ def test_an_erased_learner_leaves_every_served_table_and_stays_out(api, db, migr
         df.post_all(http, fresh)
     run_flows()
     new = oracle.load_utterances(db, tenant.name, [i["utterance_id"] for i in fresh])
-    assert served(db, tenant.name, mine + new) == recounted(new, late_after)
+    assert served(db, tenant.name, mine + new, late_after) == recounted(new, late_after)
 
 
 def _recreate(http: httpx.Client, user_id: str) -> str:

@@ -18,7 +18,14 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from cql.clock import DAY, EPOCH, HOUR, MINUTE, next_month, utc_now
-from cql.error_counts import ERROR_POINTS, ErrorCountRow, ErrorPointFact, Window, error_windows
+from cql.error_counts import (
+    ERROR_POINTS,
+    ErrorCountRow,
+    ErrorPointFact,
+    Window,
+    error_windows,
+    minute_counts,
+)
 from dataflows import error_counters
 from dataflows.connectors.sinks import DayTallies, merge_into
 from dataflows.writers.error_writer import Tally, recount, sum_by_pair, tally_point
@@ -153,6 +160,33 @@ def test_tallies_kept_batch_by_batch_equal_a_recount_of_the_whole_day(utterances
         assert {k: v for k, v in kept.items() if v.count} == everything
 
 
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PAIRS), _in_the_day, st.integers(0, 180)), max_size=30))
+def test_minute_windows_counted_from_facts_equal_the_flow_s_tallies(points):
+    """What GET /errors?window=minute counts from the facts is what the
+    flow's tallies (and so its live events) hold for each minute."""
+    late_after = timedelta(seconds=60)
+    facts = [
+        msgspec.structs.replace(
+            fact(ts, ts + timedelta(seconds=delay), utterance_id=f"u{n}"),
+            category=category,
+            subcategory=subcategory,
+        )
+        for n, ((category, subcategory), ts, delay) in enumerate(points)
+    ]
+    read = [(f.ts, f.category, f.subcategory, f.written_at) for f in facts]
+    served = {
+        (start, (category, subcategory)): Tally(count, late, newest)
+        for start, category, subcategory, count, late, newest in minute_counts(read, late_after)
+    }
+    touched = {(error_windows(f.ts)[0], (f.category, f.subcategory)) for f in facts}
+    tallied = recount(facts, touched, late_after)
+    assert served == {(window.start, pair): tally for (window, pair), tally in tallied.items()}
+    assert [key[:3] for key in minute_counts(read, late_after)] == sorted(
+        (start, *pair) for start, pair in served
+    )
+
+
 def test_error_points_are_numbered_in_the_order_sent():
     ts = datetime(2024, 3, 15, 13, 45, 30)
     item = feed_item("t", "u", "a", ts, [("grammar", "articles"), ("grammar", "articles")])
@@ -246,7 +280,7 @@ def test_served_counts_equal_a_recount_from_the_base_table(specs, api, db, migra
 
     utterances = oracle.load_utterances(db, tenant.name, sent.ids)
     late_after = settings.dataflow.late_after_s
-    assert served_error_counts(db, tenant.name, utterances) == oracle.error_counts(
+    assert served_error_counts(db, tenant.name, utterances, late_after) == oracle.error_counts(
         utterances, late_after
     )
     # as_of: the read position, or the newest utterance counted in the row
@@ -269,7 +303,7 @@ def test_one_or_two_workers_and_a_replay_write_identical_tables(api, db, migrate
 
     def tables():
         return (
-            served_error_counts(db, tenant, utterances),
+            served_error_counts(db, tenant, utterances, sent.settings.dataflow.late_after_s),
             served_error_totals(db, tenant, utterances),
             error_facts(db, tenant, utterances),
         )

@@ -701,5 +701,7 @@ def test_killed_workers_and_server_come_back_and_every_retried_request_completes
     run_to_end(error_counters, flow, start)
     late_after = flow.dataflow.late_after_s
     assert served_error_totals(db, tenant.name, stored) == oracle.error_totals(stored)
-    assert served_error_counts(db, tenant.name, stored) == oracle.error_counts(stored, late_after)
+    assert served_error_counts(db, tenant.name, stored, late_after) == oracle.error_counts(
+        stored, late_after
+    )
     assert error_facts(db, tenant.name, stored) == oracle.error_points(stored)

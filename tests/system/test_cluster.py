@@ -436,7 +436,9 @@ def test_losing_nodes_and_a_flow_process_under_load_loses_nothing(
         deadline = caught_up + 180
         while (
             got := (
-                served_error_counts(drill_db, tenant.name, utterances),
+                served_error_counts(
+                    drill_db, tenant.name, utterances, drill_settings.dataflow.late_after_s
+                ),
                 served_error_totals(drill_db, tenant.name, utterances),
             )
         ) != expected and time.monotonic() < deadline:

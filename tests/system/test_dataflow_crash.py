@@ -164,7 +164,7 @@ def test_kill_9_three_times_mid_stream_then_counts_equal_the_recount(
 
         def served():
             return (
-                served_error_counts(db, tenant.name, utterances),
+                served_error_counts(db, tenant.name, utterances, migrated.dataflow.late_after_s),
                 served_error_totals(db, tenant.name, utterances),
                 error_facts(db, tenant.name, utterances),
             )
