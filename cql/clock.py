@@ -42,6 +42,12 @@ def floor_to(moment: datetime, step: timedelta) -> datetime:
     return moment - (moment - _epoch(moment)) % step
 
 
+def is_late(written_at: datetime, window_end: datetime, late_after: timedelta) -> bool:
+    """Whether an event accepted at `written_at` is late for the window (or
+    bucket) ending at `window_end`: the one rule of every flow and read."""
+    return written_at > window_end + late_after
+
+
 def ceil_to(moment: datetime, step: timedelta) -> datetime:
     """`moment` rounded up to a multiple of `step` since the epoch."""
     over = (moment - _epoch(moment)) % step

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from cql.clock import DAY, EPOCH, HOUR, MINUTE, Span, next_month
+from cql.clock import DAY, EPOCH, HOUR, MINUTE, Span, is_late, next_month
 from cql.table import Table
 
 
@@ -124,12 +124,6 @@ _cached_windows = lru_cache(maxsize=4096)(_windows)
 
 def month_window(month: datetime) -> Window:
     return Window("month", MONTH_ROWS_BUCKET, month, next_month(month))
-
-
-def is_late(written_at: datetime, window_end: datetime, late_after: timedelta) -> bool:
-    """Whether a point accepted at `written_at` is late for a window ending
-    at `window_end`."""
-    return written_at > window_end + late_after
 
 
 # (ts, category, subcategory, written_at): a fact as minute_counts reads it.

@@ -40,7 +40,7 @@ from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedS
 from prometheus_client import Counter
 
 from cql.binding import bind
-from cql.clock import floor_to
+from cql.clock import floor_to, is_late
 from cql.error_counts import ErrorPointFact
 from cql.learning import LearningFact
 from cql.session import Db
@@ -100,7 +100,7 @@ LATE_EVENTS = Counter(
 def count_late(flow: str, facts: Iterable[Any], step: timedelta, late_after: timedelta) -> None:
     """Counts the late ones among newly written facts (their `ts` window of
     `step`, accepted at `written_at`)."""
-    late = sum(f.written_at > floor_to(f.ts, step) + step + late_after for f in facts)
+    late = sum(is_late(f.written_at, floor_to(f.ts, step) + step, late_after) for f in facts)
     if late:
         LATE_EVENTS.labels(flow).inc(late)
 

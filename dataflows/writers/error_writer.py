@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
 
-from cql.clock import MINUTE, month_start, year_start
+from cql.clock import MINUTE, is_late, month_start, year_start
 from cql.error_counts import (
     ERROR_COUNTS,
     ERROR_POINTS,
@@ -48,7 +48,6 @@ from cql.error_counts import (
     ErrorTotalRow,
     Window,
     error_windows,
-    is_late,
     month_window,
 )
 from cql.learning import ERROR_FLOW

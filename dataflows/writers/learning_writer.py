@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import NamedTuple
 
-from cql.clock import QUARTER_HOUR, floor_to, month_start
+from cql.clock import QUARTER_HOUR, floor_to, is_late, month_start
 from cql.learning import (
     LEARNING_BUCKETS,
     LEARNING_EVENTS,
@@ -60,7 +60,7 @@ def tally_bucket(
     bucket's end."""
     start = floor_to(fact.ts, QUARTER_HOUR)
     entries, words, late = buckets.get(start, (0, 0, 0))
-    late_now = fact.written_at > start + QUARTER_HOUR + late_after
+    late_now = is_late(fact.written_at, start + QUARTER_HOUR, late_after)
     buckets[start] = Bucket(
         entries + sign, words + sign * fact.words_learned, late + sign * late_now
     )
