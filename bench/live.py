@@ -20,9 +20,9 @@ are stalled (opened, never read). Measured:
   the owed events stopped coming (`_Clients._drain`), so that a late event
   is not taken for a lost one;
 - API memory (RSS of the server and its workers) sampled over the run;
-- the clients' own lag: every client runs in this one process (SSE readers
-  on its event loop, WebSocket senders in threads), so its CPU and how late
-  its event loop wakes up say how much of a latency is the client's own.
+- the clients' own lag: every client runs on this one process's event
+  loop, so its CPU and how late its event loop wakes up say how much of a
+  latency is the client's own.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -124,7 +123,7 @@ class _Clients:
         self.ledger = Ledger()
         self.sse_learners, self.ws_learners = learners[:SSE_CLIENTS], learners[SSE_CLIENTS:]
         self.listening, self.posting = asyncio.Event(), asyncio.Event()
-        self.threads_over, self.sending = threading.Event(), threading.Event()
+        self.sending = asyncio.Event()
         self.sending.set()
         self.api, self.key = api, key
         # When the last POST was answered, and how long the events owed then took.
@@ -137,16 +136,12 @@ class _Clients:
             for i, (user, _conv) in enumerate(self.sse_learners)
         ]
         ws_rate = min(1.0, rate / 4 / WS_CLIENTS)
-        self.threads = [
-            threading.Thread(
-                target=ws_client,
-                args=(api.url, key, learner, i, ledger, ws_rate, self.threads_over, self.sending),
-                daemon=True,
+        self.ws = [
+            asyncio.create_task(
+                ws_client(api.url, key, learner, i, ledger, ws_rate, self.listening, self.sending)
             )
             for i, learner in enumerate(self.ws_learners)
         ]
-        for thread in self.threads:
-            thread.start()
         self.stalled = stall(api.port, key, SSE_CLIENTS // 10)
         await self._opened()
         rest = rate - ws_rate * WS_CLIENTS
@@ -159,7 +154,7 @@ class _Clients:
         a client's first connection was answered is not owed to it."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ledger.all_opened.wait(), within_s)
-        await asyncio.sleep(1)  # the WebSocket threads connect meanwhile
+        await asyncio.sleep(1)  # the WebSocket clients connect meanwhile
 
     async def stop(self) -> None:
         """Stop posting, wait for the events still owed (`_drain`), then
@@ -170,10 +165,7 @@ class _Clients:
         self.posted_at = time.monotonic()
         await self._drain()
         self.listening.set()
-        self.threads_over.set()
-        await asyncio.gather(*self.sse, return_exceptions=True)
-        for thread in self.threads:
-            thread.join(15)
+        await asyncio.gather(*self.sse, *self.ws, return_exceptions=True)
         for s in self.stalled:
             s.close()
 
@@ -241,7 +233,7 @@ async def _drive(
         "client_cpu_percent_of_core": own.result, "client_loop_lag_ms": summarize(lag),
         "cpu_percent": machine.result,
         "acked_per_s": round(len(ledger.acked) / seconds, 1),
-        "sse_clients": len(clients.sse), "ws_clients": len(clients.threads),
+        "sse_clients": len(clients.sse), "ws_clients": len(clients.ws),
         "stalled_clients": len(clients.stalled), "rate_per_s": rate, "seconds": seconds,
         "reconnects": ledger.reconnects, "worker_killed": killed_at is not None,
         "failures": dict(ledger.failures),

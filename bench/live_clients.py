@@ -1,22 +1,23 @@
-"""The clients of the live benchmark (bench/live.py): SSE readers that drop
-and resume, WebSocket senders in threads, a steady POSTer, stalled
-connections, and the ledger of what was posted and what each client saw."""
+"""The clients of the live benchmark (bench/live.py), all on one event loop:
+SSE readers that drop and resume, WebSocket senders, a steady POSTer,
+stalled connections, and the ledger of what was posted and what each
+client saw."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import socket
-import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import websocket
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosedOK, WebSocketException
 
 from bench import common
 
@@ -142,53 +143,83 @@ async def _read(
             current[name] = value
 
 
-def ws_client(
+async def ws_client(
     url: str, key: str, learner: tuple[str, str], index: int, ledger: Ledger, rate: float,
-    over: threading.Event, sending: threading.Event,
+    over: asyncio.Event, sending: asyncio.Event,
 ) -> None:  # fmt: skip
-    """One WebSocket client, in a thread (websocket-client is synchronous):
-    an utterance every 1/rate s on average, every message read as it comes."""
+    """One WebSocket client on the event loop: an utterance every 1/rate s
+    on average, every message read as it comes; after a drop it resumes
+    from the last id it got."""
     base = url.replace("http://", "ws://") + f"/v1/ws?client_id=ws-{index}&user_id={learner[0]}"
     pending: dict[str, tuple[str, float, str]] = {}
     while not over.is_set():
         cursor = ledger.cursors.get(SSE_CLIENTS + index)
         ws_url = base + (f"&last_event_id={cursor}" if cursor else "")
         try:
-            ws = websocket.create_connection(
-                ws_url, header={"Authorization": f"Bearer {key}"}, timeout=10
-            )
-        except Exception:  # refused or a worker being replaced: count, retry
+            # As a conversation app's client: no compression, no proxy.
+            ws = await ws_connect(
+                ws_url, additional_headers={"Authorization": f"Bearer {key}"},
+                open_timeout=10, compression=None, proxy=None, ping_interval=None,
+            )  # fmt: skip
+        except (OSError, TimeoutError, WebSocketException):  # refused, or a worker replaced
             ledger.failures["ws_connect"] += 1
-            time.sleep(0.5)
+            await asyncio.sleep(0.5)
             continue
         ledger.connected(SSE_CLIENTS + index)
         try:
-            _ws_session(ws, learner, index, ledger, rate, (over, sending), pending)
-        except Exception:  # the worker was killed: reconnect
+            await _ws_session(ws, learner, index, ledger, rate, (over, sending), pending)
+        except (OSError, WebSocketException):  # the worker was killed: reconnect
             ledger.failures["ws_dropped"] += 1
         finally:
             ledger.disconnected(SSE_CLIENTS + index)
-            ws.close()
+            await ws.close()
 
 
-def _ws_session(
-    ws: websocket.WebSocket, learner: tuple[str, str], index: int, ledger: Ledger, rate: float,
-    flags: tuple[threading.Event, threading.Event], pending: dict[str, tuple[str, float, str]],
+async def _ws_session(
+    ws: ClientConnection, learner: tuple[str, str], index: int, ledger: Ledger, rate: float,
+    flags: tuple[asyncio.Event, asyncio.Event], pending: dict[str, tuple[str, float, str]],
 ) -> None:  # fmt: skip
-    """Reads until `over`; sends while `sending` is set."""
-    user, conv = learner
+    """Reads until `over`; sends while `sending` is set. A closed
+    connection raises (from the reader or the sender)."""
     over, sending = flags
-    next_send = time.monotonic() + random.expovariate(rate)
-    while not over.is_set():
-        ws.settimeout(max(0.01, next_send - time.monotonic()))
-        with contextlib.suppress(websocket.WebSocketTimeoutException):
-            _ws_take(json.loads(ws.recv()), index, ledger, pending)
-        if time.monotonic() >= next_send and sending.is_set():
+    tasks = [
+        asyncio.create_task(_ws_read(ws, index, ledger, pending)),
+        asyncio.create_task(_ws_send(ws, learner, ledger, rate, sending, pending)),
+        asyncio.create_task(over.wait()),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    for task in done:
+        task.result()
+
+
+async def _ws_read(
+    ws: ClientConnection, index: int, ledger: Ledger, pending: dict[str, tuple[str, float, str]]
+) -> None:
+    async for raw in ws:
+        _ws_take(json.loads(raw), index, ledger, pending)
+    raise ConnectionClosedOK(None, None)  # closed by the server
+
+
+async def _ws_send(
+    ws: ClientConnection, learner: tuple[str, str], ledger: Ledger, rate: float,
+    sending: asyncio.Event, pending: dict[str, tuple[str, float, str]],
+) -> None:  # fmt: skip
+    user, conv = learner
+    next_send = time.monotonic()
+    while True:
+        next_send += random.expovariate(rate)
+        await asyncio.sleep(max(0.0, next_send - time.monotonic()))
+        if sending.is_set():
             body, minute = _body(user, conv)
             key = f"k{random.getrandbits(64):x}"
             pending[key] = (user, time.monotonic(), minute)
-            ws.send(json.dumps({"type": "utterance", "idempotency_key": key, "utterance": body}))
-            next_send += random.expovariate(rate)
+            await ws.send(
+                json.dumps({"type": "utterance", "idempotency_key": key, "utterance": body})
+            )
 
 
 def _ws_take(
