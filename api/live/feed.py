@@ -124,7 +124,10 @@ class Feed:
                 pending = await self._catch_up(key, subscriber, cursor)
                 continue
             try:
-                got = await asyncio.wait_for(subscriber.queue.get(), self._heartbeat_s)
+                # A timeout scope, not wait_for: on Python 3.11 wait_for
+                # wraps each get in a task of its own, for every event.
+                async with asyncio.timeout(self._heartbeat_s):
+                    got = await subscriber.queue.get()
             except TimeoutError:
                 got = None
                 cursor = _newest(subscriber, cursor)

@@ -97,7 +97,8 @@ class _Bounded(ASGIResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def bounded(message: Message) -> None:
             try:
-                await asyncio.wait_for(send(message), self._timeout_s)
+                async with asyncio.timeout(self._timeout_s):  # no task per message
+                    await send(message)
             except TimeoutError:
                 raise _Stalled from None
 

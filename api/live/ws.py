@@ -108,10 +108,8 @@ class Connection:
     async def _send(self, message: dict[str, Any]) -> None:
         async with self._sending:
             try:
-                await asyncio.wait_for(
-                    self._socket.send_text(_encoder.encode(message).decode()),
-                    self._settings.send_timeout_s,
-                )
+                async with asyncio.timeout(self._settings.send_timeout_s):  # no task per message
+                    await self._socket.send_text(_encoder.encode(message).decode())
             except TimeoutError:
                 self._session.subscriber.close("slow")
                 raise _Stalled from None
