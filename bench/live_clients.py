@@ -184,7 +184,7 @@ async def _ws_session(
     over, sending = flags
     tasks = [
         asyncio.create_task(_ws_read(ws, index, ledger, pending)),
-        asyncio.create_task(_ws_send(ws, learner, ledger, rate, sending, pending)),
+        asyncio.create_task(_ws_send(ws, learner, rate, sending, pending)),
         asyncio.create_task(over.wait()),
     ]
     try:
@@ -205,8 +205,8 @@ async def _ws_read(
 
 
 async def _ws_send(
-    ws: ClientConnection, learner: tuple[str, str], ledger: Ledger, rate: float,
-    sending: asyncio.Event, pending: dict[str, tuple[str, float, str]],
+    ws: ClientConnection, learner: tuple[str, str], rate: float, sending: asyncio.Event,
+    pending: dict[str, tuple[str, float, str]],
 ) -> None:  # fmt: skip
     user, conv = learner
     next_send = time.monotonic()
